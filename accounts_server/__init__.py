@@ -1,0 +1,109 @@
+"""accounts-server: an async authentication and token server in the style of accounts-js.
+
+The public surface is exactly `__all__` (pinned by tests/test_public_api.py); login services
+import nothing else.
+"""
+
+from __future__ import annotations
+
+from .errors import (
+    AccountsError,
+    AuthenticationFailed,
+    ConfigurationError,
+    Conflict,
+    EmailAlreadyExists,
+    Forbidden,
+    InvalidCredentials,
+    InvalidEmail,
+    InvalidPassword,
+    InvalidRequest,
+    InvalidToken,
+    InvalidUsername,
+    LoginNotAllowed,
+    MethodNotAllowed,
+    NotFound,
+    RequestTooLarge,
+    RouteNotFound,
+    ServiceNotFound,
+    StoreUnavailable,
+    TokenExpired,
+    TokenReused,
+    UnsupportedMediaType,
+    UserDeactivated,
+    UsernameAlreadyExists,
+    UsernameOrEmailRequired,
+    UserNotFound,
+    ValidationFailed,
+)
+from .hooks import EventName, HookEvent, Listener
+from .server import AccountsServer
+from .services import (
+    EndpointHandler,
+    EndpointRequest,
+    LoginService,
+    ServiceContext,
+    ServiceEndpoint,
+)
+from .sessions import SessionConfig
+from .stores.base import Store, StoredSession, canonical_email, canonical_username
+from .tokens import KeyRing, SigningKey, TokenConfig
+from .types import ConnectionInfo, Email, ImpersonationResult, LoginResult, Session, Tokens, User
+from .validation import validate_email, validate_username
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AccountsError",
+    "AccountsServer",
+    "AuthenticationFailed",
+    "ConfigurationError",
+    "Conflict",
+    "ConnectionInfo",
+    "Email",
+    "EmailAlreadyExists",
+    "EndpointHandler",
+    "EndpointRequest",
+    "EventName",
+    "Forbidden",
+    "HookEvent",
+    "ImpersonationResult",
+    "InvalidCredentials",
+    "InvalidEmail",
+    "InvalidPassword",
+    "InvalidRequest",
+    "InvalidToken",
+    "InvalidUsername",
+    "KeyRing",
+    "Listener",
+    "LoginNotAllowed",
+    "LoginResult",
+    "LoginService",
+    "MethodNotAllowed",
+    "NotFound",
+    "RequestTooLarge",
+    "RouteNotFound",
+    "ServiceContext",
+    "ServiceEndpoint",
+    "ServiceNotFound",
+    "Session",
+    "SessionConfig",
+    "SigningKey",
+    "Store",
+    "StoreUnavailable",
+    "StoredSession",
+    "TokenConfig",
+    "TokenExpired",
+    "TokenReused",
+    "Tokens",
+    "UnsupportedMediaType",
+    "User",
+    "UserDeactivated",
+    "UserNotFound",
+    "UsernameAlreadyExists",
+    "UsernameOrEmailRequired",
+    "ValidationFailed",
+    "canonical_email",
+    "canonical_username",
+    "validate_email",
+    "validate_username",
+]

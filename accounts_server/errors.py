@@ -1,0 +1,230 @@
+"""Every error accounts-server raises, with the stable accounts-js code a client branches on.
+
+This module knows nothing of HTTP: the only `{error: status}` table is in `http/errors.py`.
+Messages are safe to show a client; context lives in attributes and never holds a secret.
+
+    AccountsError
+    ├── ConfigurationError          misuse, raised at startup (or issue time for hooks)
+    ├── InvalidRequest              malformed input: wrong types, not an object, too deep
+    │   ├── RequestTooLarge
+    │   └── UnsupportedMediaType
+    ├── ValidationFailed            well-formed input with a value we refuse
+    │   ├── InvalidEmail
+    │   ├── InvalidUsername
+    │   ├── InvalidPassword
+    │   └── UsernameOrEmailRequired
+    ├── AuthenticationFailed
+    │   ├── InvalidCredentials
+    │   └── InvalidToken            (.reason says why, for logs)
+    │       ├── TokenExpired
+    │       └── TokenReused
+    ├── Forbidden
+    │   ├── UserDeactivated
+    │   └── LoginNotAllowed
+    ├── NotFound
+    │   ├── ServiceNotFound
+    │   ├── UserNotFound
+    │   └── RouteNotFound
+    ├── MethodNotAllowed
+    ├── Conflict
+    │   ├── UsernameAlreadyExists
+    │   └── EmailAlreadyExists
+    └── StoreUnavailable
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+__all__ = [
+    "AccountsError",
+    "AuthenticationFailed",
+    "ConfigurationError",
+    "Conflict",
+    "EmailAlreadyExists",
+    "Forbidden",
+    "InvalidCredentials",
+    "InvalidEmail",
+    "InvalidPassword",
+    "InvalidRequest",
+    "InvalidToken",
+    "InvalidUsername",
+    "LoginNotAllowed",
+    "MethodNotAllowed",
+    "NotFound",
+    "RequestTooLarge",
+    "RouteNotFound",
+    "ServiceNotFound",
+    "StoreUnavailable",
+    "TokenExpired",
+    "TokenReused",
+    "UnsupportedMediaType",
+    "UserDeactivated",
+    "UserNotFound",
+    "UsernameAlreadyExists",
+    "UsernameOrEmailRequired",
+    "ValidationFailed",
+]
+
+
+class AccountsError(Exception):
+    """Base of every error; `code` is the wire contract, `message` is safe for a client."""
+
+    code: ClassVar[str] = "AccountsError"
+    default_message: ClassVar[str] = "Request failed"
+
+    def __init__(self, message: str | None = None) -> None:
+        self.message = message or self.default_message
+        super().__init__(self.message)
+
+
+class ConfigurationError(AccountsError):
+    """The server was set up wrongly; raised before it serves anything."""
+
+    code = "ConfigurationError"
+    default_message = "Invalid configuration"
+
+
+class InvalidRequest(AccountsError):
+    code = "InvalidRequest"
+    default_message = "Invalid request"
+
+
+class RequestTooLarge(InvalidRequest):
+    code = "RequestTooLarge"
+    default_message = "Request body too large"
+
+
+class UnsupportedMediaType(InvalidRequest):
+    code = "UnsupportedMediaType"
+    default_message = "Request body must be application/json"
+
+
+class ValidationFailed(AccountsError):
+    code = "ValidationFailed"
+    default_message = "Validation failed"
+
+
+class InvalidEmail(ValidationFailed):
+    code = "InvalidEmail"
+    default_message = "Invalid email"
+
+
+class InvalidUsername(ValidationFailed):
+    code = "InvalidUsername"
+    default_message = "Invalid username"
+
+
+class InvalidPassword(ValidationFailed):
+    code = "InvalidPassword"
+    default_message = "Invalid password"
+
+
+class UsernameOrEmailRequired(ValidationFailed):
+    code = "UsernameOrEmailRequired"
+    default_message = "Username or email is required"
+
+
+class AuthenticationFailed(AccountsError):
+    code = "AuthenticationFailed"
+    default_message = "Authentication failed"
+
+
+class InvalidCredentials(AuthenticationFailed):
+    """One answer for unknown user and wrong password, so it cannot enumerate accounts."""
+
+    code = "InvalidCredentials"
+    default_message = "Invalid credentials"
+
+
+class InvalidToken(AuthenticationFailed):
+    """A token that must not be honoured. `reason` is for logs and tests, not for clients."""
+
+    code = "InvalidToken"
+    default_message = "Invalid token"
+
+    def __init__(self, message: str | None = None, *, reason: str = "invalid") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class TokenExpired(InvalidToken):
+    code = "TokenExpired"
+    default_message = "Token expired"
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message, reason="expired")
+
+
+class TokenReused(InvalidToken):
+    """A rotated refresh token came back: the session is revoked (RFC 9700 §4.14.2)."""
+
+    code = "TokenReused"
+    default_message = "Refresh token reused; session revoked"
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message, reason="reused")
+
+
+class Forbidden(AccountsError):
+    code = "Forbidden"
+    default_message = "Not allowed"
+
+
+class UserDeactivated(Forbidden):
+    code = "UserDeactivated"
+    default_message = "User is deactivated"
+
+
+class LoginNotAllowed(Forbidden):
+    """The `validate_login` hook said no (or failed, which counts as no)."""
+
+    code = "LoginNotAllowed"
+    default_message = "Login not allowed"
+
+
+class NotFound(AccountsError):
+    code = "NotFound"
+    default_message = "Not found"
+
+
+class ServiceNotFound(NotFound):
+    code = "ServiceNotFound"
+    default_message = "Service not found"
+
+
+class UserNotFound(NotFound):
+    code = "UserNotFound"
+    default_message = "User not found"
+
+
+class RouteNotFound(NotFound):
+    code = "RouteNotFound"
+    default_message = "Not found"
+
+
+class MethodNotAllowed(AccountsError):
+    code = "MethodNotAllowed"
+    default_message = "Method not allowed"
+
+
+class Conflict(AccountsError):
+    code = "Conflict"
+    default_message = "Conflict"
+
+
+class UsernameAlreadyExists(Conflict):
+    code = "UsernameAlreadyExists"
+    default_message = "Username already exists"
+
+
+class EmailAlreadyExists(Conflict):
+    code = "EmailAlreadyExists"
+    default_message = "Email already exists"
+
+
+class StoreUnavailable(AccountsError):
+    """The store could not answer; never reported as bad credentials or success."""
+
+    code = "StoreUnavailable"
+    default_message = "Service temporarily unavailable"

@@ -1,0 +1,200 @@
+"""The Starlette app speaking the accounts-js REST protocol. Glue only: each route parses the
+request, calls one server method and serializes the result; the rules are in the core."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+
+from ..errors import AccountsError, AuthenticationFailed, InvalidRequest, InvalidToken
+from ..server import AccountsServer
+from ..services import EndpointHandler, EndpointRequest, ProvidesEndpoints
+from .errors import handle_accounts_error, handle_http_exception, handle_unexpected
+from .request import MAX_BODY_BYTES, Network, access_token, connection_info, read_json
+from .wire import to_wire
+
+__all__ = ["create_app"]
+
+logger = logging.getLogger("accounts_server.http")
+_NO_STORE = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+
+
+def _json(value: object) -> Response:
+    return JSONResponse(to_wire(value), headers=_NO_STORE)
+
+
+class _Routes:
+    def __init__(
+        self, server: AccountsServer, trusted_proxies: Sequence[Network], max_body: int
+    ) -> None:
+        self.server = server
+        self.proxies = trusted_proxies
+        self.max_body = max_body
+
+    async def _body(self, request: Request) -> Any:
+        return await read_json(request, max_bytes=self.max_body)
+
+    async def authenticate(self, request: Request) -> Response:
+        body = await self._body(request)
+        service = request.path_params["service"]
+        info = connection_info(request, self.proxies)
+        return _json(await self.server.login_with_service(service, body, info))
+
+    async def verify_authentication(self, request: Request) -> Response:
+        body = await self._body(request)
+        service = request.path_params["service"]
+        info = connection_info(request, self.proxies)
+        return _json(await self.server.authenticate_with_service(service, body, info))
+
+    async def refresh_tokens(self, request: Request) -> Response:
+        body = await self._body(request)
+        refresh, access = body.get("refreshToken"), body.get("accessToken")
+        if not isinstance(refresh, str) or not (access is None or isinstance(access, str)):
+            raise InvalidRequest("refreshToken (and accessToken, if given) must be strings")
+        info = connection_info(request, self.proxies)
+        return _json(await self.server.refresh_tokens(access, refresh, info))
+
+    async def logout(self, request: Request) -> Response:
+        token = access_token(request, await self._body(request))
+        if token is None:
+            raise InvalidToken(reason="missing")
+        await self.server.logout(token)
+        return _json(None)
+
+    async def user(self, request: Request) -> Response:
+        """200 `null` without a valid token: the accounts-js client's "am I logged in" check
+        relies on it. A store outage is still a 503, never a silent `null`."""
+        body = await self._body(request) if request.method == "POST" else {}
+        token = access_token(request, body)
+        if token is None:
+            return _json(None)
+        try:
+            return _json(await self.server.resume_session(token))
+        except AuthenticationFailed:
+            return _json(None)
+
+    async def impersonate(self, request: Request) -> Response:
+        body = await self._body(request)
+        token = body.get("accessToken")
+        token = token if isinstance(token, str) and token else access_token(request)
+        if token is None:
+            raise InvalidToken(reason="missing")
+        target = body.get("impersonated")
+        if not isinstance(target, dict):
+            raise InvalidRequest("impersonated must be an object")
+        info = connection_info(request, self.proxies)
+        return _json(await self.server.impersonate(token, target, info))
+
+    async def jwks(self, request: Request) -> Response:
+        return JSONResponse(self.server.jwks(), headers={"Cache-Control": "public, max-age=300"})
+
+    async def health(self, request: Request) -> Response:
+        await self.server.store.find_user_by_id("")  # StoreUnavailable → 503
+        return _json({"status": "ok"})
+
+    def endpoint(self, handler: EndpointHandler) -> Callable[[Request], Awaitable[Response]]:
+        async def route(request: Request) -> Response:
+            body = await self._body(request)
+            call = EndpointRequest(
+                server=self.server,
+                body=body,
+                info=connection_info(request, self.proxies),
+                access_token=access_token(request, body),
+            )
+            return _json(await handler(call))
+
+        return route
+
+
+def _routes(server: AccountsServer, handlers: _Routes) -> list[BaseRoute]:
+    routes: list[BaseRoute] = [
+        Route("/refreshTokens", handlers.refresh_tokens, methods=["POST"]),
+        Route("/logout", handlers.logout, methods=["POST"]),
+        Route("/user", handlers.user, methods=["GET", "POST"]),
+        Route("/impersonate", handlers.impersonate, methods=["POST"]),
+        Route("/.well-known/jwks.json", handlers.jwks, methods=["GET"]),
+        Route("/health", handlers.health, methods=["GET"]),
+    ]
+    for name, service in server.services.items():
+        if isinstance(service, ProvidesEndpoints):
+            for endpoint in service.endpoints():
+                route = handlers.endpoint(endpoint.handler)
+                routes.append(Route(f"/{name}/{endpoint.path}", route, methods=["POST"]))
+    routes += [
+        Route("/{service}/authenticate", handlers.authenticate, methods=["POST"]),
+        Route("/{service}/verifyAuthentication", handlers.verify_authentication, methods=["POST"]),
+    ]
+    return routes
+
+
+async def _prune_forever(server: AccountsServer, every: timedelta) -> None:
+    while True:
+        await asyncio.sleep(every.total_seconds())
+        try:
+            await server.prune_sessions()
+        except AccountsError:
+            logger.warning("periodic session prune failed; will retry", exc_info=True)
+
+
+def create_app(
+    server: AccountsServer,
+    *,
+    prefix: str = "/accounts",
+    trusted_proxies: Sequence[str] = (),
+    max_body_size: int = MAX_BODY_BYTES,
+    close_store_on_shutdown: bool = False,
+    prune_every: timedelta | None = None,
+) -> Starlette:
+    """The ASGI app. Routes live under `prefix`; with `prefix=""` it is meant to be mounted
+    (`host.mount("/accounts", create_app(server, prefix=""))`). With a prefix, the JWKS is also
+    served at the root `/.well-known/jwks.json`. `prune_every` deletes expired sessions
+    periodically while the app runs (validity never depends on it).
+
+    Raises:
+        ConfigurationError: never; `ValueError` for an unparsable proxy network.
+    """
+    proxies = [ipaddress.ip_network(net, strict=False) for net in trusted_proxies]
+    handlers = _Routes(server, proxies, max_body_size)
+    routes = _routes(server, handlers)
+    app_routes: list[BaseRoute]
+    if prefix:
+        app_routes = [
+            Mount(prefix.rstrip("/"), routes=routes),
+            Route("/.well-known/jwks.json", handlers.jwks, methods=["GET"]),
+        ]
+    else:
+        app_routes = routes
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        pruner = None
+        if prune_every is not None:
+            pruner = asyncio.create_task(_prune_forever(server, prune_every))
+        try:
+            yield
+        finally:
+            if pruner is not None:
+                pruner.cancel()
+            if close_store_on_shutdown:
+                await server.close()
+
+    return Starlette(
+        routes=app_routes,
+        exception_handlers={
+            AccountsError: handle_accounts_error,
+            HTTPException: handle_http_exception,
+            Exception: handle_unexpected,
+        },
+        lifespan=lifespan,
+    )

@@ -1,0 +1,88 @@
+"""The one table from error class to HTTP status, and the JSON error body.
+
+Resolved along the class's MRO, as Starlette finds exception handlers, so a new subclass gets
+its parent's status without an edit here. Anything that is not an `AccountsError` is a bug:
+it is logged with its trace and the client gets a 500 JSON body without one.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from .. import errors as e
+
+__all__ = ["STATUS", "error_response", "status_for"]
+
+logger = logging.getLogger("accounts_server.http")
+
+STATUS: dict[type[e.AccountsError], int] = {
+    e.AccountsError: 500,
+    e.InvalidRequest: 400,
+    e.RequestTooLarge: 413,
+    e.UnsupportedMediaType: 415,
+    e.ValidationFailed: 422,
+    e.AuthenticationFailed: 401,
+    e.Forbidden: 403,
+    e.NotFound: 404,
+    e.MethodNotAllowed: 405,
+    e.Conflict: 409,
+    e.StoreUnavailable: 503,
+}
+_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+_RETRY_AFTER_SECONDS = "5"
+
+
+def status_for(error: e.AccountsError) -> int:
+    for cls in type(error).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 500
+
+
+def error_response(error: e.AccountsError) -> Response:
+    status = status_for(error)
+    if status == 500:
+        # A misconfiguration (e.g. a hook setting a reserved claim): the operator's problem,
+        # logged in full; the client learns nothing about it.
+        logger.error("request failed: %s: %s", type(error).__name__, error.message)
+        body = {"message": "Internal server error", "code": "InternalError"}
+    else:
+        body = {"message": error.message, "code": error.code}
+    headers = dict(_HEADERS)
+    if isinstance(error, e.StoreUnavailable):
+        headers["Retry-After"] = _RETRY_AFTER_SECONDS
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+async def handle_accounts_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, e.AccountsError)
+    return error_response(exc)
+
+
+async def handle_http_exception(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404/405 become our JSON errors: every response is JSON."""
+    assert isinstance(exc, HTTPException)
+    error: e.AccountsError
+    if exc.status_code == 405:
+        error = e.MethodNotAllowed()
+    elif exc.status_code == 404:
+        error = e.RouteNotFound()
+    else:
+        error = e.InvalidRequest()
+    response = error_response(error)
+    if exc.headers and "Allow" in exc.headers:
+        response.headers["Allow"] = exc.headers["Allow"]
+    return response
+
+
+async def handle_unexpected(request: Request, exc: Exception) -> Response:
+    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    return JSONResponse(
+        {"message": "Internal server error", "code": "InternalError"},
+        status_code=500,
+        headers=_HEADERS,
+    )

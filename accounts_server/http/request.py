@@ -1,0 +1,104 @@
+"""Reading a request: the JSON body within limits, the access token, the caller's address."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from starlette.requests import Request
+
+from ..errors import InvalidRequest, RequestTooLarge, UnsupportedMediaType
+from ..types import ConnectionInfo
+
+__all__ = ["MAX_BODY_BYTES", "MAX_JSON_DEPTH", "access_token", "connection_info", "read_json"]
+
+MAX_BODY_BYTES = 64 * 1024
+MAX_JSON_DEPTH = 32
+_MAX_USER_AGENT = 512
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _refuse_constant(name: str) -> Any:
+    raise InvalidRequest("NaN and Infinity are not JSON")
+
+
+def _depth(value: object) -> int:
+    """Nesting depth without recursion (a hostile body must not exhaust the stack)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list):
+            deepest = max(deepest, depth)
+            children = node.values() if isinstance(node, dict) else node
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+async def read_json(request: Request, *, max_bytes: int = MAX_BODY_BYTES) -> Mapping[str, Any]:
+    """The body as a JSON object; an empty body is `{}` (the accounts-js client posts some
+    routes without one).
+
+    Raises:
+        RequestTooLarge, UnsupportedMediaType, InvalidRequest.
+    """
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > max_bytes):
+        raise RequestTooLarge()
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise RequestTooLarge()
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw.strip():
+        return {}
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != "application/json" and not media_type.endswith("+json"):
+        raise UnsupportedMediaType()
+    try:
+        body = json.loads(raw, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidRequest("body is not valid JSON") from exc
+    if not isinstance(body, dict):
+        raise InvalidRequest("body must be a JSON object")
+    if _depth(body) > MAX_JSON_DEPTH:
+        raise InvalidRequest(f"JSON nested deeper than {MAX_JSON_DEPTH}")
+    return body
+
+
+def access_token(request: Request, body: Mapping[str, Any] | None = None) -> str | None:
+    """`Authorization: Bearer <t>`, a bare token in that header, or a body `accessToken`, as
+    accounts-js reads them. An empty header means anonymous, not an error."""
+    header = request.headers.get("authorization", "").strip()
+    if header[:7].lower() == "bearer ":
+        header = header[7:].strip()
+    if header:
+        return header
+    token = body.get("accessToken") if body is not None else None
+    return token if isinstance(token, str) and token else None
+
+
+def connection_info(request: Request, trusted_proxies: Sequence[Network] = ()) -> ConnectionInfo:
+    """The peer address from the socket; `X-Forwarded-For` only when the peer is a trusted
+    proxy, and then the right-most address that is not one (the rest can be forged)."""
+    ip = request.client.host if request.client else None
+    if trusted_proxies and ip is not None and _trusted(ip, trusted_proxies):
+        for raw_hop in reversed(request.headers.get("x-forwarded-for", "").split(",")):
+            hop = raw_hop.strip()
+            if hop:
+                ip = hop
+                if not _trusted(hop, trusted_proxies):
+                    break
+    agent = request.headers.get("user-agent")
+    return ConnectionInfo(ip=ip, user_agent=agent[:_MAX_USER_AGENT] if agent else None)
+
+
+def _trusted(ip: str, networks: Sequence[Network]) -> bool:
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    return any(address in network for network in networks)

@@ -1,0 +1,68 @@
+"""The accounts-js wire shapes (camelCase) of the server's results."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..types import ImpersonationResult, LoginResult, Session, Tokens, User
+
+__all__ = ["to_wire"]
+
+
+def _ms(value: Any) -> int | None:
+    return None if value is None else int(value.timestamp() * 1000)
+
+
+def _user(user: User) -> dict[str, Any]:
+    return {
+        **user.extra,
+        "id": user.id,
+        "username": user.username,
+        "emails": [{"address": e.address, "verified": e.verified} for e in user.emails],
+        "deactivated": user.deactivated,
+        "createdAt": _ms(user.created_at),
+        "updatedAt": _ms(user.updated_at),
+    }
+
+
+def _tokens(tokens: Tokens) -> dict[str, str]:
+    return {"accessToken": tokens.access_token, "refreshToken": tokens.refresh_token}
+
+
+def _session(session: Session) -> dict[str, Any]:
+    return {
+        "id": session.id,
+        "userId": session.user_id,
+        "valid": session.valid,
+        "createdAt": _ms(session.created_at),
+        "updatedAt": _ms(session.updated_at),
+        "lastUsedAt": _ms(session.last_used_at),
+        "expiresAt": _ms(session.expires_at),
+        "ip": session.ip,
+        "userAgent": session.user_agent,
+        "impersonatorId": session.impersonator_id,
+    }
+
+
+def to_wire(value: object) -> Any:
+    """Our result types in wire form; JSON values pass through."""
+    if isinstance(value, User):
+        return _user(value)
+    if isinstance(value, LoginResult):
+        return {
+            "sessionId": value.session_id,
+            "tokens": _tokens(value.tokens),
+            "user": _user(value.user),
+        }
+    if isinstance(value, ImpersonationResult):
+        body: dict[str, Any] = {"authorized": value.authorized}
+        if value.tokens is not None:
+            body["tokens"] = _tokens(value.tokens)
+        if value.user is not None:
+            body["user"] = _user(value.user)
+        return body
+    if isinstance(value, Session):
+        return _session(value)
+    if isinstance(value, list | tuple):
+        return [to_wire(item) for item in value]
+    return value

@@ -1,0 +1,450 @@
+"""AccountsServer: orchestration of login services, sessions, tokens, users and hooks.
+
+The rules live elsewhere (`tokens`, `sessions`, the store); this module sequences them and
+emits the lifecycle events. It takes `ConnectionInfo`, never an HTTP request, and must not
+import a web framework or a database driver.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+from .errors import (
+    AccountsError,
+    ConfigurationError,
+    InvalidCredentials,
+    InvalidRequest,
+    InvalidToken,
+    LoginNotAllowed,
+    ServiceNotFound,
+    TokenReused,
+    UserDeactivated,
+    UsernameOrEmailRequired,
+    UserNotFound,
+)
+from .hooks import EventName, HookEvent, Hooks, Listener
+from .services import LoginService, ProvidesEndpoints, ServiceContext, check_service_name
+from .sessions import SessionConfig, SessionRules, access_jti
+from .stores.base import Store, StoredSession
+from .tokens import AccessClaims, TokenCodec, TokenConfig
+from .types import ConnectionInfo, Email, ImpersonationResult, LoginResult, Tokens, User
+from .validation import validate_email, validate_username
+
+__all__ = ["AccountsServer"]
+
+logger = logging.getLogger("accounts_server")
+_T = TypeVar("_T")
+
+JwtPayloadHook = Callable[
+    [Mapping[str, Any], User], Mapping[str, Any] | Awaitable[Mapping[str, Any]]
+]
+ImpersonationAuthorize = Callable[[User, User], bool | Awaitable[bool]]
+UserSanitizer = Callable[[User], User]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+async def _maybe_await(value: _T | Awaitable[_T]) -> _T:
+    if inspect.isawaitable(value):
+        return await value
+    return value
+
+
+class AccountsServer:
+    """The authentication server. All configuration is keyword-only and checked here.
+
+    Raises:
+        ConfigurationError: two services with one name, or an invalid service name.
+    """
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        tokens: TokenConfig,
+        services: Sequence[LoginService] = (),
+        sessions: SessionConfig | None = None,
+        create_jwt_payload: JwtPayloadHook | None = None,
+        impersonation_authorize: ImpersonationAuthorize | None = None,
+        user_sanitizer: UserSanitizer | None = None,
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        self.store = store
+        self.token_config = tokens
+        self.session_config = sessions or SessionConfig()
+        self.hooks = Hooks()
+        self.clock = clock
+        self._codec = TokenCodec(tokens)
+        self._sessions = SessionRules(store, self.session_config, clock)
+        self._create_jwt_payload = create_jwt_payload
+        self._impersonation_authorize = impersonation_authorize
+        self._sanitize = user_sanitizer or (lambda user: user)
+        self._context = ServiceContext(store=store, hooks=self.hooks, clock=clock)
+        self.services: dict[str, LoginService] = {}
+        for service in services:
+            name = check_service_name(getattr(service, "name", None))
+            if name in self.services:
+                raise ConfigurationError(f"two login services are named {name!r}")
+            if isinstance(service, ProvidesEndpoints):
+                service.endpoints()  # validated now, not on the first request
+            self.services[name] = service
+
+    # -- hooks ------------------------------------------------------------------------------
+
+    def on(self, event: EventName, listener: Listener) -> Callable[[], None]:
+        """Listen to a lifecycle event; returns the function that stops listening.
+
+        Raises:
+            ConfigurationError: unknown event name.
+        """
+        return self.hooks.on(event, listener)
+
+    async def _emit(self, name: EventName, **fields: Any) -> None:
+        await self.hooks.emit(HookEvent(name=name, **fields))
+
+    # -- login ------------------------------------------------------------------------------
+
+    async def login_with_service(
+        self, service_name: str, params: Mapping[str, Any], info: ConnectionInfo
+    ) -> LoginResult:
+        """Authenticate with a login service and open a session.
+
+        Raises:
+            ServiceNotFound, InvalidCredentials, UserDeactivated, LoginNotAllowed.
+        """
+        try:
+            user = await self._authenticate(service_name, params, info)
+            result = await self._open_session(user, info)
+        except AccountsError as exc:
+            await self._emit("login_error", service=service_name, info=info, error=exc)
+            raise
+        await self._emit(
+            "login_success",
+            user=result.user,
+            session_id=result.session_id,
+            service=service_name,
+            info=info,
+        )
+        return result
+
+    async def authenticate_with_service(
+        self, service_name: str, params: Mapping[str, Any], info: ConnectionInfo
+    ) -> bool:
+        """The same checks as a login, without opening a session.
+
+        Raises:
+            ServiceNotFound, InvalidCredentials, UserDeactivated, LoginNotAllowed.
+        """
+        try:
+            user = await self._authenticate(service_name, params, info)
+        except AccountsError as exc:
+            await self._emit("authenticate_error", service=service_name, info=info, error=exc)
+            raise
+        await self._emit(
+            "authenticate_success", user=self._sanitize(user), service=service_name, info=info
+        )
+        return True
+
+    async def login_with_user(
+        self, user: User, info: ConnectionInfo, *, lifetime: timedelta | None = None
+    ) -> LoginResult:
+        """Open a session for a user the caller has already authenticated; `lifetime` is the
+        "remember me" choice (5 minutes..365 days).
+
+        Raises:
+            UserNotFound, UserDeactivated.
+        """
+        current = await self.store.find_user_by_id(user.id)
+        if current is None:
+            raise UserNotFound()
+        if current.deactivated:
+            raise UserDeactivated()
+        result = await self._open_session(current, info, lifetime=lifetime)
+        await self._emit("login_success", user=result.user, session_id=result.session_id, info=info)
+        return result
+
+    async def _authenticate(
+        self, service_name: str, params: Mapping[str, Any], info: ConnectionInfo
+    ) -> User:
+        service = self.services.get(service_name)
+        if service is None:
+            raise ServiceNotFound()
+        if not isinstance(params, Mapping):
+            raise InvalidRequest("params must be an object")
+        user = await service.authenticate(params, self._context)
+        if user is None:
+            raise InvalidCredentials()
+        if user.deactivated:
+            raise UserDeactivated()
+        event = HookEvent(
+            name="validate_login", user=self._sanitize(user), service=service_name, info=info
+        )
+        if not await self.hooks.allow(event):
+            raise LoginNotAllowed()
+        return user
+
+    async def _open_session(
+        self,
+        user: User,
+        info: ConnectionInfo,
+        *,
+        lifetime: timedelta | None = None,
+        impersonator_id: str | None = None,
+    ) -> LoginResult:
+        session, jti = await self._sessions.open(
+            user.id, info, lifetime=lifetime, impersonator_id=impersonator_id
+        )
+        tokens = await self._issue(session, user, jti, session.created_at)
+        return LoginResult(session_id=session.id, tokens=tokens, user=self._sanitize(user))
+
+    async def _issue(
+        self, session: StoredSession, user: User, refresh_jti: str, issued_at: datetime
+    ) -> Tokens:
+        extra: Mapping[str, Any] | None = None
+        if self._create_jwt_payload is not None:
+            data: dict[str, Any] = {"sub": user.id, "sid": session.id}
+            if session.impersonator_id is not None:
+                data["act"] = {"sub": session.impersonator_id}
+            extra = await _maybe_await(self._create_jwt_payload(data, self._sanitize(user)))
+        expires = min(issued_at + self.token_config.access_lifetime, session.expires_at)
+        access = self._codec.issue_access(
+            subject=user.id,
+            session_id=session.id,
+            jti=access_jti(refresh_jti),
+            issued_at=issued_at,
+            expires_at=expires,
+            actor=session.impersonator_id,
+            extra=extra,
+        )
+        refresh = self._codec.issue_refresh(
+            subject=user.id,
+            session_id=session.id,
+            jti=refresh_jti,
+            issued_at=issued_at,
+            expires_at=session.expires_at,
+        )
+        return Tokens(access_token=access, refresh_token=refresh)
+
+    # -- sessions ---------------------------------------------------------------------------
+
+    async def _resume(self, access_token: object) -> tuple[AccessClaims, StoredSession, User]:
+        """Signature, claims, then the session and the user, on every call: a revocation
+        holds on the next request, not at token expiry."""
+        claims = self._codec.verify_access(access_token)
+        session = await self._sessions.active(claims.sid, claims.sub)
+        if session.impersonator_id != claims.actor:
+            raise InvalidToken(reason="act")
+        user = await self.store.find_user_by_id(claims.sub)
+        if user is None or user.deactivated:
+            raise InvalidToken(reason="user")
+        return claims, session, user
+
+    async def resume_session(self, access_token: str) -> User:
+        """The user an access token speaks for, checked against the live session.
+
+        Raises:
+            InvalidToken (TokenExpired when only the time is wrong).
+        """
+        try:
+            _, session, user = await self._resume(access_token)
+        except AccountsError as exc:
+            await self._emit("resume_session_error", error=exc)
+            raise
+        user = self._sanitize(user)
+        await self._emit("resume_session_success", user=user, session_id=session.id)
+        return user
+
+    async def refresh_tokens(
+        self, access_token: str | None, refresh_token: str, info: ConnectionInfo
+    ) -> LoginResult:
+        """Rotate the refresh token and issue a new pair.
+
+        The refresh token alone authorises this (RFC 6749 §6); the access token is accepted
+        for accounts-js compatibility and not trusted.
+
+        Raises:
+            InvalidToken; TokenReused when a rotated token comes back (the session is revoked).
+        """
+        try:
+            claims = self._codec.verify_refresh(refresh_token)
+            user = await self.store.find_user_by_id(claims.sub)
+            if user is None or user.deactivated:
+                raise InvalidToken(reason="user")
+            try:
+                session, jti, issued_at = await self._sessions.rotate(
+                    claims.sid, claims.sub, claims.jti
+                )
+            except TokenReused as exc:
+                await self._emit(
+                    "refresh_token_reused",
+                    user=self._sanitize(user),
+                    session_id=claims.sid,
+                    info=info,
+                    error=exc,
+                )
+                raise
+            tokens = await self._issue(session, user, jti, issued_at)
+        except AccountsError as exc:
+            await self._emit("refresh_tokens_error", info=info, error=exc)
+            raise
+        user = self._sanitize(user)
+        await self._emit("refresh_tokens_success", user=user, session_id=session.id, info=info)
+        return LoginResult(session_id=session.id, tokens=tokens, user=user)
+
+    async def logout(self, access_token: str) -> None:
+        """End the session the access token belongs to.
+
+        Raises:
+            InvalidToken.
+        """
+        try:
+            _, session, user = await self._resume(access_token)
+            await self.store.invalidate_session(session.id, now=self.clock())
+        except AccountsError as exc:
+            await self._emit("logout_error", error=exc)
+            raise
+        await self._emit("logout_success", user=self._sanitize(user), session_id=session.id)
+
+    async def impersonate(
+        self, access_token: str, target: Mapping[str, Any], info: ConnectionInfo
+    ) -> ImpersonationResult:
+        """Open a 1-hour session as `target` ({userId | username | email}) for the caller, if
+        `impersonation_authorize(actor, target)` says yes (default: no). An unknown target
+        is answered like a refusal, so the route cannot enumerate users.
+
+        Raises:
+            InvalidToken, InvalidRequest, UserDeactivated (the target, after authorisation).
+        """
+        try:
+            claims, _, actor = await self._resume(access_token)
+            impersonated = await self._find_target(target)
+            if (
+                claims.actor is not None
+                or impersonated is None
+                or not await self._may_impersonate(actor, impersonated)
+            ):
+                return ImpersonationResult(authorized=False)
+            if impersonated.deactivated:
+                raise UserDeactivated()
+            result = await self._open_session(impersonated, info, impersonator_id=actor.id)
+        except AccountsError as exc:
+            await self._emit("impersonation_error", info=info, error=exc)
+            raise
+        await self._emit(
+            "impersonation_success",
+            user=result.user,
+            actor=self._sanitize(actor),
+            session_id=result.session_id,
+            info=info,
+        )
+        return ImpersonationResult(authorized=True, tokens=result.tokens, user=result.user)
+
+    async def _find_target(self, target: Mapping[str, Any]) -> User | None:
+        if not isinstance(target, Mapping):
+            raise InvalidRequest("impersonated must be an object")
+        keys = [k for k in ("userId", "username", "email") if target.get(k) is not None]
+        if len(keys) != 1 or not isinstance(target[keys[0]], str):
+            raise InvalidRequest("give exactly one of userId, username or email, as a string")
+        value: str = target[keys[0]]
+        if keys[0] == "userId":
+            return await self.store.find_user_by_id(value)
+        if keys[0] == "username":
+            return await self.store.find_user_by_username(value)
+        return await self.store.find_user_by_email(value)
+
+    async def _may_impersonate(self, actor: User, target: User) -> bool:
+        if self._impersonation_authorize is None or actor.id == target.id:
+            return False
+        try:
+            return bool(await _maybe_await(self._impersonation_authorize(actor, target)))
+        except Exception:
+            logger.exception("impersonation_authorize failed; treated as a refusal")
+            return False
+
+    # -- users ------------------------------------------------------------------------------
+
+    async def create_user(
+        self,
+        *,
+        username: str | None = None,
+        emails: Sequence[str] = (),
+        extra: Mapping[str, Any] | None = None,
+        services: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> User:
+        """Create a user with its login services' data in one write.
+
+        Raises:
+            UsernameOrEmailRequired, InvalidUsername, InvalidEmail,
+            UsernameAlreadyExists, EmailAlreadyExists.
+        """
+        try:
+            if username is None and not emails:
+                raise UsernameOrEmailRequired()
+            user = await self.store.create_user(
+                username=None if username is None else validate_username(username),
+                emails=[Email(validate_email(e)) for e in emails],
+                extra=dict(extra or {}),
+                services=dict(services or {}),
+                now=self.clock(),
+            )
+        except AccountsError as exc:
+            await self._emit("create_user_error", error=exc)
+            raise
+        user = self._sanitize(user)
+        await self._emit("create_user_success", user=user)
+        return user
+
+    async def find_user_by_id(self, user_id: str) -> User | None:
+        user = await self.store.find_user_by_id(user_id)
+        return None if user is None else self._sanitize(user)
+
+    async def deactivate_user(self, user_id: str) -> None:
+        """Deactivate and revoke every session at once.
+
+        Raises:
+            UserNotFound.
+        """
+        now = self.clock()
+        if not await self.store.set_user_deactivated(user_id, True, now=now):
+            raise UserNotFound()
+        await self.store.invalidate_user_sessions(user_id, now=now)
+        await self._emit("user_deactivated", user=await self.find_user_by_id(user_id))
+
+    async def activate_user(self, user_id: str) -> None:
+        """Raises:
+        UserNotFound.
+        """
+        if not await self.store.set_user_deactivated(user_id, False, now=self.clock()):
+            raise UserNotFound()
+        await self._emit("user_activated", user=await self.find_user_by_id(user_id))
+
+    async def delete_user(self, user_id: str) -> None:
+        """Delete the user with its sessions and service data.
+
+        Raises:
+            UserNotFound.
+        """
+        user = await self.find_user_by_id(user_id)
+        if user is None or not await self.store.delete_user(user_id):
+            raise UserNotFound()
+        await self._emit("user_deleted", user=user)
+
+    async def prune_sessions(self) -> int:
+        """Delete expired sessions; returns how many. Housekeeping only: expiry is enforced on
+        every use whether or not this runs."""
+        return await self.store.prune_sessions(now=self.clock())
+
+    # -- keys -------------------------------------------------------------------------------
+
+    def jwks(self) -> dict[str, Any]:
+        """The public keys that verify this server's tokens (RFC 7517)."""
+        return self._codec.jwks()
+
+    async def close(self) -> None:
+        await self.store.close()

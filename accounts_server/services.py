@@ -1,0 +1,94 @@
+"""The contract between the server and a login service (password, OAuth, or one you write).
+
+A service needs a `name` and `authenticate`; that is all a custom service (API key, LDAP, ...)
+must provide. A service that wants its own routes, such as password's `register`, also offers
+`endpoints()`: framework-free handlers the HTTP layer mounts at `POST /<service>/<path>`, so a
+service never imports a web framework. Services find and write users only through the store
+contract handed to them here.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from .errors import ConfigurationError
+from .hooks import Hooks
+from .stores.base import Store
+from .types import ConnectionInfo, User
+
+if TYPE_CHECKING:
+    from .server import AccountsServer
+
+__all__ = [
+    "EndpointHandler",
+    "EndpointRequest",
+    "LoginService",
+    "ProvidesEndpoints",
+    "ServiceContext",
+    "ServiceEndpoint",
+    "check_service_name",
+]
+
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
+#: Paths the protocol already gives every service.
+_PROTOCOL_PATHS = frozenset({"authenticate", "verifyAuthentication"})
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceContext:
+    """What `authenticate` may use: the store, the server's hooks and its clock."""
+
+    store: Store
+    hooks: Hooks
+    clock: Callable[[], datetime]
+
+
+class LoginService(Protocol):
+    name: str
+
+    async def authenticate(self, params: Mapping[str, Any], ctx: ServiceContext) -> User | None:
+        """Return the user these params prove, or None (the server answers the same for both
+        unknown user and bad proof). Raise an `AccountsError` for malformed params."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointRequest:
+    """A service route's call, already parsed: a JSON object body and the caller's details."""
+
+    server: AccountsServer
+    body: Mapping[str, Any]
+    info: ConnectionInfo
+    access_token: str | None
+
+
+#: Returns JSON values, or `User`/`LoginResult`, which the HTTP layer puts in wire form.
+EndpointHandler = Callable[[EndpointRequest], Awaitable[object]]
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceEndpoint:
+    path: str
+    handler: EndpointHandler
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.path) or self.path in _PROTOCOL_PATHS:
+            raise ConfigurationError(f"invalid endpoint path {self.path!r}")
+
+
+@runtime_checkable
+class ProvidesEndpoints(Protocol):
+    def endpoints(self) -> Sequence[ServiceEndpoint]: ...
+
+
+def check_service_name(name: object) -> str:
+    """Raises:
+    ConfigurationError: a name that cannot be a single URL path segment.
+    """
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ConfigurationError(f"invalid login service name {name!r}")
+    return name

@@ -1,0 +1,152 @@
+"""The storage contract every store implements, and the records only stores and the core see.
+
+Critical transitions are single-record compare-and-set (`rotate_refresh`, `invalidate_session`)
+and uniqueness comes from the store's unique constraints, never from a prior find: two
+concurrent writers cannot both win. Must not import a database driver.
+"""
+
+from __future__ import annotations
+
+import secrets
+import unicodedata
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from ..types import Email, Session, User
+
+__all__ = [
+    "Store",
+    "StoredSession",
+    "canonical_email",
+    "canonical_username",
+    "new_session_id",
+    "new_user_id",
+]
+
+
+def canonical_email(address: str) -> str:
+    """The form uniqueness and lookups use: the whole address, trimmed and lower-cased."""
+    return address.strip().lower()
+
+
+def canonical_username(username: str) -> str:
+    """NFKC then casefold, so 'Alice', 'ALICE' and its fullwidth form are one account."""
+    return unicodedata.normalize("NFKC", username).casefold()
+
+
+def new_user_id() -> str:
+    return secrets.token_hex(12)
+
+
+def new_session_id() -> str:
+    """128 random bits: a session id travels in every token, so it must not be guessable."""
+    return secrets.token_urlsafe(16)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSession:
+    """A session as stored: the public fields plus the refresh-token state (hashes only)."""
+
+    id: str
+    user_id: str
+    valid: bool
+    created_at: datetime
+    updated_at: datetime
+    last_used_at: datetime
+    expires_at: datetime
+    refresh_hash: bytes
+    previous_hash: bytes | None = None
+    rotated_at: datetime | None = None
+    ip: str | None = None
+    user_agent: str | None = None
+    impersonator_id: str | None = None
+
+    def public(self) -> Session:
+        return Session(
+            id=self.id,
+            user_id=self.user_id,
+            valid=self.valid,
+            created_at=self.created_at,
+            updated_at=self.updated_at,
+            last_used_at=self.last_used_at,
+            expires_at=self.expires_at,
+            ip=self.ip,
+            user_agent=self.user_agent,
+            impersonator_id=self.impersonator_id,
+        )
+
+
+class Store(Protocol):
+    """What the server and login services need from storage; every store passes one suite.
+
+    Times are timezone-aware UTC datetimes supplied by the caller, so a test clock reaches the
+    store too. Any failure to reach the database raises `StoreUnavailable`.
+    """
+
+    async def create_user(
+        self,
+        *,
+        username: str | None,
+        emails: Sequence[Email],
+        extra: Mapping[str, Any],
+        services: Mapping[str, Mapping[str, Any]],
+        now: datetime,
+    ) -> User:
+        """Create the user with its service data in one write.
+
+        Raises:
+            UsernameAlreadyExists, EmailAlreadyExists: a unique constraint refused it.
+        """
+        ...
+
+    async def find_user_by_id(self, user_id: str) -> User | None: ...
+
+    async def find_user_by_username(self, username: str) -> User | None: ...
+
+    async def find_user_by_email(self, address: str) -> User | None: ...
+
+    async def set_user_deactivated(self, user_id: str, deactivated: bool, *, now: datetime) -> bool:
+        """Returns False when no such user exists."""
+        ...
+
+    async def delete_user(self, user_id: str) -> bool:
+        """Delete the user with its emails, service data and sessions."""
+        ...
+
+    async def get_service_data(self, user_id: str, service: str) -> Mapping[str, Any] | None: ...
+
+    async def set_service_data(
+        self, user_id: str, service: str, data: Mapping[str, Any], *, now: datetime
+    ) -> bool:
+        """Replace one service's data for the user. Returns False when no such user exists."""
+        ...
+
+    async def create_session(self, session: StoredSession) -> None: ...
+
+    async def find_session(self, session_id: str) -> StoredSession | None: ...
+
+    async def rotate_refresh(
+        self, session_id: str, *, expected_hash: bytes, new_hash: bytes, now: datetime
+    ) -> bool:
+        """Compare-and-set: replace the refresh hash only if it is still `expected_hash` and the
+        session is valid; the old hash becomes `previous_hash` and `rotated_at` becomes `now`.
+        Returns whether this caller won."""
+        ...
+
+    async def invalidate_session(self, session_id: str, *, now: datetime) -> bool:
+        """Returns whether a valid session was invalidated by this call."""
+        ...
+
+    async def invalidate_user_sessions(
+        self, user_id: str, *, now: datetime, except_ids: Sequence[str] = ()
+    ) -> int:
+        """Invalidate every valid session of the user but `except_ids`; returns how many."""
+        ...
+
+    async def prune_sessions(self, *, now: datetime) -> int:
+        """Delete sessions that expired before `now`; returns how many."""
+        ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,347 @@
+"""The embedded default store: one SQLite file, zero set-up.
+
+Queries run on the event loop's thread with the stdlib driver: a point query on an indexed
+key takes microseconds, far less than the thread hop an async wrapper pays per query, and
+running every method to completion without awaiting makes each one atomic within the process.
+Across processes, SQLite's own locking (WAL, `BEGIN IMMEDIATE`, busy timeout) serialises
+writers; conditional `UPDATE ... WHERE` statements are the compare-and-set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from ..errors import EmailAlreadyExists, StoreUnavailable, UsernameAlreadyExists
+from ..types import Email, User
+from .base import (
+    StoredSession,
+    canonical_email,
+    canonical_username,
+    new_user_id,
+)
+
+__all__ = ["SQLiteStore"]
+
+_T = TypeVar("_T")
+
+#: Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
+_MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE users (
+        id TEXT PRIMARY KEY,
+        username TEXT,
+        username_canonical TEXT UNIQUE,
+        deactivated INTEGER NOT NULL DEFAULT 0,
+        extra TEXT NOT NULL DEFAULT '{}',
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE TABLE emails (
+        address_canonical TEXT PRIMARY KEY,
+        address TEXT NOT NULL,
+        user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        verified INTEGER NOT NULL DEFAULT 0,
+        position INTEGER NOT NULL
+    );
+    CREATE INDEX emails_user ON emails(user_id);
+    CREATE TABLE user_services (
+        user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        service TEXT NOT NULL,
+        data TEXT NOT NULL,
+        PRIMARY KEY (user_id, service)
+    ) WITHOUT ROWID;
+    CREATE TABLE sessions (
+        id TEXT PRIMARY KEY,
+        user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        valid INTEGER NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        last_used_at REAL NOT NULL,
+        expires_at REAL NOT NULL,
+        refresh_hash BLOB NOT NULL,
+        previous_hash BLOB,
+        rotated_at REAL,
+        ip TEXT,
+        user_agent TEXT,
+        impersonator_id TEXT
+    );
+    CREATE INDEX sessions_user ON sessions(user_id);
+    CREATE INDEX sessions_expiry ON sessions(expires_at);
+    """,
+)
+
+_USER_COLUMNS = "id, username, deactivated, extra, created_at, updated_at"
+_SESSION_COLUMNS = (
+    "id, user_id, valid, created_at, updated_at, last_used_at, expires_at, refresh_hash, "
+    "previous_hash, rotated_at, ip, user_agent, impersonator_id"
+)
+
+
+def _ts(moment: datetime) -> float:
+    return moment.timestamp()
+
+
+def _dt(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+class SQLiteStore:
+    """Store on a SQLite file (created on first use, migrated on open).
+
+    Raises:
+        StoreUnavailable: the file cannot be opened or is locked past the busy timeout.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 5.0) -> None:
+        self.path = Path(path)
+        try:
+            self._db = sqlite3.connect(
+                self.path,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=busy_timeout,
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except sqlite3.Error as exc:
+            raise StoreUnavailable() from exc
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        with self._transaction() as db:
+            (version,) = db.execute("PRAGMA user_version").fetchone()
+            for number, script in enumerate(_MIGRATIONS[version:], start=version + 1):
+                for statement in script.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute(f"PRAGMA user_version = {number:d}")
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE takes the write lock up front, so a transaction never fails halfway
+        on a lock upgrade; any error rolls back, so no half-written record remains."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def _run(self, fn: Callable[[], _T]) -> _T:
+        try:
+            return fn()
+        except sqlite3.IntegrityError:
+            raise
+        except sqlite3.Error as exc:
+            raise StoreUnavailable() from exc
+
+    def _user(self, row: tuple[Any, ...] | None) -> User | None:
+        if row is None:
+            return None
+        user_id, username, deactivated, extra, created_at, updated_at = row
+        emails = tuple(
+            Email(address, bool(verified))
+            for address, verified in self._db.execute(
+                "SELECT address, verified FROM emails WHERE user_id = ? ORDER BY position",
+                (user_id,),
+            )
+        )
+        return User(
+            id=user_id,
+            username=username,
+            emails=emails,
+            deactivated=bool(deactivated),
+            created_at=_dt(created_at),
+            updated_at=_dt(updated_at),
+            extra=json.loads(extra),
+        )
+
+    def _find_user(self, where: Literal["id", "username_canonical"], value: str) -> User | None:
+        # `where` is one of our column names, never input.
+        sql = f"SELECT {_USER_COLUMNS} FROM users WHERE {where} = ?"  # noqa: S608
+        return self._run(lambda: self._user(self._db.execute(sql, (value,)).fetchone()))
+
+    # -- users ------------------------------------------------------------------------------
+
+    async def create_user(
+        self,
+        *,
+        username: str | None,
+        emails: Sequence[Email],
+        extra: Mapping[str, Any],
+        services: Mapping[str, Mapping[str, Any]],
+        now: datetime,
+    ) -> User:
+        user_id = new_user_id()
+
+        def insert() -> None:
+            with self._transaction() as db:
+                db.execute(
+                    "INSERT INTO users (id, username, username_canonical, extra, created_at, "
+                    "updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        user_id,
+                        username,
+                        canonical_username(username) if username is not None else None,
+                        json.dumps(dict(extra)),
+                        _ts(now),
+                        _ts(now),
+                    ),
+                )
+                db.executemany(
+                    "INSERT INTO emails (address_canonical, address, user_id, verified, position)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    [
+                        (canonical_email(e.address), e.address, user_id, int(e.verified), i)
+                        for i, e in enumerate(emails)
+                    ],
+                )
+                db.executemany(
+                    "INSERT INTO user_services (user_id, service, data) VALUES (?, ?, ?)",
+                    [(user_id, name, json.dumps(dict(data))) for name, data in services.items()],
+                )
+
+        try:
+            self._run(insert)
+        except sqlite3.IntegrityError as exc:
+            if "emails." in str(exc):
+                raise EmailAlreadyExists() from exc
+            raise UsernameAlreadyExists() from exc
+        user = await self.find_user_by_id(user_id)
+        assert user is not None
+        return user
+
+    async def find_user_by_id(self, user_id: str) -> User | None:
+        return self._find_user("id", user_id)
+
+    async def find_user_by_username(self, username: str) -> User | None:
+        return self._find_user("username_canonical", canonical_username(username))
+
+    async def find_user_by_email(self, address: str) -> User | None:
+        sql = (
+            "SELECT u.id, u.username, u.deactivated, u.extra, u.created_at, u.updated_at "
+            "FROM emails e JOIN users u ON u.id = e.user_id WHERE e.address_canonical = ?"
+        )
+        key = canonical_email(address)
+        return self._run(lambda: self._user(self._db.execute(sql, (key,)).fetchone()))
+
+    async def set_user_deactivated(self, user_id: str, deactivated: bool, *, now: datetime) -> bool:
+        sql = "UPDATE users SET deactivated = ?, updated_at = ? WHERE id = ?"
+        args = (int(deactivated), _ts(now), user_id)
+        return self._run(lambda: self._db.execute(sql, args).rowcount == 1)
+
+    async def delete_user(self, user_id: str) -> bool:
+        # Emails, service data and sessions go with the user (ON DELETE CASCADE).
+        sql = "DELETE FROM users WHERE id = ?"
+        return self._run(lambda: self._db.execute(sql, (user_id,)).rowcount == 1)
+
+    async def get_service_data(self, user_id: str, service: str) -> Mapping[str, Any] | None:
+        sql = "SELECT data FROM user_services WHERE user_id = ? AND service = ?"
+        row = self._run(lambda: self._db.execute(sql, (user_id, service)).fetchone())
+        return None if row is None else dict(json.loads(row[0]))
+
+    async def set_service_data(
+        self, user_id: str, service: str, data: Mapping[str, Any], *, now: datetime
+    ) -> bool:
+        def write() -> bool:
+            with self._transaction() as db:
+                found = db.execute(
+                    "UPDATE users SET updated_at = ? WHERE id = ?", (_ts(now), user_id)
+                ).rowcount
+                if found:
+                    db.execute(
+                        "INSERT INTO user_services (user_id, service, data) VALUES (?, ?, ?) "
+                        "ON CONFLICT (user_id, service) DO UPDATE SET data = excluded.data",
+                        (user_id, service, json.dumps(dict(data))),
+                    )
+                return found == 1
+
+        return self._run(write)
+
+    # -- sessions ---------------------------------------------------------------------------
+
+    async def create_session(self, session: StoredSession) -> None:
+        s = session
+        row = (
+            s.id,
+            s.user_id,
+            int(s.valid),
+            _ts(s.created_at),
+            _ts(s.updated_at),
+            _ts(s.last_used_at),
+            _ts(s.expires_at),
+            s.refresh_hash,
+            s.previous_hash,
+            None if s.rotated_at is None else _ts(s.rotated_at),
+            s.ip,
+            s.user_agent,
+            s.impersonator_id,
+        )
+        marks = ", ".join("?" * len(row))
+        sql = f"INSERT INTO sessions ({_SESSION_COLUMNS}) VALUES ({marks})"  # noqa: S608
+        self._run(lambda: self._db.execute(sql, row))
+
+    async def find_session(self, session_id: str) -> StoredSession | None:
+        sql = f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id = ?"  # noqa: S608
+        row = self._run(lambda: self._db.execute(sql, (session_id,)).fetchone())
+        if row is None:
+            return None
+        return StoredSession(
+            id=row[0],
+            user_id=row[1],
+            valid=bool(row[2]),
+            created_at=_dt(row[3]),
+            updated_at=_dt(row[4]),
+            last_used_at=_dt(row[5]),
+            expires_at=_dt(row[6]),
+            refresh_hash=row[7],
+            previous_hash=row[8],
+            rotated_at=None if row[9] is None else _dt(row[9]),
+            ip=row[10],
+            user_agent=row[11],
+            impersonator_id=row[12],
+        )
+
+    async def rotate_refresh(
+        self, session_id: str, *, expected_hash: bytes, new_hash: bytes, now: datetime
+    ) -> bool:
+        sql = (
+            "UPDATE sessions SET refresh_hash = ?, previous_hash = refresh_hash, rotated_at = ?, "
+            "last_used_at = ?, updated_at = ? WHERE id = ? AND refresh_hash = ? AND valid = 1"
+        )
+        t = _ts(now)
+        args = (new_hash, t, t, t, session_id, expected_hash)
+        return self._run(lambda: self._db.execute(sql, args).rowcount == 1)
+
+    async def invalidate_session(self, session_id: str, *, now: datetime) -> bool:
+        sql = "UPDATE sessions SET valid = 0, updated_at = ? WHERE id = ? AND valid = 1"
+        args = (_ts(now), session_id)
+        return self._run(lambda: self._db.execute(sql, args).rowcount == 1)
+
+    async def invalidate_user_sessions(
+        self, user_id: str, *, now: datetime, except_ids: Sequence[str] = ()
+    ) -> int:
+        keep = ", ".join("?" * len(except_ids))
+        sql = "UPDATE sessions SET valid = 0, updated_at = ? WHERE user_id = ? AND valid = 1"
+        if except_ids:
+            sql += f" AND id NOT IN ({keep})"
+        args = (_ts(now), user_id, *except_ids)
+        return self._run(lambda: self._db.execute(sql, args).rowcount)
+
+    async def prune_sessions(self, *, now: datetime) -> int:
+        sql = "DELETE FROM sessions WHERE expires_at < ?"
+        return self._run(lambda: self._db.execute(sql, (_ts(now),)).rowcount)
+
+    async def close(self) -> None:
+        self._db.close()

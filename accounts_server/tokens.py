@@ -1,0 +1,368 @@
+"""JWT issue and verification, the key ring and the JWKS. The only module that imports PyJWT.
+
+Verification follows RFC 8725: one algorithm per key and the decoder allows exactly that one;
+the `kid` picks the key and `jwk`/`jku`/`x5u`/`x5c` headers are never consulted; `typ`
+separates access tokens (`at+jwt`, RFC 9068) from refresh tokens (`rt+jwt`), and their `aud`
+differs too, so neither can pass as the other even at a verifier that skips `typ`.
+Every PyJWT error becomes `InvalidToken` (or `TokenExpired`) with a reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal, cast
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from jwt.algorithms import ECAlgorithm, OKPAlgorithm
+
+from .errors import ConfigurationError, InvalidToken, TokenExpired
+
+__all__ = [
+    "ACCESS_TOKEN_TYPE",
+    "REFRESH_TOKEN_TYPE",
+    "RESERVED_CLAIMS",
+    "AccessClaims",
+    "KeyRing",
+    "RefreshClaims",
+    "SigningKey",
+    "TokenCodec",
+    "TokenConfig",
+]
+
+Algorithm = Literal["EdDSA", "ES256", "HS256"]
+ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 (a media type, not a secret)
+REFRESH_TOKEN_TYPE = "rt+jwt"  # noqa: S105
+#: Claims the server owns; `create_jwt_payload` may not set them.
+RESERVED_CLAIMS = frozenset(
+    {"iss", "sub", "aud", "exp", "nbf", "iat", "jti", "sid", "act", "typ", "scope", "client_id"}
+)
+_REQUIRED = ["exp", "iat", "iss", "aud", "sub", "jti"]
+#: Longer than any token we issue with a generous payload; refuse before parsing anything.
+_MAX_TOKEN_LENGTH = 8192
+_MIN_SECRET_BYTES = 32
+_PrivateKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
+
+
+@dataclass(frozen=True, slots=True)
+class SigningKey:
+    """One key, one algorithm, parsed once. Build with `generate`, `from_pem` or `from_secret`."""
+
+    kid: str
+    algorithm: Algorithm
+    signer: Any = field(repr=False)
+    verifier: Any = field(repr=False)
+
+    def __post_init__(self) -> None:
+        """Refuse what RFC 8725 §3.1/§3.5 warn about, whichever constructor was used."""
+        if self.algorithm == "HS256":
+            raw = self.signer
+            if not isinstance(raw, bytes) or raw != self.verifier:
+                raise ConfigurationError("an HS256 key is one secret of bytes")
+            if raw == b"secret":
+                raise ConfigurationError(
+                    "the accounts-js default secret 'secret' is refused; use 32+ random bytes"
+                )
+            if len(raw) < _MIN_SECRET_BYTES:
+                raise ConfigurationError(
+                    f"an HS256 secret must be at least {_MIN_SECRET_BYTES} bytes, got {len(raw)}"
+                )
+        elif self.algorithm == "EdDSA":
+            if not isinstance(self.signer, ed25519.Ed25519PrivateKey):
+                raise ConfigurationError("an EdDSA key must be an Ed25519 private key")
+        elif self.algorithm == "ES256":
+            if not isinstance(self.signer, ec.EllipticCurvePrivateKey) or not isinstance(
+                self.signer.curve, ec.SECP256R1
+            ):
+                raise ConfigurationError("an ES256 key must be a P-256 private key")
+        else:
+            raise ConfigurationError(
+                f"algorithm {self.algorithm!r} is refused; use EdDSA, ES256 or HS256"
+            )
+
+    @classmethod
+    def generate(cls, algorithm: Literal["EdDSA", "ES256"] = "EdDSA") -> SigningKey:
+        if algorithm == "EdDSA":
+            return cls._from_private(ed25519.Ed25519PrivateKey.generate())
+        if algorithm == "ES256":
+            return cls._from_private(ec.generate_private_key(ec.SECP256R1()))
+        raise ConfigurationError(f"cannot generate a key for algorithm {algorithm!r}")
+
+    @classmethod
+    def from_pem(cls, pem: bytes) -> SigningKey:
+        """Load a PKCS#8 private key: Ed25519 (EdDSA) or P-256 (ES256).
+
+        Raises:
+            ConfigurationError: not a private key of a supported type.
+        """
+        try:
+            key = serialization.load_pem_private_key(pem, password=None)
+        except (ValueError, TypeError) as exc:
+            raise ConfigurationError(f"not a readable PEM private key: {exc}") from exc
+        if not isinstance(key, _PrivateKey):
+            raise ConfigurationError("only Ed25519 and P-256 (ES256) private keys are supported")
+        return cls._from_private(key)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> SigningKey:
+        return cls.from_pem(Path(path).read_bytes())
+
+    @classmethod
+    def from_secret(cls, secret: str | bytes) -> SigningKey:
+        """HS256, for when the issuer is also the only verifier.
+
+        Raises:
+            ConfigurationError: the accounts-js default 'secret', or under 256 bits (RFC 7518 §3.2).
+        """
+        raw = secret.encode() if isinstance(secret, str) else bytes(secret)
+        kid = "hs-" + hashlib.sha256(b"accounts-server kid\0" + raw).hexdigest()[:16]
+        return cls(kid=kid, algorithm="HS256", signer=raw, verifier=raw)
+
+    @classmethod
+    def _from_private(cls, key: _PrivateKey) -> SigningKey:
+        algorithm: Algorithm = "EdDSA" if isinstance(key, ed25519.Ed25519PrivateKey) else "ES256"
+        public = key.public_key()
+        return cls(kid=_thumbprint(public), algorithm=algorithm, signer=key, verifier=public)
+
+    def private_pem(self) -> bytes:
+        if self.algorithm == "HS256":
+            raise ConfigurationError("an HS256 secret has no PEM form")
+        return cast("_PrivateKey", self.signer).private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+
+    def public_jwk(self) -> dict[str, Any] | None:
+        """The JWK to publish, or None for a symmetric secret (never published)."""
+        if self.algorithm == "HS256":
+            return None
+        return {**_jwk(self.verifier), "kid": self.kid, "alg": self.algorithm, "use": "sig"}
+
+
+def _jwk(public: Any) -> dict[str, Any]:
+    if isinstance(public, ed25519.Ed25519PublicKey):
+        return OKPAlgorithm.to_jwk(public, as_dict=True)
+    return ECAlgorithm.to_jwk(public, as_dict=True)
+
+
+def _thumbprint(public: Any) -> str:
+    """RFC 7638 thumbprint: stable across restarts, so tokens keep naming their key."""
+    jwk = _jwk(public)
+    members = {k: jwk[k] for k in ("crv", "kty", "x", "y") if k in jwk}
+    digest = hashlib.sha256(json.dumps(members, separators=(",", ":"), sort_keys=True).encode())
+    return jwt.utils.base64url_encode(digest.digest()).decode()
+
+
+class KeyRing:
+    """The first key signs; every key verifies, so a rotated-out key keeps verifying the tokens
+    it signed until the operator drops it (after the refresh lifetime has passed).
+
+    Raises:
+        ConfigurationError: no key, or two keys with one `kid`.
+    """
+
+    def __init__(self, keys: Sequence[SigningKey]) -> None:
+        if not keys:
+            raise ConfigurationError("a key ring needs at least one key")
+        self._by_kid = {key.kid: key for key in keys}
+        if len(self._by_kid) != len(keys):
+            raise ConfigurationError("two keys in the key ring share a kid")
+        self.signing = keys[0]
+
+    def __iter__(self) -> Iterator[SigningKey]:
+        return iter(self._by_kid.values())
+
+    def get(self, kid: str) -> SigningKey | None:
+        return self._by_kid.get(kid)
+
+    def jwks(self) -> dict[str, Any]:
+        return {"keys": [jwk for key in self._by_kid.values() if (jwk := key.public_jwk())]}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TokenConfig:
+    """How tokens are signed and checked. Refused at construction when unsafe.
+
+    Raises:
+        ConfigurationError: a lifetime or leeway out of range, or an empty issuer/audience.
+    """
+
+    keys: KeyRing
+    issuer: str = "accounts-server"
+    #: The access token's audience; the refresh token's is the issuer itself.
+    audience: str = "accounts-server/api"
+    access_lifetime: timedelta = timedelta(minutes=15)
+    leeway: timedelta = timedelta(seconds=30)
+
+    def __post_init__(self) -> None:
+        if not (timedelta(minutes=1) <= self.access_lifetime <= timedelta(minutes=60)):
+            raise ConfigurationError("access_lifetime must be between 1 and 60 minutes")
+        if not (timedelta(0) <= self.leeway <= timedelta(seconds=60)):
+            raise ConfigurationError("leeway must be between 0 and 60 seconds")
+        if not self.issuer or not self.audience:
+            raise ConfigurationError("issuer and audience must be non-empty")
+        if self.issuer == self.audience:
+            raise ConfigurationError("audience must differ from issuer (the refresh audience)")
+
+
+@dataclass(frozen=True, slots=True)
+class AccessClaims:
+    sub: str
+    sid: str
+    jti: str
+    iat: int
+    exp: int
+    #: The impersonator's user id (RFC 8693 `act.sub`), when impersonating.
+    actor: str | None
+    claims: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshClaims:
+    sub: str
+    sid: str
+    jti: str
+    iat: int
+    exp: int
+
+
+class TokenCodec:
+    """Issues and verifies the server's two token types with one `TokenConfig`."""
+
+    def __init__(self, config: TokenConfig) -> None:
+        self.config = config
+        self._leeway = config.leeway.total_seconds()
+
+    def issue_access(
+        self,
+        *,
+        subject: str,
+        session_id: str,
+        jti: str,
+        issued_at: datetime,
+        expires_at: datetime,
+        actor: str | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Raises:
+        ConfigurationError: `extra` tries to set a reserved claim.
+        """
+        payload: dict[str, Any] = {}
+        if extra:
+            clash = RESERVED_CLAIMS.intersection(extra)
+            if clash:
+                raise ConfigurationError(
+                    f"create_jwt_payload may not set reserved claims: {sorted(clash)}"
+                )
+            payload.update(extra)
+        payload.update(
+            iss=self.config.issuer,
+            sub=subject,
+            aud=self.config.audience,
+            iat=int(issued_at.timestamp()),
+            exp=int(expires_at.timestamp()),
+            jti=jti,
+            sid=session_id,
+        )
+        if actor is not None:
+            payload["act"] = {"sub": actor}
+        return self._encode(payload, ACCESS_TOKEN_TYPE)
+
+    def issue_refresh(
+        self, *, subject: str, session_id: str, jti: str, issued_at: datetime, expires_at: datetime
+    ) -> str:
+        payload = {
+            "iss": self.config.issuer,
+            "sub": subject,
+            "aud": self.config.issuer,
+            "iat": int(issued_at.timestamp()),
+            "exp": int(expires_at.timestamp()),
+            "jti": jti,
+            "sid": session_id,
+        }
+        return self._encode(payload, REFRESH_TOKEN_TYPE)
+
+    def verify_access(self, token: object) -> AccessClaims:
+        """Raises:
+        InvalidToken: anything wrong; `TokenExpired` when only the time is.
+        """
+        claims = self._decode(token, ACCESS_TOKEN_TYPE, self.config.audience)
+        act = claims.get("act")
+        actor: str | None = None
+        if act is not None:
+            if not isinstance(act, dict) or not isinstance(act.get("sub"), str):
+                raise InvalidToken(reason="act")
+            actor = act["sub"]
+        return AccessClaims(
+            sub=claims["sub"],
+            sid=claims["sid"],
+            jti=claims["jti"],
+            iat=claims["iat"],
+            exp=claims["exp"],
+            actor=actor,
+            claims=claims,
+        )
+
+    def verify_refresh(self, token: object) -> RefreshClaims:
+        """Raises:
+        InvalidToken: anything wrong; `TokenExpired` when only the time is.
+        """
+        claims = self._decode(token, REFRESH_TOKEN_TYPE, self.config.issuer)
+        return RefreshClaims(
+            sub=claims["sub"],
+            sid=claims["sid"],
+            jti=claims["jti"],
+            iat=claims["iat"],
+            exp=claims["exp"],
+        )
+
+    def jwks(self) -> dict[str, Any]:
+        return self.config.keys.jwks()
+
+    def _encode(self, payload: dict[str, Any], typ: str) -> str:
+        key = self.config.keys.signing
+        return jwt.encode(
+            payload, key.signer, algorithm=key.algorithm, headers={"typ": typ, "kid": key.kid}
+        )
+
+    def _decode(self, token: object, typ: str, audience: str) -> dict[str, Any]:
+        if not isinstance(token, str) or not token or len(token) > _MAX_TOKEN_LENGTH:
+            raise InvalidToken(reason="malformed")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise InvalidToken(reason="malformed") from exc
+        kid = header.get("kid")
+        key = self.config.keys.get(kid) if isinstance(kid, str) else None
+        if key is None:
+            raise InvalidToken(reason="kid")
+        if header.get("alg") != key.algorithm:
+            raise InvalidToken(reason="alg")
+        if header.get("typ") != typ:
+            raise InvalidToken(reason="typ")
+        if "crit" in header or "b64" in header:
+            raise InvalidToken(reason="crit")
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key.verifier,
+                algorithms=[key.algorithm],
+                audience=audience,
+                issuer=self.config.issuer,
+                leeway=self._leeway,
+                options={"require": _REQUIRED, "strict_aud": True},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise TokenExpired() from exc
+        except jwt.PyJWTError as exc:
+            raise InvalidToken(reason=type(exc).__name__) from exc
+        if not isinstance(claims.get("sid"), str) or not isinstance(claims["sub"], str):
+            raise InvalidToken(reason="claims")
+        return claims

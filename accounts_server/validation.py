@@ -1,0 +1,53 @@
+"""Checks on identifiers every login service shares: usernames and email addresses.
+
+Only shape is checked here; an address is proven by the verification mail, not by a regex,
+so the rule is deliberately loose (RFC 5321 length limits, one `@`, a dotted domain).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+from .errors import InvalidEmail, InvalidUsername
+
+__all__ = ["MAX_EMAIL_LENGTH", "MAX_USERNAME_LENGTH", "validate_email", "validate_username"]
+
+MAX_EMAIL_LENGTH = 254
+MAX_USERNAME_LENGTH = 64
+_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s.]+(\.[^@\s.]+)+$")
+
+
+def _has_control(value: str) -> bool:
+    return any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn") for ch in value)
+
+
+def validate_email(value: object) -> str:
+    """The address, trimmed. Raises:
+    InvalidEmail: not a plausible address.
+    """
+    if not isinstance(value, str):
+        raise InvalidEmail()
+    address = value.strip()
+    if len(address) > MAX_EMAIL_LENGTH or not _EMAIL.match(address) or _has_control(address):
+        raise InvalidEmail()
+    return address
+
+
+def validate_username(value: object) -> str:
+    """The username, trimmed. No `@`, so a login identifier is never ambiguous with an email.
+
+    Raises:
+        InvalidUsername: empty, too long, or with control or format characters.
+    """
+    if not isinstance(value, str):
+        raise InvalidUsername()
+    username = value.strip()
+    if (
+        not username
+        or len(username) > MAX_USERNAME_LENGTH
+        or "@" in username
+        or _has_control(username)
+    ):
+        raise InvalidUsername()
+    return username

@@ -1,0 +1,83 @@
+"""Argon2id hashing off the event loop, with parameters that may not go below OWASP's floor.
+
+Hashing is deliberately slow and memory-hard, so it runs in worker threads (argon2-cffi releases
+the GIL) and a semaphore bounds how many run at once: a burst of logins queues instead of
+exhausting memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass, field
+
+import argon2
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+from accounts_server import ConfigurationError
+
+__all__ = ["PasswordHasher"]
+
+#: OWASP Password Storage Cheat Sheet (argon2id): m=19 MiB, t=2, p=1 is the baseline; its
+#: equivalent trade-offs all keep memory x passes at or above ~35 MiB.
+_MIN_MEMORY_KIB = 7 * 1024
+_MIN_MEMORY_TIMES_PASSES = 7 * 1024 * 5
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PasswordHasher:
+    """Raises:
+    ConfigurationError: parameters under the OWASP floor.
+    """
+
+    memory_cost: int = 19 * 1024
+    time_cost: int = 2
+    parallelism: int = 1
+    max_concurrent: int = field(default_factory=lambda: max(2, os.cpu_count() or 2))
+    _hasher: argon2.PasswordHasher = field(init=False, repr=False, compare=False)
+    _slots: asyncio.Semaphore = field(init=False, repr=False, compare=False)
+    _dummy: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if (
+            self.memory_cost < _MIN_MEMORY_KIB
+            or self.time_cost < 1
+            or self.parallelism < 1
+            or self.memory_cost * self.time_cost < _MIN_MEMORY_TIMES_PASSES
+        ):
+            raise ConfigurationError(
+                "argon2id parameters below the OWASP floor (e.g. m=19 MiB, t=2) are refused"
+            )
+        if self.max_concurrent < 1:
+            raise ConfigurationError("max_concurrent must be at least 1")
+        hasher = argon2.PasswordHasher(
+            time_cost=self.time_cost,
+            memory_cost=self.memory_cost,
+            parallelism=self.parallelism,
+            type=argon2.Type.ID,
+        )
+        object.__setattr__(self, "_hasher", hasher)
+        object.__setattr__(self, "_slots", asyncio.Semaphore(self.max_concurrent))
+        object.__setattr__(self, "_dummy", hasher.hash("accounts-server dummy password"))
+
+    async def hash(self, password: str) -> str:
+        async with self._slots:
+            return await asyncio.to_thread(self._hasher.hash, password)
+
+    async def verify(self, encoded: str, password: str) -> bool:
+        """True if `password` matches; False for a mismatch or an unreadable hash."""
+        async with self._slots:
+            return await asyncio.to_thread(self._verify, encoded, password)
+
+    async def verify_dummy(self, password: str) -> None:
+        """Spend one verification, as for a real user, when there is none (no enumeration)."""
+        await self.verify(self._dummy, password)
+
+    def _verify(self, encoded: str, password: str) -> bool:
+        try:
+            return self._hasher.verify(encoded, password)
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            return False
+
+    def needs_rehash(self, encoded: str) -> bool:
+        return self._hasher.check_needs_rehash(encoded)
