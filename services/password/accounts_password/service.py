@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from accounts_server import (
+    AccountsServer,
     ConfigurationError,
     EndpointRequest,
     InvalidPassword,
@@ -20,6 +21,7 @@ from accounts_server import (
     ServiceContext,
     ServiceEndpoint,
     User,
+    UsernameOrEmailRequired,
     validate_email,
     validate_username,
 )
@@ -107,12 +109,39 @@ class PasswordService:
 
     # -- routes -----------------------------------------------------------------------------
 
+    async def create_user(
+        self,
+        server: AccountsServer,
+        *,
+        password: str,
+        username: str | None = None,
+        email: str | None = None,
+    ) -> User:
+        """Create a user who logs in with this password (accounts-js `createUser`).
+
+        Raises:
+            InvalidPassword, UsernameOrEmailRequired, InvalidUsername, InvalidEmail,
+            UsernameAlreadyExists, EmailAlreadyExists.
+        """
+        password = self._password(password)
+        if len(password) < self.min_length:
+            raise InvalidPassword(f"password must be at least {self.min_length} characters")
+        # Cheap checks before the expensive hash.
+        username = None if username is None else validate_username(username)
+        email = None if email is None else validate_email(email)
+        if username is None and email is None:
+            raise UsernameOrEmailRequired()
+        return await server.create_user(
+            username=username,
+            emails=[email] if email is not None else [],
+            services={self.name: {_DATA_KEY: await self.hasher.hash(password)}},
+        )
+
     async def _register(self, request: EndpointRequest) -> dict[str, str]:
         """`POST /password/register {user: {username?, email?, password}}` → `{userId}`.
 
         Raises:
-            InvalidRequest, InvalidPassword, UsernameOrEmailRequired, InvalidUsername,
-            InvalidEmail, UsernameAlreadyExists, EmailAlreadyExists.
+            InvalidRequest, and what `create_user` raises.
         """
         fields = request.body.get("user")
         if not isinstance(fields, Mapping):
@@ -120,16 +149,10 @@ class PasswordService:
         unknown = set(fields) - {"username", "email", "password"}
         if unknown:
             raise InvalidRequest(f"unknown user fields: {sorted(unknown)}")
-        password = self._password(fields.get("password"))
-        if len(password) < self.min_length:
-            raise InvalidPassword(f"password must be at least {self.min_length} characters")
-        username, email = fields.get("username"), fields.get("email")
-        # Cheap checks before the expensive hash.
-        username = None if username is None else validate_username(username)
-        email = None if email is None else validate_email(email)
-        user = await request.server.create_user(
-            username=username,
-            emails=[email] if email is not None else [],
-            services={self.name: {_DATA_KEY: await self.hasher.hash(password)}},
+        user = await self.create_user(
+            request.server,
+            password=fields.get("password"),
+            username=fields.get("username"),
+            email=fields.get("email"),
         )
         return {"userId": user.id}

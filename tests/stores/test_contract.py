@@ -1,0 +1,191 @@
+"""The store contract. Every store runs this file unchanged (the `store` fixture's params)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from accounts_server import (
+    Email,
+    EmailAlreadyExists,
+    Store,
+    StoredSession,
+    UsernameAlreadyExists,
+)
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def h(value: str) -> bytes:
+    return hashlib.sha256(value.encode()).digest()
+
+
+async def make_user(store: Store, username: str | None = "alice", *emails: str) -> str:
+    user = await store.create_user(
+        username=username,
+        emails=[Email(e) for e in emails],
+        extra={"plan": "pro"},
+        services={"password": {"argon2": "$argon2id$fake"}},
+        now=NOW,
+    )
+    return user.id
+
+
+def session(user_id: str, sid: str = "s1", **changes: object) -> StoredSession:
+    fields: dict[str, object] = {
+        "id": sid,
+        "user_id": user_id,
+        "valid": True,
+        "created_at": NOW,
+        "updated_at": NOW,
+        "last_used_at": NOW,
+        "expires_at": NOW + timedelta(days=1),
+        "refresh_hash": h("r0"),
+        "ip": "203.0.113.7",
+        "user_agent": "test",
+    }
+    fields.update(changes)
+    return StoredSession(**fields)  # type: ignore[arg-type]
+
+
+class TestUsers:
+    async def test_created_user_is_found_by_id_username_and_email(self, store: Store) -> None:
+        user_id = await make_user(store, "Alice", "Alice@Example.com")
+        by_id = await store.find_user_by_id(user_id)
+        assert by_id is not None
+        assert by_id.username == "Alice"
+        assert by_id.emails == (Email("Alice@Example.com", verified=False),)
+        assert by_id.extra == {"plan": "pro"}
+        assert by_id.created_at == NOW
+        assert not by_id.deactivated
+        assert await store.find_user_by_username("alice") == by_id
+        assert await store.find_user_by_username("ＡＬＩＣＥ") == by_id  # NFKC + casefold
+        assert await store.find_user_by_email(" alice@EXAMPLE.com ") == by_id
+
+    async def test_unknown_lookups_are_none(self, store: Store) -> None:
+        assert await store.find_user_by_id("nope") is None
+        assert await store.find_user_by_username("nope") is None
+        assert await store.find_user_by_email("nope@example.com") is None
+        assert await store.get_service_data("nope", "password") is None
+
+    async def test_canonical_username_is_unique(self, store: Store) -> None:
+        await make_user(store, "Bob")
+        with pytest.raises(UsernameAlreadyExists):
+            await make_user(store, "bOB")
+
+    async def test_canonical_email_is_unique_and_failed_create_leaves_nothing(
+        self, store: Store
+    ) -> None:
+        await make_user(store, "carol", "carol@example.com")
+        with pytest.raises(EmailAlreadyExists):
+            await make_user(store, "carol2", "CAROL@example.com")
+        assert await store.find_user_by_username("carol2") is None
+
+    async def test_users_without_username_do_not_collide(self, store: Store) -> None:
+        await make_user(store, None, "a@example.com")
+        await make_user(store, None, "b@example.com")
+
+    async def test_concurrent_creates_of_one_email_have_one_winner(self, store: Store) -> None:
+        results = await asyncio.gather(
+            *(make_user(store, f"u{i}", "same@example.com") for i in range(20)),
+            return_exceptions=True,
+        )
+        winners = [r for r in results if isinstance(r, str)]
+        assert len(winners) == 1
+        assert all(isinstance(r, EmailAlreadyExists) for r in results if r not in winners)
+
+    async def test_service_data_round_trip(self, store: Store) -> None:
+        user_id = await make_user(store)
+        assert await store.get_service_data(user_id, "password") == {"argon2": "$argon2id$fake"}
+        assert await store.get_service_data(user_id, "oauth") is None
+        later = NOW + timedelta(hours=1)
+        assert await store.set_service_data(user_id, "password", {"argon2": "new"}, now=later)
+        assert await store.get_service_data(user_id, "password") == {"argon2": "new"}
+        assert await store.set_service_data(user_id, "oauth", {"sub": "x"}, now=later)
+        assert await store.get_service_data(user_id, "oauth") == {"sub": "x"}
+        assert not await store.set_service_data("nope", "oauth", {}, now=later)
+
+    async def test_deactivate_and_activate(self, store: Store) -> None:
+        user_id = await make_user(store)
+        assert await store.set_user_deactivated(user_id, True, now=NOW)
+        user = await store.find_user_by_id(user_id)
+        assert user is not None and user.deactivated
+        assert await store.set_user_deactivated(user_id, False, now=NOW)
+        user = await store.find_user_by_id(user_id)
+        assert user is not None and not user.deactivated
+        assert not await store.set_user_deactivated("nope", True, now=NOW)
+
+    async def test_delete_removes_emails_service_data_and_sessions(self, store: Store) -> None:
+        user_id = await make_user(store, "dave", "dave@example.com")
+        await store.create_session(session(user_id))
+        assert await store.delete_user(user_id)
+        assert await store.find_user_by_id(user_id) is None
+        assert await store.find_user_by_email("dave@example.com") is None
+        assert await store.get_service_data(user_id, "password") is None
+        assert await store.find_session("s1") is None
+        assert not await store.delete_user(user_id)
+        await make_user(store, "dave", "dave@example.com")  # identifiers are free again
+
+
+class TestSessions:
+    async def test_round_trip(self, store: Store) -> None:
+        user_id = await make_user(store)
+        stored = session(user_id, impersonator_id="admin")
+        await store.create_session(stored)
+        assert await store.find_session("s1") == stored
+        assert await store.find_session("nope") is None
+
+    async def test_rotate_is_compare_and_set(self, store: Store) -> None:
+        user_id = await make_user(store)
+        await store.create_session(session(user_id))
+        later = NOW + timedelta(minutes=5)
+        assert not await store.rotate_refresh("s1", expected_hash=h("wrong"), new_hash=h("r1"), now=later)
+        assert await store.rotate_refresh("s1", expected_hash=h("r0"), new_hash=h("r1"), now=later)
+        assert not await store.rotate_refresh("s1", expected_hash=h("r0"), new_hash=h("r2"), now=later)
+        found = await store.find_session("s1")
+        assert found is not None
+        assert (found.refresh_hash, found.previous_hash) == (h("r1"), h("r0"))
+        assert found.rotated_at == later and found.last_used_at == later
+
+    async def test_concurrent_rotations_have_one_winner(self, store: Store) -> None:
+        user_id = await make_user(store)
+        await store.create_session(session(user_id))
+        wins = await asyncio.gather(
+            *(
+                store.rotate_refresh("s1", expected_hash=h("r0"), new_hash=h(f"n{i}"), now=NOW)
+                for i in range(20)
+            )
+        )
+        assert wins.count(True) == 1
+
+    async def test_invalid_session_does_not_rotate(self, store: Store) -> None:
+        user_id = await make_user(store)
+        await store.create_session(session(user_id))
+        assert await store.invalidate_session("s1", now=NOW)
+        assert not await store.invalidate_session("s1", now=NOW)
+        assert not await store.rotate_refresh("s1", expected_hash=h("r0"), new_hash=h("r1"), now=NOW)
+        found = await store.find_session("s1")
+        assert found is not None and not found.valid
+
+    async def test_invalidate_user_sessions_keeps_exceptions_and_other_users(
+        self, store: Store
+    ) -> None:
+        alice = await make_user(store, "alice")
+        bob = await make_user(store, "bob")
+        for sid in ("a1", "a2", "a3"):
+            await store.create_session(session(alice, sid))
+        await store.create_session(session(bob, "b1"))
+        assert await store.invalidate_user_sessions(alice, now=NOW, except_ids=["a2"]) == 2
+        valid = {sid: (await store.find_session(sid)).valid for sid in ("a1", "a2", "a3", "b1")}  # type: ignore[union-attr]
+        assert valid == {"a1": False, "a2": True, "a3": False, "b1": True}
+
+    async def test_prune_deletes_only_expired(self, store: Store) -> None:
+        user_id = await make_user(store)
+        await store.create_session(session(user_id, "old", expires_at=NOW - timedelta(seconds=1)))
+        await store.create_session(session(user_id, "new"))
+        assert await store.prune_sessions(now=NOW) == 1
+        assert await store.find_session("old") is None
+        assert await store.find_session("new") is not None

@@ -1,0 +1,56 @@
+"""What only the SQLite store promises: the file, its pragmas, migrations, and failure mode."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from accounts_server import Email, StoreUnavailable
+from accounts_server.stores import SQLiteStore
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+async def test_file_is_created_in_wal_mode_at_the_latest_schema(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    store = SQLiteStore(path)
+    await store.close()
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    assert db.execute("PRAGMA user_version").fetchone()[0] >= 1
+    db.close()
+
+
+async def test_data_survives_reopen_and_migrations_are_not_rerun(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    store = SQLiteStore(path)
+    user = await store.create_user(
+        username="alice", emails=[Email("a@example.com")], extra={}, services={}, now=NOW
+    )
+    await store.close()
+    again = SQLiteStore(path)
+    assert await again.find_user_by_username("alice") == user
+    await again.close()
+
+
+async def test_unopenable_file_is_store_unavailable(tmp_path: Path) -> None:
+    with pytest.raises(StoreUnavailable):
+        SQLiteStore(tmp_path / "missing-dir" / "a.db")
+
+
+async def test_locked_database_is_store_unavailable_not_a_crash(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    store = SQLiteStore(path, busy_timeout=0.05)
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(StoreUnavailable):
+            await store.create_user(username="x", emails=[], extra={}, services={}, now=NOW)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert await store.find_user_by_username("x") is None
+    await store.close()

@@ -1,0 +1,283 @@
+"""Token issue and verification, black-box: tokens an attacker could make are refused."""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from accounts_server import (
+    ConfigurationError,
+    InvalidToken,
+    KeyRing,
+    SessionConfig,
+    SigningKey,
+    TokenConfig,
+    TokenExpired,
+)
+from accounts_server.tokens import RESERVED_CLAIMS, TokenCodec
+
+from .helpers import load_key
+
+ED = load_key("ed25519")
+OLD = load_key("ed25519-old")
+ES = load_key("es256")
+
+
+def codec(*keys: SigningKey, **options: Any) -> TokenCodec:
+    return TokenCodec(TokenConfig(keys=KeyRing(list(keys) or [ED]), **options))
+
+
+def access(c: TokenCodec, *, ago: timedelta = timedelta(0), **extra: Any) -> str:
+    now = datetime.now(UTC) - ago
+    return c.issue_access(
+        subject="u1",
+        session_id="s1",
+        jti=secrets.token_urlsafe(16),
+        issued_at=now,
+        expires_at=now + timedelta(minutes=15),
+        **extra,
+    )
+
+
+def refresh(c: TokenCodec) -> str:
+    now = datetime.now(UTC)
+    return c.issue_refresh(
+        subject="u1",
+        session_id="s1",
+        jti=secrets.token_urlsafe(32),
+        issued_at=now,
+        expires_at=now + timedelta(days=1),
+    )
+
+
+def b64(data: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+
+def claims_of(token: str) -> dict[str, Any]:
+    return dict(jwt.decode(token, options={"verify_signature": False}))
+
+
+def resign(token: str, key: Any, algorithm: str, **header_changes: Any) -> str:
+    """The same claims, signed by someone else."""
+    header = {**jwt.get_unverified_header(token), **header_changes}
+    header.pop("alg", None)
+    return jwt.encode(claims_of(token), key, algorithm=algorithm, headers=header)
+
+
+class TestIssue:
+    def test_access_token_has_the_design_claims_and_header(self) -> None:
+        token = access(codec(), actor="admin", extra={"roles": ["a"]})
+        header = jwt.get_unverified_header(token)
+        assert header == {"alg": "EdDSA", "typ": "at+jwt", "kid": ED.kid}
+        claims = claims_of(token)
+        assert {"iss", "sub", "aud", "exp", "iat", "jti", "sid"} <= claims.keys()
+        assert claims["aud"] == "accounts-server/api" and claims["iss"] == "accounts-server"
+        assert claims["act"] == {"sub": "admin"}
+        assert claims["roles"] == ["a"]
+        assert claims["exp"] - claims["iat"] == 15 * 60
+        verified = codec().verify_access(token)
+        assert (verified.sub, verified.sid, verified.actor) == ("u1", "s1", "admin")
+
+    def test_refresh_token_has_its_own_type_and_audience(self) -> None:
+        token = refresh(codec())
+        assert jwt.get_unverified_header(token)["typ"] == "rt+jwt"
+        assert claims_of(token)["aud"] == "accounts-server"
+        assert codec().verify_refresh(token).sid == "s1"
+
+    @pytest.mark.parametrize("claim", sorted(RESERVED_CLAIMS))
+    def test_extra_claims_cannot_override_reserved_ones(self, claim: str) -> None:
+        with pytest.raises(ConfigurationError, match="reserved"):
+            access(codec(), extra={claim: "x"})
+
+    def test_es256_and_hs256_keys_sign_and_verify(self) -> None:
+        hs = SigningKey.from_secret(secrets.token_bytes(32))
+        for key in (ES, hs):
+            c = codec(key)
+            assert jwt.get_unverified_header(access(c))["alg"] == key.algorithm
+            assert c.verify_access(access(c)).sub == "u1"
+
+
+class TestRefusedTokens:
+    def test_forged_signature(self) -> None:
+        head, body, sig = access(codec()).split(".")
+        tampered = f"{head}.{b64({**claims_of(f'{head}.{body}.{sig}'), 'sub': 'admin'})}.{sig}"
+        with pytest.raises(InvalidToken):
+            codec().verify_access(tampered)
+
+    def test_signed_by_another_key_under_our_kid(self) -> None:
+        forged = resign(access(codec()), OLD.signer, "EdDSA")
+        with pytest.raises(InvalidToken):
+            codec().verify_access(forged)
+
+    def test_alg_none(self) -> None:
+        token = access(codec())
+        header = {"alg": "none", "typ": "at+jwt", "kid": ED.kid}
+        with pytest.raises(InvalidToken):
+            codec().verify_access(f"{b64(header)}.{b64(claims_of(token))}.")
+
+    def test_hs256_signed_with_the_public_key_is_refused(self) -> None:
+        public_pem = ED.verifier.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        raw = ED.verifier.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        token = access(codec())
+        for secret in (public_pem, raw, ED.kid.encode()):
+            header = {**jwt.get_unverified_header(token), "alg": "HS256"}
+            signing_input = f"{b64(header)}.{b64(claims_of(token))}".encode()
+            import hashlib
+            import hmac
+
+            sig = hmac.new(secret, signing_input, hashlib.sha256).digest()
+            forged = signing_input.decode() + "." + base64.urlsafe_b64encode(sig).rstrip(b"=").decode()
+            with pytest.raises(InvalidToken) as caught:
+                codec().verify_access(forged)
+            assert caught.value.reason == "alg"
+
+    def test_unknown_kid(self) -> None:
+        with pytest.raises(InvalidToken) as caught:
+            codec().verify_access(access(codec(OLD)))
+        assert caught.value.reason == "kid"
+
+    def test_embedded_jwk_is_ignored(self) -> None:
+        attacker = SigningKey.generate()
+        token = access(codec(attacker))
+        jwk_header = {"jwk": attacker.public_jwk(), "kid": ED.kid}
+        with pytest.raises(InvalidToken):
+            codec().verify_access(resign(token, attacker.signer, "EdDSA", **jwk_header))
+
+    def test_refresh_token_is_not_an_access_token_and_vice_versa(self) -> None:
+        with pytest.raises(InvalidToken):
+            codec().verify_access(refresh(codec()))
+        with pytest.raises(InvalidToken):
+            codec().verify_refresh(access(codec()))
+
+    def test_refresh_token_retyped_as_access_fails_on_audience(self) -> None:
+        retyped = resign(refresh(codec()), ED.signer, "EdDSA", typ="at+jwt")
+        with pytest.raises(InvalidToken) as caught:
+            codec().verify_access(retyped)
+        assert caught.value.reason == "InvalidAudienceError"
+
+    def test_wrong_typ(self) -> None:
+        with pytest.raises(InvalidToken) as caught:
+            codec().verify_access(resign(access(codec()), ED.signer, "EdDSA", typ="JWT"))
+        assert caught.value.reason == "typ"
+
+    def test_expired(self) -> None:
+        with pytest.raises(TokenExpired):
+            codec().verify_access(access(codec(), ago=timedelta(minutes=16)))
+
+    def test_expiry_has_30_seconds_leeway(self) -> None:
+        token = access(codec(), ago=timedelta(minutes=15, seconds=20))
+        assert codec().verify_access(token).sub == "u1"
+
+    def test_wrong_audience_or_issuer(self) -> None:
+        for options in ({"audience": "other-api"}, {"issuer": "evil"}):
+            with pytest.raises(InvalidToken):
+                codec().verify_access(access(codec(**options)))
+
+    def test_missing_claim(self) -> None:
+        claims = claims_of(access(codec()))
+        del claims["jti"]
+        header = {"typ": "at+jwt", "kid": ED.kid}
+        token = jwt.encode(claims, ED.signer, algorithm="EdDSA", headers=header)
+        with pytest.raises(InvalidToken):
+            codec().verify_access(token)
+
+    def test_unknown_critical_header(self) -> None:
+        forged = resign(access(codec()), ED.signer, "EdDSA", crit=["exp"], exp=1)
+        with pytest.raises(InvalidToken):
+            codec().verify_access(forged)
+
+    @pytest.mark.parametrize("garbage", ["", "a.b.c", "x" * 10_000, None, 42, ["a"], {"a": 1}])
+    def test_garbage(self, garbage: object) -> None:
+        with pytest.raises(InvalidToken):
+            codec().verify_access(garbage)
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.text(max_size=300))
+    def test_no_text_is_a_token(self, text: str) -> None:
+        with pytest.raises(InvalidToken):
+            codec().verify_access(text)
+
+
+class TestKeys:
+    def test_rotation_old_key_keeps_verifying(self) -> None:
+        old_token = access(codec(OLD))
+        rotated = codec(ED, OLD)
+        assert rotated.verify_access(old_token).sub == "u1"
+        assert jwt.get_unverified_header(access(rotated))["kid"] == ED.kid
+        assert {k["kid"] for k in rotated.jwks()["keys"]} == {ED.kid, OLD.kid}
+        with pytest.raises(InvalidToken):
+            codec(ED).verify_access(old_token)  # once dropped, it stops verifying
+
+    def test_jwks_publishes_public_keys_only(self) -> None:
+        hs = SigningKey.from_secret(secrets.token_bytes(32))
+        jwks = codec(ED, ES, hs).jwks()
+        assert [k["alg"] for k in jwks["keys"]] == ["EdDSA", "ES256"]
+        for key in jwks["keys"]:
+            assert "d" not in key and key["use"] == "sig"
+            verifier = jwt.PyJWK(key)
+            assert verifier.key_id in (ED.kid, ES.kid)
+
+    def test_kid_is_stable_across_loads(self) -> None:
+        assert load_key("ed25519").kid == ED.kid
+        assert SigningKey.from_pem(ED.private_pem()).kid == ED.kid
+
+    @pytest.mark.parametrize(
+        ("make", "message"),
+        [
+            (lambda: SigningKey.from_secret("secret"), "'secret' is refused"),
+            (lambda: SigningKey.from_secret(b"x" * 31), "at least 32 bytes"),
+            (lambda: SigningKey(kid="k", algorithm="none", signer=b"", verifier=b""), "refused"),  # type: ignore[arg-type]
+            (lambda: SigningKey(kid="k", algorithm="EdDSA", signer=ES.signer, verifier=None), "Ed25519"),
+            (lambda: SigningKey.from_pem(b"not a key"), "PEM"),
+            (lambda: KeyRing([]), "at least one key"),
+            (lambda: KeyRing([ED, load_key("ed25519")]), "share a kid"),
+            (lambda: TokenConfig(keys=KeyRing([ED]), access_lifetime=timedelta(hours=2)), "1 and 60"),
+            (lambda: TokenConfig(keys=KeyRing([ED]), access_lifetime=timedelta(seconds=10)), "1 and 60"),
+            (lambda: TokenConfig(keys=KeyRing([ED]), audience="accounts-server"), "differ"),
+            (lambda: SessionConfig(reuse_grace=timedelta(seconds=31)), "reuse_grace"),
+            (lambda: SessionConfig(lifetime=timedelta(days=400)), "lifetime"),
+            (lambda: SessionConfig(impersonation_lifetime=timedelta(hours=2)), "impersonation"),
+        ],
+    )
+    def test_unsafe_configuration_is_refused_with_a_clear_message(
+        self, make: Any, message: str
+    ) -> None:
+        with pytest.raises(ConfigurationError, match=message):
+            make()
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    subject=st.text(min_size=1, max_size=64),
+    extra=st.dictionaries(
+        st.text(min_size=1, max_size=12).filter(lambda k: k not in RESERVED_CLAIMS),
+        st.one_of(st.integers(-(2**53), 2**53), st.text(max_size=20), st.booleans(), st.none()),
+        max_size=5,
+    ),
+)
+def test_round_trip(subject: str, extra: dict[str, Any]) -> None:
+    c = codec()
+    now = datetime.now(UTC)
+    token = c.issue_access(
+        subject=subject,
+        session_id="s",
+        jti="j" * 22,
+        issued_at=now,
+        expires_at=now + timedelta(minutes=5),
+        extra=extra,
+    )
+    claims = c.verify_access(token)
+    assert claims.sub == subject
+    assert {k: claims.claims[k] for k in extra} == extra
