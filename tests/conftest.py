@@ -9,13 +9,14 @@ from typing import Any
 
 import httpx
 import pytest
-from accounts_password import PasswordService
 
+from accounts_password import PasswordService
 from accounts_server import AccountsServer, KeyRing, Store, TokenConfig
 from accounts_server.http import create_app
 from accounts_server.stores import SQLiteStore
 
 from .helpers import load_key
+
 
 @pytest.fixture(params=["sqlite"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
@@ -76,5 +77,3 @@ async def client(server: AccountsServer) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=create_app(server), client=("203.0.113.7", 4242))
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
         yield c
-
-

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from accounts_password import PasswordService
-
 from accounts_server import AccountsServer, SigningKey
 
 KEYS = Path(__file__).parent / "keys"

@@ -88,9 +88,7 @@ class TestLogin:
         with pytest.raises(ServiceNotFound):
             await server.login_with_service("ldap", {}, INFO)
 
-    async def test_authenticate_with_service_opens_no_session(
-        self, server: AccountsServer
-    ) -> None:
+    async def test_authenticate_with_service_opens_no_session(self, server: AccountsServer) -> None:
         account = await register(server)
         events: list[HookEvent] = []
         server.on("login_success", events.append)
@@ -310,7 +308,9 @@ class TestImpersonation:
         assert not (await server.impersonate(token, {"userId": "nobody"}, INFO)).authorized
         inner = await server.impersonate(token, {"email": target.email}, INFO)
         assert inner.tokens is not None
-        nested = await server.impersonate(inner.tokens.access_token, {"userId": third.user_id}, INFO)
+        nested = await server.impersonate(
+            inner.tokens.access_token, {"userId": third.user_id}, INFO
+        )
         assert not nested.authorized
         with pytest.raises(InvalidRequest):
             await server.impersonate(token, {"userId": {"$ne": None}}, INFO)
@@ -357,7 +357,7 @@ class TestHooks:
             "user_deactivated",
             "user_activated",
         ):
-            server.on(name, seen.append)  # type: ignore[arg-type]
+            server.on(name, seen.append)
         account = await register(server)
         result = await login(server, account)
         with pytest.raises(InvalidCredentials):
@@ -420,7 +420,9 @@ class TestHooks:
         assert (await server.resume_session(result.tokens.access_token)).emails == ()
 
 
-def test_duplicate_service_names_are_refused(make_server: MakeServer, server: AccountsServer) -> None:
+def test_duplicate_service_names_are_refused(
+    make_server: MakeServer, server: AccountsServer
+) -> None:
     password = server.services["password"]
     with pytest.raises(ConfigurationError, match="two login services"):
         make_server(services=[password, password])

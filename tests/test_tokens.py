@@ -138,7 +138,9 @@ class TestRefusedTokens:
             import hmac
 
             sig = hmac.new(secret, signing_input, hashlib.sha256).digest()
-            forged = signing_input.decode() + "." + base64.urlsafe_b64encode(sig).rstrip(b"=").decode()
+            forged = (
+                signing_input.decode() + "." + base64.urlsafe_b64encode(sig).rstrip(b"=").decode()
+            )
             with pytest.raises(InvalidToken) as caught:
                 codec().verify_access(forged)
             assert caught.value.reason == "alg"
@@ -239,12 +241,21 @@ class TestKeys:
             (lambda: SigningKey.from_secret("secret"), "'secret' is refused"),
             (lambda: SigningKey.from_secret(b"x" * 31), "at least 32 bytes"),
             (lambda: SigningKey(kid="k", algorithm="none", signer=b"", verifier=b""), "refused"),  # type: ignore[arg-type]
-            (lambda: SigningKey(kid="k", algorithm="EdDSA", signer=ES.signer, verifier=None), "Ed25519"),
+            (
+                lambda: SigningKey(kid="k", algorithm="EdDSA", signer=ES.signer, verifier=None),
+                "Ed25519",
+            ),
             (lambda: SigningKey.from_pem(b"not a key"), "PEM"),
             (lambda: KeyRing([]), "at least one key"),
             (lambda: KeyRing([ED, load_key("ed25519")]), "share a kid"),
-            (lambda: TokenConfig(keys=KeyRing([ED]), access_lifetime=timedelta(hours=2)), "1 and 60"),
-            (lambda: TokenConfig(keys=KeyRing([ED]), access_lifetime=timedelta(seconds=10)), "1 and 60"),
+            (
+                lambda: TokenConfig(keys=KeyRing([ED]), access_lifetime=timedelta(hours=2)),
+                "1 and 60",
+            ),
+            (
+                lambda: TokenConfig(keys=KeyRing([ED]), access_lifetime=timedelta(seconds=10)),
+                "1 and 60",
+            ),
             (lambda: TokenConfig(keys=KeyRing([ED]), audience="accounts-server"), "differ"),
             (lambda: SessionConfig(reuse_grace=timedelta(seconds=31)), "reuse_grace"),
             (lambda: SessionConfig(lifetime=timedelta(days=400)), "lifetime"),

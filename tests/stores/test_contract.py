@@ -142,9 +142,13 @@ class TestSessions:
         user_id = await make_user(store)
         await store.create_session(session(user_id))
         later = NOW + timedelta(minutes=5)
-        assert not await store.rotate_refresh("s1", expected_hash=h("wrong"), new_hash=h("r1"), now=later)
+        assert not await store.rotate_refresh(
+            "s1", expected_hash=h("wrong"), new_hash=h("r1"), now=later
+        )
         assert await store.rotate_refresh("s1", expected_hash=h("r0"), new_hash=h("r1"), now=later)
-        assert not await store.rotate_refresh("s1", expected_hash=h("r0"), new_hash=h("r2"), now=later)
+        assert not await store.rotate_refresh(
+            "s1", expected_hash=h("r0"), new_hash=h("r2"), now=later
+        )
         found = await store.find_session("s1")
         assert found is not None
         assert (found.refresh_hash, found.previous_hash) == (h("r1"), h("r0"))
@@ -166,7 +170,9 @@ class TestSessions:
         await store.create_session(session(user_id))
         assert await store.invalidate_session("s1", now=NOW)
         assert not await store.invalidate_session("s1", now=NOW)
-        assert not await store.rotate_refresh("s1", expected_hash=h("r0"), new_hash=h("r1"), now=NOW)
+        assert not await store.rotate_refresh(
+            "s1", expected_hash=h("r0"), new_hash=h("r1"), now=NOW
+        )
         found = await store.find_session("s1")
         assert found is not None and not found.valid
 

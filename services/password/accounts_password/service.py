@@ -149,9 +149,12 @@ class PasswordService:
         unknown = set(fields) - {"username", "email", "password"}
         if unknown:
             raise InvalidRequest(f"unknown user fields: {sorted(unknown)}")
+        password = fields.get("password")
+        if not isinstance(password, str):
+            raise InvalidRequest("password must be a string")
         user = await self.create_user(
             request.server,
-            password=fields.get("password"),
+            password=password,
             username=fields.get("username"),
             email=fields.get("email"),
         )

@@ -1,0 +1,137 @@
+"""`accounts-server serve` for real: a uvicorn process on 127.0.0.1, driven over TCP."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ..helpers import PASSWORD, free_port
+
+CLI = [sys.executable, "-m", "accounts_server.cli"]
+
+
+@contextmanager
+def serving(workdir: Path, *args: str) -> Iterator[httpx.Client]:
+    """Run the CLI in `workdir`; stop it by its PID however the test ends."""
+    port = free_port()
+    process = subprocess.Popen(
+        [*CLI, "serve", "--port", str(port), "--log-level", "warning", *args],
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 20
+        while True:
+            if process.poll() is not None:
+                output = process.stdout.read().decode() if process.stdout else ""
+                pytest.fail(f"server exited early:\n{output}")
+            try:
+                if httpx.get(f"{base}/accounts/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("server did not start within 20 s")
+            time.sleep(0.1)
+        with httpx.Client(base_url=f"{base}/accounts", timeout=10) as client:
+            yield client
+    finally:
+        os.kill(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait()
+        if process.stdout:
+            process.stdout.close()
+
+
+def test_readme_flow_then_tokens_survive_a_restart(tmp_path: Path) -> None:
+    with serving(tmp_path) as api:
+        created = api.post(
+            "/password/register",
+            json={
+                "user": {"username": "alice", "email": "alice@example.com", "password": PASSWORD}
+            },
+        )
+        assert created.status_code == 200, created.text
+        login = api.post(
+            "/password/authenticate",
+            json={"user": {"email": "alice@example.com"}, "password": PASSWORD},
+        )
+        tokens = login.json()["tokens"]
+        auth = {"Authorization": f"Bearer {tokens['accessToken']}"}
+        assert api.get("/user", headers=auth).json()["username"] == "alice"
+        refreshed = api.post("/refreshTokens", json=tokens).json()["tokens"]
+        assert refreshed["refreshToken"] != tokens["refreshToken"]
+        assert "server" not in {k.lower() for k in login.headers}
+
+    assert (tmp_path / "accounts.db").exists()
+    key = tmp_path / "accounts.key"
+    assert key.stat().st_mode & 0o777 == 0o600
+
+    with serving(tmp_path) as api:
+        auth = {"Authorization": f"Bearer {refreshed['accessToken']}"}
+        assert api.get("/user", headers=auth).json()["username"] == "alice"
+        assert api.post("/logout", headers=auth).json() is None
+        assert api.get("/user", headers=auth).json() is None
+
+
+def test_key_rotation_through_the_cli(tmp_path: Path) -> None:
+    old, new = tmp_path / "old.pem", tmp_path / "new.pem"
+    for path in (old, new):
+        subprocess.run([*CLI, "keys", "generate", str(path)], check=True, capture_output=True)
+        assert path.stat().st_mode & 0o777 == 0o600
+    again = subprocess.run([*CLI, "keys", "generate", str(old)], capture_output=True, text=True)
+    assert again.returncode != 0 and "refusing to overwrite" in again.stderr
+
+    with serving(tmp_path, "--key", str(old)) as api:
+        api.post("/password/register", json={"user": {"username": "bob", "password": PASSWORD}})
+        tokens = api.post(
+            "/password/authenticate", json={"user": "bob", "password": PASSWORD}
+        ).json()["tokens"]
+    with serving(tmp_path, "--key", str(new), "--key", str(old)) as api:
+        auth = {"Authorization": f"Bearer {tokens['accessToken']}"}
+        assert api.get("/user", headers=auth).json()["username"] == "bob"
+        assert len(api.get("/.well-known/jwks.json").json()["keys"]) == 2
+    with serving(tmp_path, "--key", str(new)) as api:
+        auth = {"Authorization": f"Bearer {tokens['accessToken']}"}
+        assert api.get("/user", headers=auth).json() is None
+
+
+def test_serve_refuses_a_key_others_can_read(tmp_path: Path) -> None:
+    key = tmp_path / "accounts.key"
+    subprocess.run([*CLI, "keys", "generate", str(key)], check=True, capture_output=True)
+    key.chmod(0o644)
+    result = subprocess.run(
+        [*CLI, "serve", "--port", str(free_port())],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode != 0
+    assert "chmod 600" in result.stderr
+
+
+def test_serve_refuses_an_unknown_service(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [*CLI, "serve", "--service", "ldap"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode != 0
+    assert "not installed: ldap" in result.stderr

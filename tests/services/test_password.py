@@ -1,0 +1,109 @@
+"""The password service through the server and its public extension points."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import pytest
+
+from accounts_password import PasswordHasher, PasswordService
+from accounts_server import (
+    AccountsServer,
+    ConfigurationError,
+    ConnectionInfo,
+    InvalidCredentials,
+    InvalidPassword,
+    Store,
+)
+
+from ..conftest import MakeServer
+from ..helpers import register
+
+INFO = ConnectionInfo()
+
+
+class CountingHasher(PasswordHasher):
+    """The real argon2id hasher, counting verifications through its public methods."""
+
+    verified: ClassVar[list[str]] = []
+
+    async def verify(self, encoded: str, password: str) -> bool:
+        CountingHasher.verified.append(encoded)
+        return await super().verify(encoded, password)
+
+
+async def stored_hash(store: Store, user_id: str) -> str:
+    data = await store.get_service_data(user_id, "password")
+    assert data is not None
+    return str(data["argon2"])
+
+
+async def test_hash_is_argon2id_at_the_owasp_baseline(server: AccountsServer, store: Store) -> None:
+    account = await register(server)
+    encoded = await stored_hash(store, account.user_id)
+    assert encoded.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
+    assert account.password not in encoded
+
+
+async def test_unknown_user_costs_the_same_one_verification(make_server: MakeServer) -> None:
+    server = make_server(services=[PasswordService(hasher=CountingHasher())])
+    account = await register(server)
+    counts = []
+    for params in (
+        {"user": account.email, "password": "wrong password"},
+        {"user": "ghost@example.com", "password": "wrong password"},
+        {"user": {"id": "no-such-id"}, "password": "wrong password"},
+    ):
+        CountingHasher.verified.clear()
+        with pytest.raises(InvalidCredentials):
+            await server.login_with_service("password", params, INFO)
+        counts.append(len(CountingHasher.verified))
+    assert counts == [1, 1, 1]
+
+
+async def test_rehash_on_login_when_parameters_change(
+    make_server: MakeServer, store: Store
+) -> None:
+    account = await register(make_server())
+    before = await stored_hash(store, account.user_id)
+    stronger = make_server(services=[PasswordService(hasher=PasswordHasher(time_cost=3))])
+    await stronger.login_with_service("password", account.credentials(), INFO)
+    after = await stored_hash(store, account.user_id)
+    assert before != after and ",t=3," in after
+    await stronger.login_with_service("password", account.credentials(), INFO)
+    assert await stored_hash(store, account.user_id) == after
+
+
+async def test_passwords_are_nfkc_normalized(server: AccountsServer) -> None:
+    account = await register(server, password="ｐａｓｓｗｏｒｄ-fullwidth")
+    params = {"user": account.username, "password": "password-fullwidth"}
+    assert (await server.login_with_service("password", params, INFO)).user.id == account.user_id
+
+
+async def test_configurable_minimum_length(make_server: MakeServer) -> None:
+    server = make_server(services=[PasswordService(min_length=15)])
+    with pytest.raises(InvalidPassword):
+        await register(server, password="fourteen chars")
+    await register(server, password="fifteen chars!!")
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: PasswordHasher(memory_cost=4096),
+        lambda: PasswordHasher(memory_cost=19456, time_cost=1),
+        lambda: PasswordHasher(parallelism=0),
+        lambda: PasswordService(min_length=4),
+        lambda: PasswordService(max_length=4096),
+    ],
+)
+def test_weak_settings_are_refused(make: object) -> None:
+    with pytest.raises(ConfigurationError):
+        make()  # type: ignore[operator]
+
+
+def test_discovered_by_entry_point() -> None:
+    from accounts_server.cli import load_services
+
+    (service,) = load_services(("password",))
+    assert isinstance(service, PasswordService)

@@ -1,0 +1,133 @@
+"""The public surface is pinned, the core stays free of HTTP, and services use only it."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import accounts_server
+import accounts_server.http
+import accounts_server.stores
+
+ROOT = Path(__file__).parent.parent
+
+
+def test_accounts_server_exports() -> None:
+    assert accounts_server.__all__ == sorted(accounts_server.__all__)
+    assert set(accounts_server.__all__) == {
+        "AccountsError",
+        "AccountsServer",
+        "AuthenticationFailed",
+        "ConfigurationError",
+        "Conflict",
+        "ConnectionInfo",
+        "Email",
+        "EmailAlreadyExists",
+        "EndpointHandler",
+        "EndpointRequest",
+        "EventName",
+        "Forbidden",
+        "HookEvent",
+        "ImpersonationResult",
+        "InvalidCredentials",
+        "InvalidEmail",
+        "InvalidPassword",
+        "InvalidRequest",
+        "InvalidToken",
+        "InvalidUsername",
+        "KeyRing",
+        "Listener",
+        "LoginNotAllowed",
+        "LoginResult",
+        "LoginService",
+        "MethodNotAllowed",
+        "NotFound",
+        "RequestTooLarge",
+        "RouteNotFound",
+        "ServiceContext",
+        "ServiceEndpoint",
+        "ServiceNotFound",
+        "Session",
+        "SessionConfig",
+        "SigningKey",
+        "Store",
+        "StoreUnavailable",
+        "StoredSession",
+        "TokenConfig",
+        "TokenExpired",
+        "TokenReused",
+        "Tokens",
+        "UnsupportedMediaType",
+        "User",
+        "UserDeactivated",
+        "UserNotFound",
+        "UsernameAlreadyExists",
+        "UsernameOrEmailRequired",
+        "ValidationFailed",
+        "canonical_email",
+        "canonical_username",
+        "validate_email",
+        "validate_username",
+    }
+    for name in accounts_server.__all__:
+        assert hasattr(accounts_server, name)
+
+
+def test_http_and_stores_exports() -> None:
+    assert accounts_server.http.__all__ == ["STATUS", "create_app", "status_for", "to_wire"]
+    assert accounts_server.stores.__all__ == [
+        "SQLiteStore",
+        "Store",
+        "StoredSession",
+        "canonical_email",
+        "canonical_username",
+    ]
+
+
+def test_every_error_has_a_status_and_a_unique_code() -> None:
+    from accounts_server.http import status_for
+
+    errors = [
+        getattr(accounts_server, n)
+        for n in accounts_server.__all__
+        if isinstance(getattr(accounts_server, n), type)
+        and issubclass(getattr(accounts_server, n), accounts_server.AccountsError)
+    ]
+    codes = [e.code for e in errors]
+    assert len(codes) == len(set(codes))
+    for error in errors:
+        status = status_for(error())
+        assert (
+            status == 500
+            if error in (accounts_server.AccountsError, accounts_server.ConfigurationError)
+            else 400 <= status < 600
+        )
+
+
+def test_importing_the_core_loads_no_framework_driver_or_cli() -> None:
+    code = (
+        "import sys, accounts_server; "
+        "print(sorted(m for m in ('starlette', 'pymongo', 'motor', 'click', 'uvicorn') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_services_import_only_the_public_api() -> None:
+    public = set(accounts_server.__all__)
+    for path in (ROOT / "services").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.ImportFrom)
+                and node.module
+                and node.module.startswith("accounts_server")
+            ):
+                assert node.module == "accounts_server", f"{path}: imports {node.module}"
+                names = {alias.name for alias in node.names}
+                assert names <= public, f"{path}: {names - public} are not public"
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    assert not alias.name.startswith("accounts_server."), f"{path}: {alias.name}"
