@@ -25,6 +25,7 @@ async def test_nothing_secret_in_bodies_or_hook_payloads(
         sessions=SessionConfig(reuse_grace=timedelta(seconds=5)),
     )
     events: list[HookEvent] = []
+
     def allow(event: HookEvent) -> bool:
         events.append(event)
         return True  # validate_login: a listener returning None would veto every login
