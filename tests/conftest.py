@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,15 +17,53 @@ from accounts_server import AccountsServer, KeyRing, Store, TokenConfig
 from accounts_server.http import create_app
 from accounts_server.stores import SQLiteStore
 
-from .helpers import load_key
+from .helpers import WireServer, load_key, wire_server_unavailable
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(scope="session")
+def mongodb_url() -> Iterator[str]:
+    """A real MongoDB-wire server over TCP: `MONGODB_URL` (a real mongod) if set, else the
+    shared wire server started on a free port and stopped by its PID."""
+    if url := os.environ.get("MONGODB_URL"):
+        yield url
+        return
+    skip_reason = wire_server_unavailable()
+    if skip_reason:
+        pytest.skip(f"MongoDB tests skipped: MONGODB_URL is not set and {skip_reason}")
+    server = WireServer.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["sqlite", "mongo", "motor"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    """Every store the contract covers; later stores join the params."""
-    opened = SQLiteStore(tmp_path / "accounts.db")
-    yield opened
-    await opened.close()
+    """Every store the contract covers: SQLite on a real file; MongoDB over TCP through
+    PyMongo's async client and through motor, each test in a database of its own."""
+    if request.param == "sqlite":
+        opened = SQLiteStore(tmp_path / "accounts.db")
+        yield opened
+        await opened.close()
+        return
+    from accounts_server.stores.mongo import MongoStore
+
+    url = request.getfixturevalue("mongodb_url")
+    db_name = f"test_{uuid.uuid4().hex}"
+    if request.param == "mongo":
+        from pymongo import AsyncMongoClient
+
+        client: Any = AsyncMongoClient(url, serverSelectionTimeoutMS=5000)
+        yield MongoStore(client[db_name])
+        await client.drop_database(db_name)
+        await client.close()
+    else:
+        from motor.motor_asyncio import AsyncIOMotorClient
+
+        client = AsyncIOMotorClient(url, serverSelectionTimeoutMS=5000)
+        yield MongoStore(client[db_name])
+        await client.drop_database(db_name)
+        client.close()
 
 
 @pytest.fixture

@@ -178,6 +178,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await server.store.setup()
         pruner = None
         if prune_every is not None:
             pruner = asyncio.create_task(_prune_forever(server, prune_every))

@@ -85,6 +85,11 @@ class Store(Protocol):
     store too. Any failure to reach the database raises `StoreUnavailable`.
     """
 
+    async def setup(self) -> None:
+        """Prepare the database (indexes, migrations). Idempotent; the standalone app calls it
+        at startup, and a store must not rely on it having been called for uniqueness."""
+        ...
+
     async def create_user(
         self,
         *,

@@ -115,6 +115,9 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             raise StoreUnavailable() from exc
 
+    async def setup(self) -> None:
+        """Nothing to do: migrations run when the file is opened."""
+
     # -- plumbing ---------------------------------------------------------------------------
 
     def _migrate(self) -> None:

@@ -1,0 +1,316 @@
+"""The MongoDB store, on PyMongo's async API or a motor database handle.
+
+One document per user (emails and per-service data embedded; the service data is projected out
+of every user read) and one per session. Uniqueness comes from unique indexes, never from a
+prior find; every critical transition is a single-document conditional update, so no
+multi-document transaction is needed and a standalone mongod works. Every value that reaches a
+filter is checked to be a string first: a JSON object such as `{"$ne": null}` can never become
+a query operator.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+try:
+    from bson.codec_options import CodecOptions
+    from pymongo import ASCENDING, AsyncMongoClient, IndexModel
+    from pymongo.errors import DuplicateKeyError, PyMongoError
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        "MongoStore needs the [mongo] extra: pip install 'accounts-server[mongo]'"
+    ) from exc
+
+from ..errors import (
+    EmailAlreadyExists,
+    InvalidRequest,
+    StoreUnavailable,
+    UsernameAlreadyExists,
+)
+from ..services import check_service_name
+from ..types import Email, User
+from .base import StoredSession, canonical_email, canonical_username, new_user_id
+
+__all__ = ["MongoStore"]
+
+logger = logging.getLogger("accounts_server.stores.mongo")
+_T = TypeVar("_T")
+
+_USERNAME_INDEX = "username_unique"
+_EMAIL_INDEX = "email_unique"
+#: Never leaves the store through a user read.
+_USER_PROJECTION = {"services": 0}
+
+
+def _key(value: object) -> str:
+    """A filter value: a string, never an object or list that could act as an operator."""
+    if not isinstance(value, str):
+        raise InvalidRequest("identifiers must be strings")
+    return value
+
+
+class MongoStore:
+    """Store on a MongoDB database: a PyMongo `AsyncDatabase` or a motor
+    `AsyncIOMotorDatabase`. With a handle you pass in, your client's timeouts apply;
+    `from_url` sets DESIGN's (server selection 3 s, connect 2 s, operation 5 s).
+
+    Indexes are created by `setup()` (idempotent), and before the first write if nobody
+    called it, so uniqueness never depends on remembering to.
+    """
+
+    def __init__(self, database: Any, *, owns_client: bool = False) -> None:
+        self._db = database.with_options(codec_options=CodecOptions(tz_aware=True, tzinfo=UTC))
+        self._users = self._db["users"]
+        self._sessions = self._db["sessions"]
+        self._owns_client = owns_client
+        self._indexed = False
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        db_name: str = "accounts",
+        *,
+        server_selection_timeout: float = 3.0,
+        connect_timeout: float = 2.0,
+        operation_timeout: float = 5.0,
+    ) -> MongoStore:
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+            url,
+            serverSelectionTimeoutMS=int(server_selection_timeout * 1000),
+            connectTimeoutMS=int(connect_timeout * 1000),
+            timeoutMS=int(operation_timeout * 1000),
+            tz_aware=True,
+        )
+        return cls(client[db_name], owns_client=True)
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    async def _run(self, operation: Callable[[], Awaitable[_T]]) -> _T:
+        try:
+            return await operation()
+        except DuplicateKeyError:
+            raise
+        except PyMongoError as exc:
+            logger.warning("MongoDB unavailable: %s", exc)
+            raise StoreUnavailable() from exc
+
+    async def setup(self) -> None:
+        """Create the unique and TTL indexes; safe to call any number of times."""
+        await self._run(
+            lambda: self._users.create_indexes(
+                [
+                    # Sparse, and the fields are absent (not null, not []) when a user has
+                    # no username or no email, so those users never collide.
+                    IndexModel(
+                        [("username_canonical", ASCENDING)],
+                        name=_USERNAME_INDEX,
+                        unique=True,
+                        sparse=True,
+                    ),
+                    IndexModel(
+                        [("emails.address_canonical", ASCENDING)],
+                        name=_EMAIL_INDEX,
+                        unique=True,
+                        sparse=True,
+                    ),
+                ]
+            )
+        )
+        await self._run(
+            lambda: self._sessions.create_indexes(
+                [
+                    IndexModel([("user_id", ASCENDING)], name="user"),
+                    # Housekeeping only: expiry is always checked in code too.
+                    IndexModel([("expires_at", ASCENDING)], name="ttl", expireAfterSeconds=0),
+                ]
+            )
+        )
+        self._indexed = True
+
+    async def _ensure_indexes(self) -> None:
+        if not self._indexed:
+            await self.setup()
+
+    @staticmethod
+    def _user(doc: Mapping[str, Any] | None) -> User | None:
+        if doc is None:
+            return None
+        return User(
+            id=doc["_id"],
+            username=doc.get("username"),
+            emails=tuple(Email(e["address"], bool(e["verified"])) for e in doc.get("emails", ())),
+            deactivated=bool(doc.get("deactivated", False)),
+            created_at=doc.get("created_at"),
+            updated_at=doc.get("updated_at"),
+            extra=doc.get("extra", {}),
+        )
+
+    async def _find_user(self, query: dict[str, str]) -> User | None:
+        return self._user(await self._run(lambda: self._users.find_one(query, _USER_PROJECTION)))
+
+    # -- users ------------------------------------------------------------------------------
+
+    async def create_user(
+        self,
+        *,
+        username: str | None,
+        emails: Sequence[Email],
+        extra: Mapping[str, Any],
+        services: Mapping[str, Mapping[str, Any]],
+        now: datetime,
+    ) -> User:
+        await self._ensure_indexes()
+        canonical = [canonical_email(e.address) for e in emails]
+        if len(set(canonical)) != len(canonical):
+            # A multikey unique index does not look inside one document.
+            raise EmailAlreadyExists()
+        doc: dict[str, Any] = {
+            "_id": new_user_id(),
+            "username": username,
+            "deactivated": False,
+            "extra": dict(extra),
+            "services": {check_service_name(k): dict(v) for k, v in services.items()},
+            "created_at": now,
+            "updated_at": now,
+        }
+        if username is not None:
+            doc["username_canonical"] = canonical_username(username)
+        if emails:
+            doc["emails"] = [
+                {"address": e.address, "address_canonical": c, "verified": e.verified}
+                for e, c in zip(emails, canonical, strict=True)
+            ]
+        try:
+            await self._run(lambda: self._users.insert_one(doc))
+        except DuplicateKeyError as exc:
+            if _EMAIL_INDEX in str(exc) or "emails" in str(exc):
+                raise EmailAlreadyExists() from exc
+            raise UsernameAlreadyExists() from exc
+        user = self._user(doc)
+        assert user is not None
+        return user
+
+    async def find_user_by_id(self, user_id: str) -> User | None:
+        return await self._find_user({"_id": _key(user_id)})
+
+    async def find_user_by_username(self, username: str) -> User | None:
+        return await self._find_user({"username_canonical": canonical_username(_key(username))})
+
+    async def find_user_by_email(self, address: str) -> User | None:
+        return await self._find_user({"emails.address_canonical": canonical_email(_key(address))})
+
+    async def set_user_deactivated(self, user_id: str, deactivated: bool, *, now: datetime) -> bool:
+        update = {"$set": {"deactivated": bool(deactivated), "updated_at": now}}
+        result = await self._run(lambda: self._users.update_one({"_id": _key(user_id)}, update))
+        return bool(result.matched_count == 1)
+
+    async def delete_user(self, user_id: str) -> bool:
+        key = _key(user_id)
+        # The user first: a session left by a crash here resolves to no user, so it is dead,
+        # and the TTL index removes it.
+        result = await self._run(lambda: self._users.delete_one({"_id": key}))
+        await self._run(lambda: self._sessions.delete_many({"user_id": key}))
+        return bool(result.deleted_count == 1)
+
+    async def get_service_data(self, user_id: str, service: str) -> Mapping[str, Any] | None:
+        field = f"services.{check_service_name(service)}"
+        doc = await self._run(lambda: self._users.find_one({"_id": _key(user_id)}, {field: 1}))
+        if doc is None:
+            return None
+        data = doc.get("services", {}).get(service)
+        return None if data is None else dict(data)
+
+    async def set_service_data(
+        self, user_id: str, service: str, data: Mapping[str, Any], *, now: datetime
+    ) -> bool:
+        field = f"services.{check_service_name(service)}"
+        update = {"$set": {field: dict(data), "updated_at": now}}
+        result = await self._run(lambda: self._users.update_one({"_id": _key(user_id)}, update))
+        return bool(result.matched_count == 1)
+
+    # -- sessions ---------------------------------------------------------------------------
+
+    async def create_session(self, session: StoredSession) -> None:
+        await self._ensure_indexes()
+        s = session
+        doc = {
+            "_id": s.id,
+            "user_id": s.user_id,
+            "valid": s.valid,
+            "created_at": s.created_at,
+            "updated_at": s.updated_at,
+            "last_used_at": s.last_used_at,
+            "expires_at": s.expires_at,
+            "refresh_hash": s.refresh_hash,
+            "previous_hash": s.previous_hash,
+            "rotated_at": s.rotated_at,
+            "ip": s.ip,
+            "user_agent": s.user_agent,
+            "impersonator_id": s.impersonator_id,
+        }
+        await self._run(lambda: self._sessions.insert_one(doc))
+
+    async def find_session(self, session_id: str) -> StoredSession | None:
+        doc = await self._run(lambda: self._sessions.find_one({"_id": _key(session_id)}))
+        if doc is None:
+            return None
+        return StoredSession(
+            id=doc["_id"],
+            user_id=doc["user_id"],
+            valid=bool(doc["valid"]),
+            created_at=doc["created_at"],
+            updated_at=doc["updated_at"],
+            last_used_at=doc["last_used_at"],
+            expires_at=doc["expires_at"],
+            refresh_hash=bytes(doc["refresh_hash"]),
+            previous_hash=None if doc.get("previous_hash") is None else bytes(doc["previous_hash"]),
+            rotated_at=doc.get("rotated_at"),
+            ip=doc.get("ip"),
+            user_agent=doc.get("user_agent"),
+            impersonator_id=doc.get("impersonator_id"),
+        )
+
+    async def rotate_refresh(
+        self, session_id: str, *, expected_hash: bytes, new_hash: bytes, now: datetime
+    ) -> bool:
+        query = {"_id": _key(session_id), "refresh_hash": bytes(expected_hash), "valid": True}
+        update = {
+            "$set": {
+                "refresh_hash": bytes(new_hash),
+                "previous_hash": bytes(expected_hash),
+                "rotated_at": now,
+                "last_used_at": now,
+                "updated_at": now,
+            }
+        }
+        result = await self._run(lambda: self._sessions.update_one(query, update))
+        return bool(result.modified_count == 1)
+
+    async def invalidate_session(self, session_id: str, *, now: datetime) -> bool:
+        query = {"_id": _key(session_id), "valid": True}
+        update = {"$set": {"valid": False, "updated_at": now}}
+        result = await self._run(lambda: self._sessions.update_one(query, update))
+        return bool(result.modified_count == 1)
+
+    async def invalidate_user_sessions(
+        self, user_id: str, *, now: datetime, except_ids: Sequence[str] = ()
+    ) -> int:
+        query: dict[str, Any] = {"user_id": _key(user_id), "valid": True}
+        if except_ids:
+            query["_id"] = {"$nin": [_key(sid) for sid in except_ids]}
+        update = {"$set": {"valid": False, "updated_at": now}}
+        result = await self._run(lambda: self._sessions.update_many(query, update))
+        return int(result.modified_count)
+
+    async def prune_sessions(self, *, now: datetime) -> int:
+        query = {"expires_at": {"$lt": now}}
+        result = await self._run(lambda: self._sessions.delete_many(query))
+        return int(result.deleted_count)
+
+    async def close(self) -> None:
+        if self._owns_client:
+            await self._db.client.close()
