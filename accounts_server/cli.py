@@ -18,6 +18,7 @@ from .errors import ConfigurationError
 from .server import AccountsServer
 from .services import LoginService
 from .sessions import SessionConfig
+from .stores.base import Store
 from .stores.sqlite import SQLiteStore
 from .tokens import KeyRing, SigningKey, TokenConfig
 
@@ -92,6 +93,12 @@ def main() -> None:
     help="SQLite file, created on first start.",
 )
 @click.option(
+    "--mongodb-url",
+    envvar="ACCOUNTS_MONGODB_URL",
+    help="Use MongoDB instead of SQLite (needs the [mongo] extra).",
+)
+@click.option("--mongodb-db", default="accounts", show_default=True, help="MongoDB database.")
+@click.option(
     "--key",
     "key_paths",
     multiple=True,
@@ -137,6 +144,8 @@ def serve(
     host: str,
     port: int,
     db_path: Path,
+    mongodb_url: str | None,
+    mongodb_db: str,
     key_paths: tuple[Path, ...],
     issuer: str,
     audience: str,
@@ -159,7 +168,7 @@ def serve(
         else:
             keys = [load_or_create_key(db_path.with_name("accounts.key"))]
         server = AccountsServer(
-            store=SQLiteStore(db_path),
+            store=_open_store(db_path, mongodb_url, mongodb_db),
             tokens=TokenConfig(
                 keys=KeyRing(keys),
                 issuer=issuer,
@@ -180,8 +189,9 @@ def serve(
         close_store_on_shutdown=True,
         prune_every=timedelta(hours=1),
     )
+    where = f"MongoDB {mongodb_db}" if mongodb_url else f"db {db_path}"
     click.echo(
-        f"accounts-server on http://{host}:{port}/accounts  (db {db_path}, "
+        f"accounts-server on http://{host}:{port}/accounts  ({where}, "
         f"services: {', '.join(server.services) or 'none'})",
         err=True,
     )
@@ -194,6 +204,16 @@ def serve(
         proxy_headers=False,
         server_header=False,
     )
+
+
+def _open_store(db_path: Path, mongodb_url: str | None, mongodb_db: str) -> Store:
+    if not mongodb_url:
+        return SQLiteStore(db_path)
+    try:
+        from .stores.mongo import MongoStore
+    except ImportError as exc:
+        raise ConfigurationError(str(exc)) from exc
+    return MongoStore.from_url(mongodb_url, mongodb_db)
 
 
 @main.command()

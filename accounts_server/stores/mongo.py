@@ -78,11 +78,14 @@ class MongoStore:
         connect_timeout: float = 2.0,
         operation_timeout: float = 5.0,
     ) -> MongoStore:
+        """A store with its own client. The operation bound is the socket timeout: PyMongo's
+        `timeoutMS` would also replace the server-selection bound, so a database that is down
+        would take the operation timeout, not the selection timeout, to report."""
         client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
             url,
             serverSelectionTimeoutMS=int(server_selection_timeout * 1000),
             connectTimeoutMS=int(connect_timeout * 1000),
-            timeoutMS=int(operation_timeout * 1000),
+            socketTimeoutMS=int(operation_timeout * 1000),
             tz_aware=True,
         )
         return cls(client[db_name], owns_client=True)
@@ -99,6 +102,10 @@ class MongoStore:
             raise StoreUnavailable() from exc
 
     async def setup(self) -> None:
+        """The store contract's preparation step: `setup_indexes()`."""
+        await self.setup_indexes()
+
+    async def setup_indexes(self) -> None:
         """Create the unique and TTL indexes; safe to call any number of times."""
         await self._run(
             lambda: self._users.create_indexes(
@@ -133,7 +140,7 @@ class MongoStore:
 
     async def _ensure_indexes(self) -> None:
         if not self._indexed:
-            await self.setup()
+            await self.setup_indexes()
 
     @staticmethod
     def _user(doc: Mapping[str, Any] | None) -> User | None:

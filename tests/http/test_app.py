@@ -319,3 +319,18 @@ def test_no_body_causes_a_500(fuzz_app: Any, route: str, body: dict[str, Any]) -
     response = asyncio.run(post())
     assert response.status_code < 500, response.text
     assert response.headers["content-type"] == "application/json"
+
+
+async def test_fifty_concurrent_registrations_of_one_email_make_one_user(
+    client: httpx.AsyncClient, server: AccountsServer
+) -> None:
+    async def attempt(i: int) -> httpx.Response:
+        user = {"username": f"racer{i}", "email": "race@example.com", "password": PASSWORD}
+        return await client.post("/accounts/password/register", json={"user": user})
+
+    responses = await asyncio.gather(*(attempt(i) for i in range(50)))
+    assert [r.status_code for r in responses].count(200) == 1
+    for response in responses:
+        if response.status_code != 200:
+            assert_error(response, 409, "EmailAlreadyExists")
+    assert await server.store.find_user_by_email("race@example.com") is not None

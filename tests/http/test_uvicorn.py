@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -135,3 +136,16 @@ def test_serve_refuses_an_unknown_service(tmp_path: Path) -> None:
     )
     assert result.returncode != 0
     assert "not installed: ldap" in result.stderr
+
+
+def test_serve_on_mongodb(tmp_path: Path, mongodb_url: str) -> None:
+    db = f"serve_{uuid.uuid4().hex}"
+    with serving(tmp_path, "--mongodb-url", mongodb_url, "--mongodb-db", db) as api:
+        user = {"username": "mona", "email": "mona@example.com", "password": PASSWORD}
+        assert api.post("/password/register", json={"user": user}).status_code == 200
+        login = api.post("/password/authenticate", json={"user": "mona", "password": PASSWORD})
+        auth = {"Authorization": f"Bearer {login.json()['tokens']['accessToken']}"}
+        assert api.get("/user", headers=auth).json()["username"] == "mona"
+        again = api.post("/password/register", json={"user": user})
+        assert again.status_code == 409
+    assert not (tmp_path / "accounts.db").exists()

@@ -16,7 +16,8 @@ from accounts_server import (
     UsernameAlreadyExists,
 )
 
-NOW = datetime(2026, 1, 1, tzinfo=UTC)
+#: Current (a TTL index really deletes sessions that expired), whole seconds (MongoDB keeps ms).
+NOW = datetime.now(UTC).replace(microsecond=0)
 
 
 def h(value: str) -> bytes:
