@@ -233,7 +233,7 @@ def prune(db_path: Path) -> None:
 
         store = SQLiteStore(db_path)
         try:
-            return await store.prune_sessions(now=datetime.now(UTC))
+            return await store.prune_expired(now=datetime.now(UTC))
         finally:
             await store.close()
 

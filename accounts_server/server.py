@@ -435,10 +435,10 @@ class AccountsServer:
             raise UserNotFound()
         await self._emit("user_deleted", user=user)
 
-    async def prune_sessions(self) -> int:
-        """Delete expired sessions; returns how many. Housekeeping only: expiry is enforced on
-        every use whether or not this runs."""
-        return await self.store.prune_sessions(now=self.clock())
+    async def prune_expired(self) -> int:
+        """Delete expired sessions, tokens and counters; returns how many. Housekeeping only:
+        expiry is enforced on every use whether or not this runs."""
+        return await self.store.prune_expired(now=self.clock())
 
     # -- keys -------------------------------------------------------------------------------
 

@@ -142,7 +142,7 @@ async def _prune_forever(server: AccountsServer, every: timedelta) -> None:
     while True:
         await asyncio.sleep(every.total_seconds())
         try:
-            await server.prune_sessions()
+            await server.prune_expired()
         except AccountsError:
             logger.warning("periodic session prune failed; will retry", exc_info=True)
 

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from ..types import Email, Session, User
 
 __all__ = [
+    "OneTimeToken",
     "Store",
     "StoredSession",
     "canonical_email",
@@ -78,6 +79,19 @@ class StoredSession:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class OneTimeToken:
+    """A single-use token (reset, verify, enroll, magic link) as stored: only its SHA-256."""
+
+    token_hash: bytes
+    kind: str
+    user_id: str
+    created_at: datetime
+    expires_at: datetime
+    #: The address the token was sent to, for verify/enroll/reset.
+    email: str | None = None
+
+
 class Store(Protocol):
     """What the server and login services need from storage; every store passes one suite.
 
@@ -128,6 +142,22 @@ class Store(Protocol):
         """Replace one service's data for the user. Returns False when no such user exists."""
         ...
 
+    async def add_email(self, user_id: str, email: Email, *, now: datetime) -> bool:
+        """Append an address. Returns False when no such user exists.
+
+        Raises:
+            EmailAlreadyExists: any user (this one included) has it already.
+        """
+        ...
+
+    async def remove_email(self, user_id: str, address: str, *, now: datetime) -> bool:
+        """Returns whether the user had the address."""
+        ...
+
+    async def set_email_verified(self, user_id: str, address: str, *, now: datetime) -> bool:
+        """Mark one of the user's addresses verified; returns whether the user has it."""
+        ...
+
     async def create_session(self, session: StoredSession) -> None: ...
 
     async def find_session(self, session_id: str) -> StoredSession | None: ...
@@ -150,8 +180,26 @@ class Store(Protocol):
         """Invalidate every valid session of the user but `except_ids`; returns how many."""
         ...
 
-    async def prune_sessions(self, *, now: datetime) -> int:
-        """Delete sessions that expired before `now`; returns how many."""
+    async def create_token(self, token: OneTimeToken) -> None: ...
+
+    async def consume_token(self, token_hash: bytes, kind: str) -> OneTimeToken | None:
+        """Atomically delete and return the token, expired or not (the caller judges expiry and
+        can say so): of two concurrent consumers exactly one gets it."""
+        ...
+
+    async def delete_user_tokens(self, user_id: str, kinds: Sequence[str]) -> int: ...
+
+    async def hit_counter(self, key: str, *, window_start: datetime, expires_at: datetime) -> int:
+        """Atomically add one to the counter of (`key`, `window_start`); returns the new count.
+        Counters live in the store so every worker shares them."""
+        ...
+
+    async def get_counter(self, key: str, *, window_start: datetime) -> int: ...
+
+    async def clear_counter(self, key: str) -> None: ...
+
+    async def prune_expired(self, *, now: datetime) -> int:
+        """Delete sessions, tokens and counters that expired before `now`; returns how many."""
         ...
 
     async def close(self) -> None: ...

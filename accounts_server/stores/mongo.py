@@ -13,11 +13,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, TypeVar
 
 try:
     from bson.codec_options import CodecOptions
-    from pymongo import ASCENDING, AsyncMongoClient, IndexModel
+    from pymongo import ASCENDING, AsyncMongoClient, IndexModel, ReturnDocument
     from pymongo.errors import DuplicateKeyError, PyMongoError
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
@@ -32,7 +33,13 @@ from ..errors import (
 )
 from ..services import check_service_name
 from ..types import Email, User
-from .base import StoredSession, canonical_email, canonical_username, new_user_id
+from .base import (
+    OneTimeToken,
+    StoredSession,
+    canonical_email,
+    canonical_username,
+    new_user_id,
+)
 
 __all__ = ["MongoStore"]
 
@@ -65,6 +72,8 @@ class MongoStore:
         self._db = database.with_options(codec_options=CodecOptions(tz_aware=True, tzinfo=UTC))
         self._users = self._db["users"]
         self._sessions = self._db["sessions"]
+        self._tokens = self._db["tokens"]
+        self._counters = self._db["counters"]
         self._owns_client = owns_client
         self._indexed = False
 
@@ -132,6 +141,23 @@ class MongoStore:
                 [
                     IndexModel([("user_id", ASCENDING)], name="user"),
                     # Housekeeping only: expiry is always checked in code too.
+                    IndexModel([("expires_at", ASCENDING)], name="ttl", expireAfterSeconds=0),
+                ]
+            )
+        )
+        # Token documents are keyed by their hash (`_id`, unique by nature).
+        await self._run(
+            lambda: self._tokens.create_indexes(
+                [
+                    IndexModel([("user_id", ASCENDING), ("kind", ASCENDING)], name="user"),
+                    IndexModel([("expires_at", ASCENDING)], name="ttl", expireAfterSeconds=0),
+                ]
+            )
+        )
+        await self._run(
+            lambda: self._counters.create_indexes(
+                [
+                    IndexModel([("key", ASCENDING)], name="key"),
                     IndexModel([("expires_at", ASCENDING)], name="ttl", expireAfterSeconds=0),
                 ]
             )
@@ -217,10 +243,11 @@ class MongoStore:
 
     async def delete_user(self, user_id: str) -> bool:
         key = _key(user_id)
-        # The user first: a session left by a crash here resolves to no user, so it is dead,
-        # and the TTL index removes it.
+        # The user first: a session or token left by a crash here resolves to no user, so it
+        # is dead, and the TTL index removes it.
         result = await self._run(lambda: self._users.delete_one({"_id": key}))
-        await self._run(lambda: self._sessions.delete_many({"user_id": key}))
+        for collection in (self._sessions, self._tokens):
+            await self._run(partial(collection.delete_many, {"user_id": key}))
         return bool(result.deleted_count == 1)
 
     async def get_service_data(self, user_id: str, service: str) -> Mapping[str, Any] | None:
@@ -240,6 +267,65 @@ class MongoStore:
         return bool(result.matched_count == 1)
 
     # -- sessions ---------------------------------------------------------------------------
+
+    async def add_email(self, user_id: str, email: Email, *, now: datetime) -> bool:
+        canonical = canonical_email(email.address)
+        entry = {
+            "address": email.address,
+            "address_canonical": canonical,
+            "verified": email.verified,
+        }
+        query = {"_id": _key(user_id), "emails.address_canonical": {"$ne": canonical}}
+        update = {"$push": {"emails": entry}, "$set": {"updated_at": now}}
+        try:
+            result = await self._run(lambda: self._users.update_one(query, update))
+        except DuplicateKeyError as exc:
+            raise EmailAlreadyExists() from exc
+        if result.matched_count == 1:
+            return True
+        if await self.find_user_by_id(user_id) is None:
+            return False
+        raise EmailAlreadyExists()  # this user has it already
+
+    async def remove_email(self, user_id: str, address: str, *, now: datetime) -> bool:
+        canonical = canonical_email(_key(address))
+        return await self._edit_email(user_id, canonical, None, now)
+
+    async def set_email_verified(self, user_id: str, address: str, *, now: datetime) -> bool:
+        canonical = canonical_email(_key(address))
+        return await self._edit_email(user_id, canonical, {"verified": True}, now)
+
+    async def _edit_email(
+        self, user_id: str, canonical: str, changes: Mapping[str, Any] | None, now: datetime
+    ) -> bool:
+        """Update (`changes`) or remove (None) one address by compare-and-set on the whole
+        emails array: no positional operators, so any MongoDB-wire server behaves; retried when
+        another writer got in between. An emptied list is removed, so the sparse unique index
+        never sees `[]`. Returns whether the user has the address."""
+        key = _key(user_id)
+        for _ in range(5):
+            doc = await self._run(lambda: self._users.find_one({"_id": key}, {"emails": 1}))
+            before: list[dict[str, Any]] = [] if doc is None else doc.get("emails", [])
+            if not any(e["address_canonical"] == canonical for e in before):
+                return False
+            if changes is None:
+                after = [e for e in before if e["address_canonical"] != canonical]
+            else:
+                after = [
+                    {**e, **changes} if e["address_canonical"] == canonical else e for e in before
+                ]
+            if after == before:
+                return True
+            change: dict[str, Any] = {"$set": {"updated_at": now}}
+            if after:
+                change["$set"]["emails"] = after
+            else:
+                change["$unset"] = {"emails": ""}
+            query = {"_id": key, "emails": before}
+            result = await self._run(partial(self._users.update_one, query, change))
+            if result.matched_count == 1:
+                return True
+        raise StoreUnavailable("too much contention on one user's emails")
 
     async def create_session(self, session: StoredSession) -> None:
         await self._ensure_indexes()
@@ -313,10 +399,71 @@ class MongoStore:
         result = await self._run(lambda: self._sessions.update_many(query, update))
         return int(result.modified_count)
 
-    async def prune_sessions(self, *, now: datetime) -> int:
+    async def prune_expired(self, *, now: datetime) -> int:
+        """The TTL indexes do this on their own; this is for an explicit prune."""
         query = {"expires_at": {"$lt": now}}
-        result = await self._run(lambda: self._sessions.delete_many(query))
+        total = 0
+        for collection in (self._sessions, self._tokens, self._counters):
+            result = await self._run(partial(collection.delete_many, query))
+            total += int(result.deleted_count)
+        return total
+
+    # -- one-time tokens and counters -------------------------------------------------------
+
+    async def create_token(self, token: OneTimeToken) -> None:
+        await self._ensure_indexes()
+        doc = {
+            "_id": bytes(token.token_hash),
+            "kind": token.kind,
+            "user_id": token.user_id,
+            "email": token.email,
+            "created_at": token.created_at,
+            "expires_at": token.expires_at,
+        }
+        await self._run(lambda: self._tokens.insert_one(doc))
+
+    async def consume_token(self, token_hash: bytes, kind: str) -> OneTimeToken | None:
+        query = {"_id": bytes(token_hash), "kind": _key(kind)}
+        doc = await self._run(lambda: self._tokens.find_one_and_delete(query))
+        if doc is None:
+            return None
+        return OneTimeToken(
+            token_hash=bytes(doc["_id"]),
+            kind=doc["kind"],
+            user_id=doc["user_id"],
+            email=doc.get("email"),
+            created_at=doc["created_at"],
+            expires_at=doc["expires_at"],
+        )
+
+    async def delete_user_tokens(self, user_id: str, kinds: Sequence[str]) -> int:
+        query = {"user_id": _key(user_id), "kind": {"$in": [_key(k) for k in kinds]}}
+        result = await self._run(lambda: self._tokens.delete_many(query))
         return int(result.deleted_count)
+
+    @staticmethod
+    def _counter_id(key: str, window_start: datetime) -> str:
+        return f"{_key(key)}|{int(window_start.timestamp())}"
+
+    async def hit_counter(self, key: str, *, window_start: datetime, expires_at: datetime) -> int:
+        await self._ensure_indexes()
+        doc = await self._run(
+            lambda: self._counters.find_one_and_update(
+                {"_id": self._counter_id(key, window_start)},
+                {"$inc": {"count": 1}, "$setOnInsert": {"key": key, "expires_at": expires_at}},
+                upsert=True,
+                return_document=ReturnDocument.AFTER,
+            )
+        )
+        return int(doc["count"])
+
+    async def get_counter(self, key: str, *, window_start: datetime) -> int:
+        query = {"_id": self._counter_id(key, window_start)}
+        doc = await self._run(lambda: self._counters.find_one(query))
+        return 0 if doc is None else int(doc["count"])
+
+    async def clear_counter(self, key: str) -> None:
+        await self._run(lambda: self._counters.delete_many({"key": _key(key)}))
 
     async def close(self) -> None:
         if self._owns_client:

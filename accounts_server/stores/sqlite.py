@@ -21,6 +21,7 @@ from typing import Any, Literal, TypeVar
 from ..errors import EmailAlreadyExists, StoreUnavailable, UsernameAlreadyExists
 from ..types import Email, User
 from .base import (
+    OneTimeToken,
     StoredSession,
     canonical_email,
     canonical_username,
@@ -74,6 +75,26 @@ _MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX sessions_user ON sessions(user_id);
     CREATE INDEX sessions_expiry ON sessions(expires_at);
+    """,
+    """
+    CREATE TABLE tokens (
+        token_hash BLOB PRIMARY KEY,
+        kind TEXT NOT NULL,
+        user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        email TEXT,
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL
+    );
+    CREATE INDEX tokens_user ON tokens(user_id, kind);
+    CREATE INDEX tokens_expiry ON tokens(expires_at);
+    CREATE TABLE counters (
+        key TEXT NOT NULL,
+        window_start REAL NOT NULL,
+        count INTEGER NOT NULL,
+        expires_at REAL NOT NULL,
+        PRIMARY KEY (key, window_start)
+    ) WITHOUT ROWID;
+    CREATE INDEX counters_expiry ON counters(expires_at);
     """,
 )
 
@@ -274,6 +295,55 @@ class SQLiteStore:
 
     # -- sessions ---------------------------------------------------------------------------
 
+    async def add_email(self, user_id: str, email: Email, *, now: datetime) -> bool:
+        def add() -> bool:
+            with self._transaction() as db:
+                found = db.execute(
+                    "UPDATE users SET updated_at = ? WHERE id = ?", (_ts(now), user_id)
+                ).rowcount
+                if found:
+                    db.execute(
+                        "INSERT INTO emails (address_canonical, address, user_id, verified, "
+                        "position) VALUES (?, ?, ?, ?, (SELECT COALESCE(MAX(position), -1) + 1 "
+                        "FROM emails WHERE user_id = ?))",
+                        (
+                            canonical_email(email.address),
+                            email.address,
+                            user_id,
+                            int(email.verified),
+                            user_id,
+                        ),
+                    )
+                return found == 1
+
+        try:
+            return self._run(add)
+        except sqlite3.IntegrityError as exc:
+            raise EmailAlreadyExists() from exc
+
+    async def remove_email(self, user_id: str, address: str, *, now: datetime) -> bool:
+        return self._email_update(
+            "DELETE FROM emails WHERE user_id = ? AND address_canonical = ?", user_id, address, now
+        )
+
+    async def set_email_verified(self, user_id: str, address: str, *, now: datetime) -> bool:
+        return self._email_update(
+            "UPDATE emails SET verified = 1 WHERE user_id = ? AND address_canonical = ?",
+            user_id,
+            address,
+            now,
+        )
+
+    def _email_update(self, sql: str, user_id: str, address: str, now: datetime) -> bool:
+        def update() -> bool:
+            with self._transaction() as db:
+                changed = db.execute(sql, (user_id, canonical_email(address))).rowcount
+                if changed:
+                    db.execute("UPDATE users SET updated_at = ? WHERE id = ?", (_ts(now), user_id))
+                return changed == 1
+
+        return self._run(update)
+
     async def create_session(self, session: StoredSession) -> None:
         s = session
         row = (
@@ -342,9 +412,75 @@ class SQLiteStore:
         args = (_ts(now), user_id, *except_ids)
         return self._run(lambda: self._db.execute(sql, args).rowcount)
 
-    async def prune_sessions(self, *, now: datetime) -> int:
-        sql = "DELETE FROM sessions WHERE expires_at < ?"
-        return self._run(lambda: self._db.execute(sql, (_ts(now),)).rowcount)
+    async def prune_expired(self, *, now: datetime) -> int:
+        def prune() -> int:
+            with self._transaction() as db:
+                return sum(
+                    db.execute(f"DELETE FROM {table} WHERE expires_at < ?", (_ts(now),)).rowcount  # noqa: S608
+                    for table in ("sessions", "tokens", "counters")
+                )
+
+        return self._run(prune)
+
+    # -- one-time tokens and counters -------------------------------------------------------
+
+    async def create_token(self, token: OneTimeToken) -> None:
+        t = token
+        sql = (
+            "INSERT INTO tokens (token_hash, kind, user_id, email, created_at, expires_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)"
+        )
+        args = (t.token_hash, t.kind, t.user_id, t.email, _ts(t.created_at), _ts(t.expires_at))
+        self._run(lambda: self._db.execute(sql, args))
+
+    async def consume_token(self, token_hash: bytes, kind: str) -> OneTimeToken | None:
+        sql = (
+            "DELETE FROM tokens WHERE token_hash = ? AND kind = ? "
+            "RETURNING token_hash, kind, user_id, email, created_at, expires_at"
+        )
+
+        def consume() -> tuple[Any, ...] | None:
+            with self._transaction() as db:
+                row: tuple[Any, ...] | None = db.execute(sql, (token_hash, kind)).fetchone()
+                return row
+
+        row = self._run(consume)
+        if row is None:
+            return None
+        return OneTimeToken(
+            token_hash=row[0],
+            kind=row[1],
+            user_id=row[2],
+            email=row[3],
+            created_at=_dt(row[4]),
+            expires_at=_dt(row[5]),
+        )
+
+    async def delete_user_tokens(self, user_id: str, kinds: Sequence[str]) -> int:
+        marks = ", ".join("?" * len(kinds))
+        sql = f"DELETE FROM tokens WHERE user_id = ? AND kind IN ({marks})"  # noqa: S608
+        return self._run(lambda: self._db.execute(sql, (user_id, *kinds)).rowcount)
+
+    async def hit_counter(self, key: str, *, window_start: datetime, expires_at: datetime) -> int:
+        sql = (
+            "INSERT INTO counters (key, window_start, count, expires_at) VALUES (?, ?, 1, ?) "
+            "ON CONFLICT (key, window_start) DO UPDATE SET count = count + 1 RETURNING count"
+        )
+        args = (key, _ts(window_start), _ts(expires_at))
+
+        def hit() -> int:
+            with self._transaction() as db:
+                return int(db.execute(sql, args).fetchone()[0])
+
+        return self._run(hit)
+
+    async def get_counter(self, key: str, *, window_start: datetime) -> int:
+        sql = "SELECT count FROM counters WHERE key = ? AND window_start = ?"
+        row = self._run(lambda: self._db.execute(sql, (key, _ts(window_start))).fetchone())
+        return 0 if row is None else int(row[0])
+
+    async def clear_counter(self, key: str) -> None:
+        self._run(lambda: self._db.execute("DELETE FROM counters WHERE key = ?", (key,)))
 
     async def close(self) -> None:
         self._db.close()

@@ -15,6 +15,7 @@ from accounts_server import (
     StoredSession,
     UsernameAlreadyExists,
 )
+from accounts_server.stores.base import OneTimeToken
 
 #: Current (a TTL index really deletes sessions that expired), whole seconds (MongoDB keeps ms).
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -193,6 +194,110 @@ class TestSessions:
         user_id = await make_user(store)
         await store.create_session(session(user_id, "old", expires_at=NOW - timedelta(seconds=1)))
         await store.create_session(session(user_id, "new"))
-        assert await store.prune_sessions(now=NOW) == 1
+        assert await store.prune_expired(now=NOW) == 1
         assert await store.find_session("old") is None
         assert await store.find_session("new") is not None
+
+
+class TestEmails:
+    async def test_add_verify_remove(self, store: Store) -> None:
+        user_id = await make_user(store, "erin", "erin@example.com")
+        assert await store.add_email(user_id, Email("Erin@Work.example"), now=NOW)
+        assert await store.set_email_verified(user_id, "erin@work.EXAMPLE", now=NOW)
+        assert await store.set_email_verified(user_id, "erin@work.example", now=NOW)  # idempotent
+        user = await store.find_user_by_email("erin@work.example")
+        assert user is not None and user.id == user_id
+        assert user.emails == (Email("erin@example.com"), Email("Erin@Work.example", True))
+        assert await store.remove_email(user_id, "ERIN@example.com", now=NOW)
+        assert not await store.remove_email(user_id, "erin@example.com", now=NOW)
+        assert await store.find_user_by_email("erin@example.com") is None
+        assert not await store.set_email_verified(user_id, "erin@example.com", now=NOW)
+
+    async def test_added_email_is_unique_across_users(self, store: Store) -> None:
+        first = await make_user(store, "f1", "shared@example.com")
+        second = await make_user(store, "f2")
+        with pytest.raises(EmailAlreadyExists):
+            await store.add_email(second, Email("SHARED@example.com"), now=NOW)
+        with pytest.raises(EmailAlreadyExists):
+            await store.add_email(first, Email("shared@example.com"), now=NOW)
+        assert not await store.add_email("nope", Email("x@example.com"), now=NOW)
+
+    async def test_removing_the_last_email_frees_it_and_keeps_uniqueness_working(
+        self, store: Store
+    ) -> None:
+        a = await make_user(store, "g1", "g1@example.com")
+        b = await make_user(store, "g2", "g2@example.com")
+        assert await store.remove_email(a, "g1@example.com", now=NOW)
+        assert await store.remove_email(b, "g2@example.com", now=NOW)
+        user = await store.find_user_by_id(a)
+        assert user is not None and user.emails == ()
+        assert await store.add_email(b, Email("g1@example.com"), now=NOW)
+
+
+class TestOneTimeTokens:
+    def token(self, user_id: str, raw: str = "t", kind: str = "reset") -> OneTimeToken:
+        return OneTimeToken(
+            token_hash=h(raw),
+            kind=kind,
+            user_id=user_id,
+            email="t@example.com",
+            created_at=NOW,
+            expires_at=NOW + timedelta(hours=1),
+        )
+
+    async def test_consume_once_and_only_with_its_kind(self, store: Store) -> None:
+        user_id = await make_user(store)
+        await store.create_token(self.token(user_id))
+        assert await store.consume_token(h("t"), "verify") is None
+        assert await store.consume_token(h("t"), "reset") == self.token(user_id)
+        assert await store.consume_token(h("t"), "reset") is None
+
+    async def test_concurrent_consumers_one_winner(self, store: Store) -> None:
+        user_id = await make_user(store)
+        await store.create_token(self.token(user_id))
+        results = await asyncio.gather(*(store.consume_token(h("t"), "reset") for _ in range(20)))
+        assert sum(r is not None for r in results) == 1
+
+    async def test_delete_user_tokens_by_kind(self, store: Store) -> None:
+        user_id = await make_user(store)
+        await store.create_token(self.token(user_id, "a", "reset"))
+        await store.create_token(self.token(user_id, "b", "reset"))
+        await store.create_token(self.token(user_id, "c", "verify"))
+        assert await store.delete_user_tokens(user_id, ["reset", "enroll"]) == 2
+        assert await store.consume_token(h("c"), "verify") is not None
+
+    async def test_tokens_go_with_their_user(self, store: Store) -> None:
+        user_id = await make_user(store)
+        await store.create_token(self.token(user_id))
+        await store.delete_user(user_id)
+        assert await store.consume_token(h("t"), "reset") is None
+
+
+class TestCounters:
+    async def test_hits_count_per_key_and_window(self, store: Store) -> None:
+        later = NOW + timedelta(minutes=1)
+        for expected in (1, 2, 3):
+            assert await store.hit_counter("ip:1", window_start=NOW, expires_at=later) == expected
+        assert await store.hit_counter("ip:2", window_start=NOW, expires_at=later) == 1
+        assert await store.hit_counter("ip:1", window_start=later, expires_at=later) == 1
+        assert await store.get_counter("ip:1", window_start=NOW) == 3
+        assert await store.get_counter("ip:3", window_start=NOW) == 0
+        await store.clear_counter("ip:1")
+        assert await store.get_counter("ip:1", window_start=NOW) == 0
+        assert await store.get_counter("ip:2", window_start=NOW) == 1
+
+    async def test_concurrent_hits_are_all_counted(self, store: Store) -> None:
+        later = NOW + timedelta(minutes=1)
+        counts = await asyncio.gather(
+            *(store.hit_counter("k", window_start=NOW, expires_at=later) for _ in range(30))
+        )
+        assert sorted(counts) == list(range(1, 31))
+
+    async def test_prune_expired_covers_tokens_and_counters(self, store: Store) -> None:
+        user_id = await make_user(store)
+        past = NOW - timedelta(seconds=1)
+        await store.create_token(
+            OneTimeToken(h("old"), "reset", user_id, NOW - timedelta(hours=1), past)
+        )
+        await store.hit_counter("old", window_start=past, expires_at=past)
+        assert await store.prune_expired(now=NOW) == 2

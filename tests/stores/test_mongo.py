@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import hashlib
 import os
 from collections.abc import AsyncIterator
@@ -87,14 +86,6 @@ async def test_operators_never_reach_a_filter(mongo: MongoStore, value: object) 
             await lookup(value)  # type: ignore[arg-type]
 
 
-#: PyMongo leaves a socket unclosed when a connection is refused (a driver bug, not ours); the
-#: tests that provoke it collect it themselves so the warning cannot land on another test.
-driver_socket_leak = pytest.mark.filterwarnings(
-    "ignore::pytest.PytestUnraisableExceptionWarning", "ignore::ResourceWarning"
-)
-
-
-@driver_socket_leak
 async def test_server_killed_mid_run_is_503_then_recovers() -> None:
     reason = wire_server_unavailable()
     if reason:
@@ -140,10 +131,8 @@ async def test_server_killed_mid_run_is_503_then_recovers() -> None:
     finally:
         wire.stop()
         await store.close()
-        gc.collect()
 
 
-@driver_socket_leak
 async def test_unreachable_server_fails_within_the_selection_timeout() -> None:
     from ..helpers import free_port
 
@@ -154,4 +143,3 @@ async def test_unreachable_server_fails_within_the_selection_timeout() -> None:
         with pytest.raises(StoreUnavailable):
             await store.find_user_by_id("x")
     await store.close()
-    gc.collect()
