@@ -20,12 +20,17 @@ from .errors import (
     InvalidToken,
     InvalidUsername,
     LoginNotAllowed,
+    MailUnavailable,
     MethodNotAllowed,
     NotFound,
+    Overloaded,
+    RateLimited,
     RequestTooLarge,
+    ResetPasswordLinkExpired,
     RouteNotFound,
     ServiceNotFound,
     StoreUnavailable,
+    TemporarilyUnavailable,
     TokenExpired,
     TokenReused,
     UnsupportedMediaType,
@@ -34,8 +39,12 @@ from .errors import (
     UsernameOrEmailRequired,
     UserNotFound,
     ValidationFailed,
+    VerifyEmailLinkExpired,
 )
 from .hooks import EventName, HookEvent, Listener
+from .mail import Mailer, MailMessage, MailTemplate, SMTPMailer
+from .onetime import LinkTokens
+from .ratelimit import Limit, RateLimiter, RateLimits
 from .server import AccountsServer
 from .services import (
     EndpointHandler,
@@ -45,7 +54,13 @@ from .services import (
     ServiceEndpoint,
 )
 from .sessions import SessionConfig
-from .stores.base import Store, StoredSession, canonical_email, canonical_username
+from .stores.base import (
+    OneTimeToken,
+    Store,
+    StoredSession,
+    canonical_email,
+    canonical_username,
+)
 from .tokens import KeyRing, SigningKey, TokenConfig
 from .types import ConnectionInfo, Email, ImpersonationResult, LoginResult, Session, Tokens, User
 from .validation import validate_email, validate_username
@@ -74,14 +89,27 @@ __all__ = [
     "InvalidToken",
     "InvalidUsername",
     "KeyRing",
+    "Limit",
+    "LinkTokens",
     "Listener",
     "LoginNotAllowed",
     "LoginResult",
     "LoginService",
+    "MailMessage",
+    "MailTemplate",
+    "MailUnavailable",
+    "Mailer",
     "MethodNotAllowed",
     "NotFound",
+    "OneTimeToken",
+    "Overloaded",
+    "RateLimited",
+    "RateLimiter",
+    "RateLimits",
     "RequestTooLarge",
+    "ResetPasswordLinkExpired",
     "RouteNotFound",
+    "SMTPMailer",
     "ServiceContext",
     "ServiceEndpoint",
     "ServiceNotFound",
@@ -91,6 +119,7 @@ __all__ = [
     "Store",
     "StoreUnavailable",
     "StoredSession",
+    "TemporarilyUnavailable",
     "TokenConfig",
     "TokenExpired",
     "TokenReused",
@@ -102,6 +131,7 @@ __all__ = [
     "UsernameAlreadyExists",
     "UsernameOrEmailRequired",
     "ValidationFailed",
+    "VerifyEmailLinkExpired",
     "canonical_email",
     "canonical_username",
     "validate_email",

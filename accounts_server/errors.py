@@ -17,7 +17,9 @@ Messages are safe to show a client; context lives in attributes and never holds 
     │   ├── InvalidCredentials
     │   └── InvalidToken            (.reason says why, for logs)
     │       ├── TokenExpired
-    │       └── TokenReused
+    │       ├── TokenReused
+    │       ├── ResetPasswordLinkExpired
+    │       └── VerifyEmailLinkExpired
     ├── Forbidden
     │   ├── UserDeactivated
     │   └── LoginNotAllowed
@@ -29,7 +31,11 @@ Messages are safe to show a client; context lives in attributes and never holds 
     ├── Conflict
     │   ├── UsernameAlreadyExists
     │   └── EmailAlreadyExists
-    └── StoreUnavailable
+    ├── RateLimited                 (.retry_after, seconds)
+    └── TemporarilyUnavailable      (.retry_after, seconds)
+        ├── StoreUnavailable
+        ├── MailUnavailable
+        └── Overloaded
 """
 
 from __future__ import annotations
@@ -50,12 +56,17 @@ __all__ = [
     "InvalidToken",
     "InvalidUsername",
     "LoginNotAllowed",
+    "MailUnavailable",
     "MethodNotAllowed",
     "NotFound",
+    "Overloaded",
+    "RateLimited",
     "RequestTooLarge",
+    "ResetPasswordLinkExpired",
     "RouteNotFound",
     "ServiceNotFound",
     "StoreUnavailable",
+    "TemporarilyUnavailable",
     "TokenExpired",
     "TokenReused",
     "UnsupportedMediaType",
@@ -64,6 +75,7 @@ __all__ = [
     "UsernameAlreadyExists",
     "UsernameOrEmailRequired",
     "ValidationFailed",
+    "VerifyEmailLinkExpired",
 ]
 
 
@@ -166,6 +178,22 @@ class TokenReused(InvalidToken):
         super().__init__(message, reason="reused")
 
 
+class ResetPasswordLinkExpired(InvalidToken):
+    code = "ResetPasswordLinkExpired"
+    default_message = "Reset password link expired"
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message, reason="expired")
+
+
+class VerifyEmailLinkExpired(InvalidToken):
+    code = "VerifyEmailLinkExpired"
+    default_message = "Verify email link expired"
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message, reason="expired")
+
+
 class Forbidden(AccountsError):
     code = "Forbidden"
     default_message = "Not allowed"
@@ -223,8 +251,39 @@ class EmailAlreadyExists(Conflict):
     default_message = "Email already exists"
 
 
-class StoreUnavailable(AccountsError):
+class RateLimited(AccountsError):
+    """Too many attempts; `retry_after` says when to try again (RFC 6585 §4)."""
+
+    code = "TooManyRequests"
+    default_message = "Too many requests; try again later"
+
+    def __init__(self, message: str | None = None, *, retry_after: int = 60) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, int(retry_after))
+
+
+class TemporarilyUnavailable(AccountsError):
+    """Something we depend on is down or saturated; the request may succeed later."""
+
+    code = "TemporarilyUnavailable"
+    default_message = "Service temporarily unavailable"
+    retry_after = 5
+
+
+class StoreUnavailable(TemporarilyUnavailable):
     """The store could not answer; never reported as bad credentials or success."""
 
     code = "StoreUnavailable"
-    default_message = "Service temporarily unavailable"
+
+
+class MailUnavailable(TemporarilyUnavailable):
+    """The mail could not be handed to the mail server (or none is configured)."""
+
+    code = "MailUnavailable"
+    default_message = "Mail could not be sent; try again later"
+
+
+class Overloaded(TemporarilyUnavailable):
+    """Password hashing is saturated: queued work waited past its bound."""
+
+    code = "Overloaded"

@@ -27,11 +27,21 @@ from .errors import (
     UserNotFound,
 )
 from .hooks import EventName, HookEvent, Hooks, Listener
+from .onetime import LinkTokens
+from .ratelimit import RateLimiter, RateLimits
 from .services import LoginService, ProvidesEndpoints, ServiceContext, check_service_name
 from .sessions import SessionConfig, SessionRules, access_jti
 from .stores.base import Store, StoredSession
 from .tokens import AccessClaims, TokenCodec, TokenConfig
-from .types import ConnectionInfo, Email, ImpersonationResult, LoginResult, Tokens, User
+from .types import (
+    ConnectionInfo,
+    Email,
+    ImpersonationResult,
+    LoginResult,
+    Session,
+    Tokens,
+    User,
+)
 from .validation import validate_email, validate_username
 
 __all__ = ["AccountsServer"]
@@ -73,6 +83,7 @@ class AccountsServer:
         create_jwt_payload: JwtPayloadHook | None = None,
         impersonation_authorize: ImpersonationAuthorize | None = None,
         user_sanitizer: UserSanitizer | None = None,
+        rate_limits: RateLimits | None = None,
         clock: Callable[[], datetime] = _utcnow,
     ) -> None:
         self.store = store
@@ -85,7 +96,11 @@ class AccountsServer:
         self._create_jwt_payload = create_jwt_payload
         self._impersonation_authorize = impersonation_authorize
         self._sanitize = user_sanitizer or (lambda user: user)
-        self._context = ServiceContext(store=store, hooks=self.hooks, clock=clock)
+        self.limiter = RateLimiter(store, rate_limits or RateLimits(), clock)
+        self.link_tokens = LinkTokens(store, clock)
+        self._context = ServiceContext(
+            store=store, hooks=self.hooks, clock=clock, limiter=self.limiter
+        )
         self.services: dict[str, LoginService] = {}
         for service in services:
             name = check_service_name(getattr(service, "name", None))
@@ -119,6 +134,7 @@ class AccountsServer:
             ServiceNotFound, InvalidCredentials, UserDeactivated, LoginNotAllowed.
         """
         try:
+            await self.limiter.hit("login-ip", info.ip, self.limiter.limits.login_per_ip)
             user = await self._authenticate(service_name, params, info)
             result = await self._open_session(user, info)
         except AccountsError as exc:
@@ -251,6 +267,15 @@ class AccountsServer:
         Raises:
             InvalidToken (TokenExpired when only the time is wrong).
         """
+        user, _ = await self.resume(access_token)
+        return user
+
+    async def resume(self, access_token: str) -> tuple[User, Session]:
+        """`resume_session`, with the session too (for acting on "this session").
+
+        Raises:
+            InvalidToken (TokenExpired when only the time is wrong).
+        """
         try:
             _, session, user = await self._resume(access_token)
         except AccountsError as exc:
@@ -258,7 +283,7 @@ class AccountsServer:
             raise
         user = self._sanitize(user)
         await self._emit("resume_session_success", user=user, session_id=session.id)
-        return user
+        return user, session.public()
 
     async def refresh_tokens(
         self, access_token: str | None, refresh_token: str, info: ConnectionInfo
@@ -273,6 +298,7 @@ class AccountsServer:
         """
         try:
             claims = self._codec.verify_refresh(refresh_token)
+            await self.limiter.hit("refresh", claims.sid, self.limiter.limits.refresh_per_session)
             user = await self.store.find_user_by_id(claims.sub)
             if user is None or user.deactivated:
                 raise InvalidToken(reason="user")
@@ -399,6 +425,15 @@ class AccountsServer:
         user = self._sanitize(user)
         await self._emit("create_user_success", user=user)
         return user
+
+    async def revoke_all_sessions(self, user_id: str, *, except_: Sequence[str] = ()) -> int:
+        """End every session of the user but `except_`, at once; returns how many."""
+        count = await self.store.invalidate_user_sessions(
+            user_id, now=self.clock(), except_ids=except_
+        )
+        if count:
+            await self._emit("session_revoked", user=await self.find_user_by_id(user_id))
+        return count
 
     async def find_user_by_id(self, user_id: str) -> User | None:
         user = await self.store.find_user_by_id(user_id)

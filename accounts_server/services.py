@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from .errors import ConfigurationError
 from .hooks import Hooks
+from .ratelimit import RateLimiter
 from .stores.base import Store
 from .types import ConnectionInfo, User
 
@@ -40,11 +41,12 @@ _PROTOCOL_PATHS = frozenset({"authenticate", "verifyAuthentication"})
 
 @dataclass(frozen=True, slots=True)
 class ServiceContext:
-    """What `authenticate` may use: the store, the server's hooks and its clock."""
+    """What `authenticate` may use: the store, the server's hooks, clock and rate limiter."""
 
     store: Store
     hooks: Hooks
     clock: Callable[[], datetime]
+    limiter: RateLimiter
 
 
 class LoginService(Protocol):

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from accounts_password import PasswordService
-from accounts_server import AccountsServer, KeyRing, Store, TokenConfig
+from accounts_server import AccountsServer, KeyRing, RateLimits, Store, TokenConfig
 from accounts_server.http import create_app
 from accounts_server.stores import SQLiteStore
 
@@ -100,6 +100,8 @@ def make_server(store: Store, password_service: PasswordService, clock: Clock) -
             "tokens": TokenConfig(keys=KeyRing([load_key("ed25519")])),
             "services": [password_service],
             "clock": clock,
+            # Limits are tested on their own; elsewhere they would only couple tests.
+            "rate_limits": RateLimits(enabled=False),
         }
         options.update(overrides)
         return AccountsServer(**options)

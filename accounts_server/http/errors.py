@@ -30,10 +30,10 @@ STATUS: dict[type[e.AccountsError], int] = {
     e.NotFound: 404,
     e.MethodNotAllowed: 405,
     e.Conflict: 409,
-    e.StoreUnavailable: 503,
+    e.RateLimited: 429,
+    e.TemporarilyUnavailable: 503,
 }
 _HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
-_RETRY_AFTER_SECONDS = "5"
 
 
 def status_for(error: e.AccountsError) -> int:
@@ -53,8 +53,8 @@ def error_response(error: e.AccountsError) -> Response:
     else:
         body = {"message": error.message, "code": error.code}
     headers = dict(_HEADERS)
-    if isinstance(error, e.StoreUnavailable):
-        headers["Retry-After"] = _RETRY_AFTER_SECONDS
+    if isinstance(error, e.RateLimited | e.TemporarilyUnavailable):
+        headers["Retry-After"] = str(error.retry_after)
     return JSONResponse(body, status_code=status, headers=headers)
 
 

@@ -1,0 +1,127 @@
+"""Outgoing mail: the message, the transport protocol, the SMTP transport and templates.
+
+Login services that mail links (password reset and verification, magic links) share these, so a
+deployment configures one transport. aiosmtplib is imported only when a message is sent.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from email.message import EmailMessage
+from string import Template
+from typing import Protocol
+from urllib.parse import unquote, urlsplit
+
+from .errors import ConfigurationError, MailUnavailable
+
+__all__ = ["MailMessage", "MailTemplate", "Mailer", "SMTPMailer"]
+
+logger = logging.getLogger("accounts_server.mail")
+
+
+@dataclass(frozen=True, slots=True)
+class MailMessage:
+    to: str
+    subject: str
+    text: str
+    html: str | None = None
+
+
+class Mailer(Protocol):
+    async def send(self, message: MailMessage) -> None:
+        """Hand the message to the mail system.
+
+        Raises:
+            MailUnavailable: it could not be handed over.
+        """
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class MailTemplate:
+    """Subject, text and HTML with `$name` placeholders (`string.Template`); values are
+    HTML-escaped in the HTML part, so a user-chosen name cannot inject markup."""
+
+    subject: str
+    text: str
+    html: str | None = None
+
+    def render(self, to: str, values: Mapping[str, str]) -> MailMessage:
+        escaped = {key: html.escape(value) for key, value in values.items()}
+        return MailMessage(
+            to=to,
+            subject=Template(self.subject).safe_substitute(values),
+            text=Template(self.text).safe_substitute(values),
+            html=None if self.html is None else Template(self.html).safe_substitute(escaped),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SMTPMailer:
+    """SMTP through aiosmtplib. `tls` is implicit TLS (port 465); otherwise STARTTLS is used
+    whenever the server offers it, and required when `starttls=True`.
+
+    Raises:
+        ConfigurationError: no sender.
+    """
+
+    sender: str
+    host: str = "127.0.0.1"
+    port: int = 25
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+    starttls: bool | None = None
+    timeout: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not self.sender:
+            raise ConfigurationError("SMTPMailer needs a sender address")
+
+    @classmethod
+    def from_url(cls, url: str, *, sender: str) -> SMTPMailer:
+        """`smtp://user:pass@host:587` (STARTTLS when offered) or `smtps://host:465` (TLS).
+
+        Raises:
+            ConfigurationError: not an smtp:// or smtps:// URL.
+        """
+        parts = urlsplit(url)
+        if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+            raise ConfigurationError("the SMTP URL must look like smtp://user:pass@host:port")
+        tls = parts.scheme == "smtps"
+        return cls(
+            sender=sender,
+            host=parts.hostname,
+            port=parts.port or (465 if tls else 25),
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            tls=tls,
+        )
+
+    async def send(self, message: MailMessage) -> None:
+        import aiosmtplib
+
+        email = EmailMessage()
+        email["From"] = self.sender
+        email["To"] = message.to
+        email["Subject"] = message.subject
+        email.set_content(message.text)
+        if message.html is not None:
+            email.add_alternative(message.html, subtype="html")
+        try:
+            await aiosmtplib.send(
+                email,
+                hostname=self.host,
+                port=self.port,
+                username=self.username,
+                password=self.password,
+                use_tls=self.tls,
+                start_tls=self.starttls,
+                timeout=self.timeout,
+            )
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            logger.warning("mail to the SMTP server at %s:%s failed: %s", self.host, self.port, exc)
+            raise MailUnavailable() from exc
