@@ -66,5 +66,9 @@ class LinkTokens:
                 return token
         raise InvalidToken(reason="unknown")
 
+    async def discard(self, raw: str, kind: str) -> None:
+        """Forget a token just issued (its mail could not be sent)."""
+        await self.store.consume_token(hashlib.sha256(raw.encode()).digest(), kind)
+
     async def revoke(self, user_id: str, kinds: Sequence[str]) -> None:
         await self.store.delete_user_tokens(user_id, kinds)

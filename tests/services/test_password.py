@@ -6,7 +6,7 @@ from typing import ClassVar
 
 import pytest
 
-from accounts_password import PasswordHasher, PasswordService
+from accounts_password import PasswordHasher, PasswordPolicy, PasswordService
 from accounts_server import (
     AccountsServer,
     ConfigurationError,
@@ -81,7 +81,7 @@ async def test_passwords_are_nfkc_normalized(server: AccountsServer) -> None:
 
 
 async def test_configurable_minimum_length(make_server: MakeServer) -> None:
-    server = make_server(services=[PasswordService(min_length=15)])
+    server = make_server(services=[PasswordService(policy=PasswordPolicy(min_length=15))])
     with pytest.raises(InvalidPassword):
         await register(server, password="fourteen chars")
     await register(server, password="fifteen chars!!")
@@ -93,8 +93,8 @@ async def test_configurable_minimum_length(make_server: MakeServer) -> None:
         lambda: PasswordHasher(memory_cost=4096),
         lambda: PasswordHasher(memory_cost=19456, time_cost=1),
         lambda: PasswordHasher(parallelism=0),
-        lambda: PasswordService(min_length=4),
-        lambda: PasswordService(max_length=4096),
+        lambda: PasswordPolicy(min_length=4),
+        lambda: PasswordPolicy(max_length=4096),
     ],
 )
 def test_weak_settings_are_refused(make: object) -> None:

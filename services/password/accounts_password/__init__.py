@@ -1,8 +1,17 @@
-"""Password login for accounts-server: register, and login by username, email or id."""
+"""Password login for accounts-server: register, login, verification, reset, enrollment,
+change password, with argon2id hashing and bcrypt upgrade."""
 
 from __future__ import annotations
 
 from .hashing import PasswordHasher
-from .service import PasswordService
+from .policy import PasswordPolicy
+from .service import CannotRemoveLastEmail, MailSettings, PasswordService, from_environment
 
-__all__ = ["PasswordHasher", "PasswordService"]
+__all__ = [
+    "CannotRemoveLastEmail",
+    "MailSettings",
+    "PasswordHasher",
+    "PasswordPolicy",
+    "PasswordService",
+    "from_environment",
+]

@@ -1,20 +1,29 @@
-"""Argon2id hashing off the event loop, with parameters that may not go below OWASP's floor.
+"""Argon2id hashing off the event loop, with parameters that may not go below OWASP's floor,
+and verification of legacy bcrypt hashes (accounts-js stores those) so they can be upgraded.
 
-Hashing is deliberately slow and memory-hard, so it runs in worker threads (argon2-cffi releases
-the GIL) and a semaphore bounds how many run at once: a burst of logins queues instead of
-exhausting memory.
+Hashing is deliberately slow and memory-hard, so it runs in worker threads (argon2-cffi and
+bcrypt release the GIL) and a semaphore bounds how many run at once: a burst of logins queues
+instead of exhausting memory, and work that waited past `max_wait` is refused (`Overloaded`,
+503) rather than answered after the client gave up.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import argon2
+import bcrypt
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from accounts_server import ConfigurationError
+from accounts_server import ConfigurationError, Overloaded
+
+_T = TypeVar("_T")
+#: bcrypt only ever read the first 72 bytes; newer bcrypt releases refuse longer input.
+_BCRYPT_MAX_BYTES = 72
 
 __all__ = ["PasswordHasher"]
 
@@ -34,6 +43,7 @@ class PasswordHasher:
     time_cost: int = 2
     parallelism: int = 1
     max_concurrent: int = field(default_factory=lambda: max(2, os.cpu_count() or 2))
+    max_wait: float = 5.0
     _hasher: argon2.PasswordHasher = field(init=False, repr=False, compare=False)
     _slots: asyncio.Semaphore = field(init=False, repr=False, compare=False)
     _dummy: str = field(init=False, repr=False, compare=False)
@@ -60,14 +70,42 @@ class PasswordHasher:
         object.__setattr__(self, "_slots", asyncio.Semaphore(self.max_concurrent))
         object.__setattr__(self, "_dummy", hasher.hash("accounts-server dummy password"))
 
+    async def _in_thread(self, fn: Callable[[], _T]) -> _T:
+        try:
+            await asyncio.wait_for(self._slots.acquire(), timeout=self.max_wait)
+        except TimeoutError:
+            raise Overloaded() from None
+        try:
+            return await asyncio.to_thread(fn)
+        finally:
+            self._slots.release()
+
     async def hash(self, password: str) -> str:
-        async with self._slots:
-            return await asyncio.to_thread(self._hasher.hash, password)
+        """Raises:
+        Overloaded: waited more than `max_wait` for a hashing slot.
+        """
+        return await self._in_thread(lambda: self._hasher.hash(password))
 
     async def verify(self, encoded: str, password: str) -> bool:
-        """True if `password` matches; False for a mismatch or an unreadable hash."""
-        async with self._slots:
-            return await asyncio.to_thread(self._verify, encoded, password)
+        """True if `password` matches; False for a mismatch or an unreadable hash.
+
+        Raises:
+            Overloaded: waited more than `max_wait` for a hashing slot.
+        """
+        return await self._in_thread(lambda: self._verify(encoded, password))
+
+    async def verify_bcrypt(self, encoded: str, password: str) -> bool:
+        """A legacy `$2a$`/`$2b$`/`$2y$` hash, as accounts-js stored them."""
+
+        def check() -> bool:
+            try:
+                normalized = "$2b$" + encoded[4:] if encoded.startswith("$2y$") else encoded
+                secret = password.encode()[:_BCRYPT_MAX_BYTES]
+                return bcrypt.checkpw(secret, normalized.encode())
+            except ValueError:
+                return False
+
+        return await self._in_thread(check)
 
     async def verify_dummy(self, password: str) -> None:
         """Spend one verification, as for a real user, when there is none (no enumeration)."""

@@ -1,42 +1,117 @@
-"""The password login service: `register`, and `authenticate` by username, email or id.
+"""The password login service: register, login, email verification, reset, enrollment, change
+and admin set, with the accounts-js routes and error codes.
 
 Written only against `accounts_server`'s public API, as any third-party service would be.
-Unknown users and wrong passwords cost the same one hash verification and give the same
-`InvalidCredentials`, so neither timing nor answer tells whether an account exists
-(ASVS 2.2.1 / OWASP authentication cheat sheet).
+Enumeration (ASVS 2.2.1, OWASP authentication cheat sheet): unknown users and wrong passwords
+cost the same one hash and give the same `InvalidCredentials`; reset and verification requests
+answer `null` at once and do their lookup and mailing after the response, so neither the answer
+nor its timing tells whether an account exists.
 """
 
 from __future__ import annotations
 
-import unicodedata
-from collections.abc import Mapping, Sequence
+import asyncio
+import logging
+import os
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from accounts_server import (
     AccountsServer,
-    ConfigurationError,
+    Email,
     EndpointRequest,
-    InvalidPassword,
+    Forbidden,
+    HookEvent,
+    InvalidCredentials,
     InvalidRequest,
+    InvalidToken,
+    Mailer,
+    MailMessage,
+    MailTemplate,
+    MailUnavailable,
+    ResetPasswordLinkExpired,
     ServiceContext,
     ServiceEndpoint,
+    SMTPMailer,
+    Store,
     User,
     UsernameOrEmailRequired,
+    UserNotFound,
+    VerifyEmailLinkExpired,
+    canonical_email,
+    canonical_username,
     validate_email,
     validate_username,
 )
 
 from .hashing import PasswordHasher
+from .policy import PasswordPolicy, normalize
 
-__all__ = ["PasswordService"]
+__all__ = ["CannotRemoveLastEmail", "MailSettings", "PasswordService", "from_environment"]
 
-_DATA_KEY = "argon2"
+logger = logging.getLogger("accounts_password")
+
+_ARGON2 = "argon2"
+_BCRYPT = "bcrypt"
+RESET_LIFETIME = timedelta(minutes=60)
+VERIFY_LIFETIME = timedelta(hours=24)
+ENROLL_LIFETIME = timedelta(days=7)
+_FAILED_LOGIN = "login-fail"
+Clock = Callable[[], datetime]
+Lookup = Callable[[ServiceContext], Awaitable[User | None]]
+
+
+class CannotRemoveLastEmail(Forbidden):
+    code = "CannotRemoveLastEmail"
+    default_message = "Cannot remove the only way this user logs in"
+
+
+def _templates() -> dict[str, MailTemplate]:
+    return {
+        "verify": MailTemplate(
+            subject="Verify your email",
+            text="To verify your email address, open this link:\n\n$url\n\nIt expires in 24 hours.",
+            html='<p>To verify your email address, <a href="$url">open this link</a>.</p>',
+        ),
+        "reset": MailTemplate(
+            subject="Reset your password",
+            text="To reset your password, open this link:\n\n$url\n\nIt expires in 60 minutes. "
+            "If you did not ask for this, ignore this mail.",
+            html='<p>To reset your password, <a href="$url">open this link</a>.</p>',
+        ),
+        "enroll": MailTemplate(
+            subject="Set your password",
+            text="An account was created for you. Set your password here:\n\n$url\n\n"
+            "It expires in 7 days.",
+            html='<p>An account was created for you. <a href="$url">Set your password</a>.</p>',
+        ),
+    }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MailSettings:
+    """Where links point (accounts-js defaults) and what the mails say."""
+
+    site_url: str = "http://localhost:3000"
+    paths: Mapping[str, str] = field(
+        default_factory=lambda: {
+            "verify": "/verify-email/",
+            "reset": "/reset-password/",
+            "enroll": "/enroll-account/",
+        }
+    )
+    templates: Mapping[str, MailTemplate] = field(default_factory=_templates)
+
+    def message(self, kind: str, to: str, token: str) -> MailMessage:
+        url = f"{self.site_url.rstrip('/')}{self.paths[kind]}{token}"
+        return self.templates[kind].render(to, {"url": url, "token": token, "email": to})
 
 
 class PasswordService:
-    """Raises:
-    ConfigurationError: password length bounds out of 8..1024 or inverted.
-    """
+    """Password login. Without a `mailer`, the mail flows answer `MailUnavailable` for every
+    request alike (so even that does not enumerate)."""
 
     name = "password"
 
@@ -44,70 +119,107 @@ class PasswordService:
         self,
         *,
         hasher: PasswordHasher | None = None,
-        min_length: int = 8,
-        max_length: int = 1024,
+        policy: PasswordPolicy | None = None,
+        mailer: Mailer | None = None,
+        mail: MailSettings | None = None,
     ) -> None:
-        if not (8 <= min_length <= max_length <= 1024):
-            raise ConfigurationError("password lengths must satisfy 8 <= min <= max <= 1024")
         self.hasher = hasher or PasswordHasher()
-        self.min_length = min_length
-        self.max_length = max_length
+        self.policy = policy or PasswordPolicy()
+        self.mailer = mailer
+        self.mail = mail or MailSettings()
+        self._background: set[asyncio.Task[None]] = set()
 
     def endpoints(self) -> Sequence[ServiceEndpoint]:
-        return (ServiceEndpoint("register", self._register),)
+        return (
+            ServiceEndpoint("register", self._register),
+            ServiceEndpoint("verifyEmail", self._verify_email),
+            ServiceEndpoint("resetPassword", self._reset_password),
+            ServiceEndpoint("sendVerificationEmail", self._send_verification_email),
+            ServiceEndpoint("sendResetPasswordEmail", self._send_reset_password_email),
+            ServiceEndpoint("addEmail", self._add_email),
+            ServiceEndpoint("changePassword", self._change_password),
+        )
 
     # -- login ------------------------------------------------------------------------------
 
     async def authenticate(self, params: Mapping[str, Any], ctx: ServiceContext) -> User | None:
         """Raises:
         InvalidRequest: `user` or `password` missing or of the wrong type.
+        RateLimited: too many failures for this identifier (whether or not it exists).
         """
-        password = self._password(params.get("password"))
-        user = await self._find(params.get("user"), ctx)
-        data = None if user is None else await ctx.store.get_service_data(user.id, self.name)
-        encoded = data.get(_DATA_KEY) if data else None
-        if user is None or not isinstance(encoded, str):
-            await self.hasher.verify_dummy(password)
+        raw = params.get("password")
+        password = normalize(raw, max_length=self.policy.max_length)
+        lookup, key = self._identity(params.get("user"))
+        tiers = ctx.limiter.limits.failed_logins
+        await ctx.limiter.check(_FAILED_LOGIN, key, tiers)
+        user = await lookup(ctx)
+        if user is None:
+            await self.hasher.verify_dummy(password)  # the same one hash as a wrong password
+        if user is None or not await self._verify(ctx.store, ctx.clock, user, password, raw):
+            await ctx.limiter.count(_FAILED_LOGIN, key, tiers)
             return None
-        if not await self.hasher.verify(encoded, password):
-            return None
-        if self.hasher.needs_rehash(encoded):
-            new = await self.hasher.hash(password)
-            await ctx.store.set_service_data(user.id, self.name, {_DATA_KEY: new}, now=ctx.clock())
+        await ctx.limiter.clear(_FAILED_LOGIN, key, tiers)
         return user
 
-    async def _find(self, identity: object, ctx: ServiceContext) -> User | None:
-        """accounts-js sends `user` as a string (email if it has an `@`, else a username) or
-        as exactly one of {id, username, email}."""
+    async def _verify(
+        self, store: Store, clock: Clock, user: User, password: str, raw: object
+    ) -> bool:
+        """One hash verification whatever happens; legacy bcrypt and outdated argon2 hashes are
+        replaced by current argon2id on success."""
+        data = await store.get_service_data(user.id, self.name) or {}
+        encoded, legacy = data.get(_ARGON2), data.get(_BCRYPT)
+        if isinstance(encoded, str):
+            if not await self.hasher.verify(encoded, password):
+                return False
+            upgrade = self.hasher.needs_rehash(encoded)
+        elif isinstance(legacy, str) and isinstance(raw, str):
+            # accounts-js hashed the password as typed, without normalising it.
+            if not await self.hasher.verify_bcrypt(legacy, raw):
+                return False
+            upgrade = True
+        else:
+            await self.hasher.verify_dummy(password)
+            return False
+        if upgrade:
+            await self._store_password(store, clock, user.id, password)
+        return True
+
+    def _identity(self, identity: object) -> tuple[Lookup, str]:
+        """How to find the user, and the rate-limit key (the canonical identifier as given).
+        accounts-js sends a string (email if it has an `@`, else a username) or exactly one of
+        {id, username, email}."""
         if isinstance(identity, str):
-            if "@" in identity:
-                return await ctx.store.find_user_by_email(identity)
-            return await ctx.store.find_user_by_username(identity)
-        if not isinstance(identity, Mapping):
+            kind = "email" if "@" in identity else "username"
+            value = identity
+        elif isinstance(identity, Mapping):
+            given = [(k, v) for k, v in identity.items() if v is not None]
+            if len(given) != 1 or given[0][0] not in ("id", "username", "email"):
+                raise InvalidRequest("user must have exactly one of id, username or email")
+            kind, value = given[0]
+            if not isinstance(value, str):
+                raise InvalidRequest("user must have exactly one of id, username or email")
+        else:
             raise InvalidRequest("user must be a string or an object")
-        given = {k: v for k, v in identity.items() if v is not None}
-        if len(given) != 1:
-            raise InvalidRequest("user must have exactly one of id, username or email")
-        ((key, value),) = given.items()
-        if key not in ("id", "username", "email") or not isinstance(value, str):
-            raise InvalidRequest("user must have exactly one of id, username or email")
         if len(value) > 256:
-            return None
-        if key == "id":
-            return await ctx.store.find_user_by_id(value)
-        if key == "username":
-            return await ctx.store.find_user_by_username(value)
-        return await ctx.store.find_user_by_email(value)
+            raise InvalidRequest("identifier too long")
 
-    def _password(self, value: object) -> str:
-        if not isinstance(value, str):
-            raise InvalidRequest("password must be a string")
-        password = unicodedata.normalize("NFKC", value)
-        if len(password) > self.max_length:
-            raise InvalidPassword(f"password must be at most {self.max_length} characters")
-        return password
+        async def lookup(ctx: ServiceContext) -> User | None:
+            if kind == "id":
+                return await ctx.store.find_user_by_id(value)
+            if kind == "username":
+                return await ctx.store.find_user_by_username(value)
+            return await ctx.store.find_user_by_email(value)
 
-    # -- routes -----------------------------------------------------------------------------
+        canonical = {"email": canonical_email, "username": canonical_username}.get(kind, str)
+        return lookup, f"{kind}:{canonical(value)}"
+
+    async def _store_password(
+        self, store: Store, clock: Clock, user_id: str, password: str
+    ) -> bool:
+        encoded = await self.hasher.hash(password)
+        return await store.set_service_data(user_id, self.name, {_ARGON2: encoded}, now=clock())
+
+    # -- users and passwords ----------------------------------------------------------------
 
     async def create_user(
         self,
@@ -123,9 +235,7 @@ class PasswordService:
             InvalidPassword, UsernameOrEmailRequired, InvalidUsername, InvalidEmail,
             UsernameAlreadyExists, EmailAlreadyExists.
         """
-        password = self._password(password)
-        if len(password) < self.min_length:
-            raise InvalidPassword(f"password must be at least {self.min_length} characters")
+        password = self.policy.check(password)
         # Cheap checks before the expensive hash.
         username = None if username is None else validate_username(username)
         email = None if email is None else validate_email(email)
@@ -134,15 +244,200 @@ class PasswordService:
         return await server.create_user(
             username=username,
             emails=[email] if email is not None else [],
-            services={self.name: {_DATA_KEY: await self.hasher.hash(password)}},
+            services={self.name: {_ARGON2: await self.hasher.hash(password)}},
         )
 
-    async def _register(self, request: EndpointRequest) -> dict[str, str]:
-        """`POST /password/register {user: {username?, email?, password}}` → `{userId}`.
+    async def set_password(self, server: AccountsServer, user_id: str, new_password: str) -> None:
+        """Admin: replace the password; every session and outstanding reset link ends.
 
         Raises:
-            InvalidRequest, and what `create_user` raises.
+            InvalidPassword, UserNotFound.
         """
+        password = self.policy.check(new_password)
+        if not await self._store_password(server.store, server.clock, user_id, password):
+            raise UserNotFound()
+        await self._after_password_change(server, user_id)
+
+    async def change_password(
+        self, server: AccountsServer, access_token: str, old_password: object, new_password: object
+    ) -> None:
+        """The logged-in user changes their password; other sessions end, this one stays.
+
+        Raises:
+            InvalidToken, InvalidCredentials (wrong current password), InvalidPassword.
+        """
+        user, session = await server.resume(access_token)
+        new = self.policy.check(new_password)
+        old = normalize(old_password, max_length=self.policy.max_length)
+        tiers = server.limiter.limits.failed_logins
+        await server.limiter.check(_FAILED_LOGIN, f"id:{user.id}", tiers)
+        if not await self._verify(server.store, server.clock, user, old, old_password):
+            await server.limiter.count(_FAILED_LOGIN, f"id:{user.id}", tiers)
+            raise InvalidCredentials()
+        await self._store_password(server.store, server.clock, user.id, new)
+        await self._after_password_change(server, user.id, keep_session=session.id)
+        await server.hooks.emit(
+            HookEvent(name="change_password_success", user=user, session_id=session.id)
+        )
+
+    async def _after_password_change(
+        self, server: AccountsServer, user_id: str, *, keep_session: str | None = None
+    ) -> None:
+        await server.link_tokens.revoke(user_id, ["reset", "enroll"])
+        await server.revoke_all_sessions(user_id, except_=[keep_session] if keep_session else [])
+
+    # -- emails -----------------------------------------------------------------------------
+
+    async def add_email(self, server: AccountsServer, user_id: str, address: str) -> None:
+        """Raises:
+        InvalidEmail, EmailAlreadyExists, UserNotFound.
+        """
+        email = validate_email(address)
+        if not await server.store.add_email(user_id, Email(email), now=server.clock()):
+            raise UserNotFound()
+
+    async def remove_email(self, server: AccountsServer, user_id: str, address: str) -> None:
+        """Raises:
+        UserNotFound; CannotRemoveLastEmail when it is the user's only way to log in.
+        """
+        user = await server.find_user_by_id(user_id)
+        if user is None:
+            raise UserNotFound()
+        others = [e for e in user.emails if canonical_email(e.address) != canonical_email(address)]
+        if user.username is None and not others:
+            raise CannotRemoveLastEmail()
+        await server.store.remove_email(user_id, address, now=server.clock())
+
+    async def verify_email(self, server: AccountsServer, token: object) -> None:
+        """Raises:
+        InvalidToken, VerifyEmailLinkExpired.
+        """
+        record = await server.link_tokens.redeem(token, ["verify"], expired=VerifyEmailLinkExpired)
+        await self._mark_verified(server, record.user_id, record.email)
+
+    async def _mark_verified(self, server: AccountsServer, user_id: str, email: str | None) -> None:
+        if email is None or not await server.store.set_email_verified(
+            user_id, email, now=server.clock()
+        ):
+            raise InvalidToken(reason="address")  # the address was removed since
+        user = await server.find_user_by_id(user_id)
+        await server.hooks.emit(HookEvent(name="email_verified", user=user))
+
+    # -- links by mail ----------------------------------------------------------------------
+
+    async def send_verification_email(self, server: AccountsServer, address: str) -> None:
+        """Mail a verification link if `address` belongs to a user and is unverified; silently
+        nothing otherwise, or past 3 mails an hour for the address.
+
+        Raises:
+            MailUnavailable: the mail could not be sent (the link was not kept).
+        """
+        user = await server.store.find_user_by_email(address)
+        email = self._email_of(user, address)
+        if user is None or email is None or email.verified:
+            return
+        await self._send_link(server, "verify", user.id, email.address, VERIFY_LIFETIME)
+
+    async def send_reset_password_email(self, server: AccountsServer, address: str) -> None:
+        """Mail a reset link if `address` belongs to a user; silently nothing otherwise.
+
+        Raises:
+            MailUnavailable: the mail could not be sent (the link was not kept).
+        """
+        user = await server.store.find_user_by_email(address)
+        email = self._email_of(user, address)
+        if user is None or email is None:
+            return
+        await self._send_link(server, "reset", user.id, email.address, RESET_LIFETIME)
+
+    async def send_enrollment_email(
+        self, server: AccountsServer, user_id: str, address: str | None = None
+    ) -> None:
+        """Admin: mail a 7-day link to set a first password; following it verifies the address.
+
+        Raises:
+            UserNotFound, InvalidRequest (no such address), MailUnavailable.
+        """
+        user = await server.find_user_by_id(user_id)
+        if user is None:
+            raise UserNotFound()
+        email = self._email_of(user, address) if address else (user.emails or (None,))[0]
+        if email is None:
+            raise InvalidRequest("the user has no such email address")
+        await self._send_link(server, "enroll", user.id, email.address, ENROLL_LIFETIME)
+
+    @staticmethod
+    def _email_of(user: User | None, address: str | None) -> Email | None:
+        if user is None or address is None:
+            return None
+        key = canonical_email(address)
+        return next((e for e in user.emails if canonical_email(e.address) == key), None)
+
+    async def _send_link(
+        self, server: AccountsServer, kind: str, user_id: str, address: str, lifetime: timedelta
+    ) -> None:
+        if self.mailer is None:
+            raise MailUnavailable("no mail transport is configured")
+        limit = server.limiter.limits.mail_per_account
+        if not await server.limiter.allow(f"mail-{kind}", canonical_email(address), limit):
+            return  # accepted silently: the answer must not change
+        token = await server.link_tokens.issue(
+            kind=kind, user_id=user_id, email=address, lifetime=lifetime
+        )
+        try:
+            await self.mailer.send(self.mail.message(kind, address, token))
+        except MailUnavailable:
+            # No half-written state: a link nobody received must not stay valid.
+            await server.link_tokens.discard(token, kind)
+            raise
+
+    async def reset_password(
+        self, server: AccountsServer, token: object, new_password: object
+    ) -> None:
+        """Set a new password with a reset or enrollment link; the address it was sent to
+        becomes verified, and every session and other link of the user ends.
+
+        Raises:
+            InvalidPassword (the link stays valid), InvalidToken, ResetPasswordLinkExpired.
+        """
+        password = self.policy.check(new_password)
+        # Hash before spending the link: if hashing is refused (Overloaded), the link survives.
+        encoded = await self.hasher.hash(password)
+        record = await server.link_tokens.redeem(
+            token, ["reset", "enroll"], expired=ResetPasswordLinkExpired
+        )
+        data = {_ARGON2: encoded}
+        if not await server.store.set_service_data(
+            record.user_id, self.name, data, now=server.clock()
+        ):
+            raise InvalidToken(reason="user")
+        await self._after_password_change(server, record.user_id)
+        if record.email is not None:
+            await server.store.set_email_verified(record.user_id, record.email, now=server.clock())
+        user = await server.find_user_by_id(record.user_id)
+        await server.hooks.emit(HookEvent(name="reset_password_success", user=user))
+
+    # -- routes -----------------------------------------------------------------------------
+
+    def _later(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run after the response, so its duration cannot tell anything; failures are logged."""
+
+        async def run() -> None:
+            try:
+                await work
+            except Exception:
+                logger.exception("password mail request failed")
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _register(self, request: EndpointRequest) -> dict[str, str]:
+        """`{user: {username?, email?, password}}` → `{userId}`."""
+        server = request.server
+        await server.limiter.hit(
+            "register-ip", request.info.ip, server.limiter.limits.register_per_ip
+        )
         fields = request.body.get("user")
         if not isinstance(fields, Mapping):
             raise InvalidRequest("user must be an object")
@@ -153,9 +448,64 @@ class PasswordService:
         if not isinstance(password, str):
             raise InvalidRequest("password must be a string")
         user = await self.create_user(
-            request.server,
-            password=password,
-            username=fields.get("username"),
-            email=fields.get("email"),
+            server, password=password, username=fields.get("username"), email=fields.get("email")
         )
         return {"userId": user.id}
+
+    async def _requested_address(self, request: EndpointRequest) -> str:
+        if self.mailer is None:
+            raise MailUnavailable("no mail transport is configured")
+        return validate_email(request.body.get("email"))
+
+    async def _send_verification_email(self, request: EndpointRequest) -> None:
+        """`{email}` → `null`, whatever the address."""
+        address = await self._requested_address(request)
+        self._later(self.send_verification_email(request.server, address))
+
+    async def _send_reset_password_email(self, request: EndpointRequest) -> None:
+        """`{email}` → `null`, whatever the address."""
+        address = await self._requested_address(request)
+        self._later(self.send_reset_password_email(request.server, address))
+
+    async def _token_submission(self, request: EndpointRequest) -> None:
+        limits = request.server.limiter.limits
+        await request.server.limiter.hit("token-ip", request.info.ip, limits.token_per_ip)
+
+    async def _verify_email(self, request: EndpointRequest) -> None:
+        """`{token}` → `null`."""
+        await self._token_submission(request)
+        await self.verify_email(request.server, request.body.get("token"))
+
+    async def _reset_password(self, request: EndpointRequest) -> None:
+        """`{token, newPassword}` → `null`."""
+        await self._token_submission(request)
+        body = request.body
+        await self.reset_password(request.server, body.get("token"), body.get("newPassword"))
+
+    def _token(self, request: EndpointRequest) -> str:
+        if request.access_token is None:
+            raise InvalidToken(reason="missing")
+        return request.access_token
+
+    async def _add_email(self, request: EndpointRequest) -> None:
+        """`{newEmail}` with an access token → `null`."""
+        user, _ = await request.server.resume(self._token(request))
+        address = validate_email(request.body.get("newEmail"))
+        await self.add_email(request.server, user.id, address)
+
+    async def _change_password(self, request: EndpointRequest) -> None:
+        """`{oldPassword, newPassword}` with an access token → `null`."""
+        body = request.body
+        await self.change_password(
+            request.server, self._token(request), body.get("oldPassword"), body.get("newPassword")
+        )
+
+
+def from_environment() -> PasswordService:
+    """The service as `accounts-server serve` loads it: mail over SMTP when
+    `ACCOUNTS_SMTP_URL` (smtp://user:pass@host:port or smtps://...) and `ACCOUNTS_MAIL_FROM`
+    are set, links to `ACCOUNTS_SITE_URL`."""
+    url, sender = os.environ.get("ACCOUNTS_SMTP_URL"), os.environ.get("ACCOUNTS_MAIL_FROM")
+    mailer = SMTPMailer.from_url(url, sender=sender or "") if url else None
+    site = os.environ.get("ACCOUNTS_SITE_URL")
+    return PasswordService(mailer=mailer, mail=MailSettings(site_url=site) if site else None)
