@@ -17,7 +17,7 @@ from accounts_server import AccountsServer, KeyRing, RateLimits, Store, TokenCon
 from accounts_server.http import create_app
 from accounts_server.stores import SQLiteStore
 
-from .helpers import WireServer, load_key, wire_server_unavailable
+from .helpers import SMTPServer, WireServer, load_key, wire_server_unavailable
 
 
 @pytest.fixture(scope="session")
@@ -35,6 +35,14 @@ def mongodb_url() -> Iterator[str]:
         yield server.url
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def smtp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SMTPServer]:
+    """A real SMTP server (aiosmtpd) on loopback for the whole run, stopped by its PID."""
+    server = SMTPServer.start(tmp_path_factory.mktemp("mail") / "maildir")
+    yield server
+    server.stop()
 
 
 @pytest.fixture(params=["sqlite", "mongo", "motor"])

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import mailbox
 import os
+import re
 import shutil
+import signal
 import socket
 import subprocess
+import sys
+import time
 from dataclasses import dataclass
+from email.message import Message
 from pathlib import Path
 from typing import Any
 
 from accounts_password import PasswordService
-from accounts_server import AccountsServer, SigningKey
+from accounts_server import AccountsServer, SigningKey, SMTPMailer
 
 KEYS = Path(__file__).parent / "keys"
 ROOT = Path(__file__).parent.parent
@@ -96,3 +103,77 @@ class WireServer:
             timeout=30,
             check=False,
         )
+
+
+@dataclass
+class SMTPServer:
+    """aiosmtpd in its own process on 127.0.0.1, delivering into a Maildir we read."""
+
+    port: int
+    maildir: Path
+    process: subprocess.Popen[bytes]
+    #: Messages delivered before the current test began; shared server, per-test view.
+    seen: frozenset[str] = frozenset()
+
+    def checkpoint(self) -> None:
+        self.seen = frozenset(mailbox.Maildir(self.maildir).keys())
+
+    @classmethod
+    def start(cls, maildir: Path) -> SMTPServer:
+        port = free_port()
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "aiosmtpd",
+                "-n",
+                "-l",
+                f"127.0.0.1:{port}",
+                "-c",
+                "aiosmtpd.handlers.Mailbox",
+                str(maildir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return cls(port, maildir, process)
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    process.kill()
+                    raise RuntimeError("aiosmtpd did not start") from None
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        os.kill(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def mailer(self) -> SMTPMailer:
+        return SMTPMailer(sender="accounts@example.com", port=self.port)
+
+    def messages(self, to: str) -> list[Message]:
+        box = mailbox.Maildir(self.maildir)
+        return [m for key, m in sorted(box.items()) if key not in self.seen and m["To"] == to]
+
+    async def wait_for(self, to: str, count: int = 1) -> Message:
+        """The `count`-th message to `to` (polls: delivery is another process)."""
+        async with asyncio.timeout(20):
+            while len(found := self.messages(to)) < count:
+                await asyncio.sleep(0.05)
+        return found[count - 1]
+
+    def link_token(self, message: Message) -> str:
+        body = next(p for p in message.walk() if p.get_content_type() == "text/plain")
+        text = body.get_payload(decode=True).decode()  # type: ignore[union-attr]
+        match = re.search(
+            r"https?://\S+/(?:verify-email|reset-password|enroll-account)/(\S+)", text
+        )
+        assert match, text
+        return match.group(1)
