@@ -281,3 +281,44 @@ def test_blocklist_ships_over_ten_thousand_common_passwords() -> None:
     blocklist = common_passwords()
     assert len(blocklist) >= 10_000
     assert {"password123", "iloveyou1", "qwertyuiop"} <= blocklist
+
+
+@pytest.mark.parametrize("value", [{"$ne": None}, {"$gt": ""}, {"$where": "1"}, ["a"], 7, True])
+async def test_operator_values_in_mail_and_token_fields_are_refused(
+    site: Site, value: object
+) -> None:
+    await site.register("ian")
+    access = await site.access("ian")
+    cases = [
+        ("/password/verifyEmail", {"token": value}, None),
+        ("/password/resetPassword", {"token": value, "newPassword": NEW_PASSWORD}, None),
+        ("/password/resetPassword", {"token": "x", "newPassword": value}, None),
+        ("/password/sendResetPasswordEmail", {"email": value}, None),
+        ("/password/sendVerificationEmail", {"email": value}, None),
+        ("/password/addEmail", {"newEmail": value}, access),
+        ("/password/changePassword", {"oldPassword": value, "newPassword": NEW_PASSWORD}, access),
+    ]
+    for path, body, token in cases:
+        response = await site.post(path, body, token)
+        assert response.status_code in (400, 401, 422), (path, response.text)
+    assert await site.user(access) is not None  # nothing matched, nothing changed
+
+
+async def test_flow_hook_payloads_carry_no_secret(site: Site, store: Store) -> None:
+    user_id = await site.register("hugo")
+    access = await site.access("hugo")
+    await site.post("/password/sendVerificationEmail", {"email": "hugo@example.com"})
+    verify = site.smtp.link_token(await site.smtp.wait_for("hugo@example.com"))
+    await site.post("/password/verifyEmail", {"token": verify})
+    await site.post("/password/sendResetPasswordEmail", {"email": "hugo@example.com"})
+    reset = site.smtp.link_token(await site.smtp.wait_for("hugo@example.com", count=2))
+    body = {"oldPassword": PASSWORD, "newPassword": NEW_PASSWORD}
+    await site.post("/password/changePassword", body, access)
+    data = await store.get_service_data(user_id, "password")
+    assert data is not None
+    assert [e.name for e in site.events] == ["email_verified", "change_password_success"]
+    for event in site.events:
+        assert event.user is not None and event.user.id == user_id
+        text = repr(event)
+        for secret in (PASSWORD, NEW_PASSWORD, verify, reset, str(data["argon2"]), access):
+            assert secret not in text
