@@ -50,6 +50,7 @@ from .services import (
     EndpointHandler,
     EndpointRequest,
     LoginService,
+    Redirect,
     ServiceContext,
     ServiceEndpoint,
 )
@@ -106,6 +107,7 @@ __all__ = [
     "RateLimited",
     "RateLimiter",
     "RateLimits",
+    "Redirect",
     "RequestTooLarge",
     "ResetPasswordLinkExpired",
     "RouteNotFound",

@@ -2,18 +2,19 @@
 
 A service needs a `name` and `authenticate`; that is all a custom service (API key, LDAP, ...)
 must provide. A service that wants its own routes, such as password's `register`, also offers
-`endpoints()`: framework-free handlers the HTTP layer mounts at `POST /<service>/<path>`, so a
-service never imports a web framework. Services find and write users only through the store
-contract handed to them here.
+`endpoints()`: framework-free handlers the HTTP layer mounts at `/<service>/<path>` (or at an
+absolute `/<path>`), so a service never imports a web framework. A handler returns JSON values,
+or a `Redirect` (with cookies) for browser flows such as OAuth. Services find and write users
+only through the store contract handed to them here.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from .errors import ConfigurationError
 from .hooks import Hooks
@@ -29,12 +30,14 @@ __all__ = [
     "EndpointRequest",
     "LoginService",
     "ProvidesEndpoints",
+    "Redirect",
     "ServiceContext",
     "ServiceEndpoint",
     "check_service_name",
 ]
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
+_SEGMENT = re.compile(r"^([A-Za-z][A-Za-z0-9_-]{0,63}|\{[a-z_]{1,32}\})$")
 #: Paths the protocol already gives every service.
 _PROTOCOL_PATHS = frozenset({"authenticate", "verifyAuthentication"})
 
@@ -60,26 +63,51 @@ class LoginService(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class EndpointRequest:
-    """A service route's call, already parsed: a JSON object body and the caller's details."""
+    """A service route's call, already parsed: a JSON object body (empty for GET), path and
+    query parameters, cookies, and the caller's details."""
 
     server: AccountsServer
     body: Mapping[str, Any]
     info: ConnectionInfo
     access_token: str | None
+    path_params: Mapping[str, str] = field(default_factory=dict)
+    query: Mapping[str, str] = field(default_factory=dict)
+    cookies: Mapping[str, str] = field(default_factory=dict)
+    #: The URL the request was made to, for building redirect URIs.
+    url: str = ""
 
 
-#: Returns JSON values, or `User`/`LoginResult`, which the HTTP layer puts in wire form.
+@dataclass(frozen=True, slots=True)
+class Redirect:
+    """Answer with a 302 to `location`. Cookies are set HttpOnly, SameSite=Lax, Secure over
+    HTTPS, scoped to the accounts path; `None` as a value deletes the cookie."""
+
+    location: str
+    cookies: Mapping[str, str | None] = field(default_factory=dict)
+    cookie_max_age: int = 600
+
+
+#: Returns JSON values, `User`/`LoginResult` (put in wire form by the HTTP layer), or a Redirect.
 EndpointHandler = Callable[[EndpointRequest], Awaitable[object]]
 
 
 @dataclass(frozen=True, slots=True)
 class ServiceEndpoint:
+    """`path` is relative to the service (`register`, `{provider}/callback`) or, starting with
+    `/`, to the accounts root (`/magiclink/requestMagicLinkEmail`)."""
+
     path: str
     handler: EndpointHandler
+    method: Literal["GET", "POST"] = "POST"
 
     def __post_init__(self) -> None:
-        if not _NAME.match(self.path) or self.path in _PROTOCOL_PATHS:
-            raise ConfigurationError(f"invalid endpoint path {self.path!r}")
+        segments = self.path.removeprefix("/").split("/")
+        if (
+            not all(_SEGMENT.match(segment) for segment in segments)
+            or self.path in _PROTOCOL_PATHS
+            or self.method not in ("GET", "POST")
+        ):
+            raise ConfigurationError(f"invalid endpoint {self.method} {self.path!r}")
 
 
 @runtime_checkable

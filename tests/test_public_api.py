@@ -55,6 +55,7 @@ def test_accounts_server_exports() -> None:
         "RateLimited",
         "RateLimiter",
         "RateLimits",
+        "Redirect",
         "RequestTooLarge",
         "ResetPasswordLinkExpired",
         "RouteNotFound",

@@ -14,12 +14,12 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from ..errors import AccountsError, AuthenticationFailed, InvalidRequest, InvalidToken
 from ..server import AccountsServer
-from ..services import EndpointHandler, EndpointRequest, ProvidesEndpoints
+from ..services import EndpointHandler, EndpointRequest, ProvidesEndpoints, Redirect
 from .errors import handle_accounts_error, handle_http_exception, handle_unexpected
 from .request import MAX_BODY_BYTES, Network, access_token, connection_info, read_json
 from .wire import to_wire
@@ -103,21 +103,48 @@ class _Routes:
         await self.server.store.find_user_by_id("")  # StoreUnavailable → 503
         return _json({"status": "ok"})
 
-    def endpoint(self, handler: EndpointHandler) -> Callable[[Request], Awaitable[Response]]:
+    def endpoint(
+        self, handler: EndpointHandler, cookie_path: str
+    ) -> Callable[[Request], Awaitable[Response]]:
         async def route(request: Request) -> Response:
-            body = await self._body(request)
+            body = await self._body(request) if request.method == "POST" else {}
             call = EndpointRequest(
                 server=self.server,
                 body=body,
                 info=connection_info(request, self.proxies),
                 access_token=access_token(request, body),
+                path_params=dict(request.path_params),
+                query=dict(request.query_params),
+                cookies=dict(request.cookies),
+                url=str(request.url),
             )
-            return _json(await handler(call))
+            result = await handler(call)
+            if isinstance(result, Redirect):
+                return _redirect(result, secure=request.url.scheme == "https", path=cookie_path)
+            return _json(result)
 
         return route
 
 
-def _routes(server: AccountsServer, handlers: _Routes) -> list[BaseRoute]:
+def _redirect(redirect: Redirect, *, secure: bool, path: str) -> Response:
+    response = RedirectResponse(redirect.location, status_code=302, headers=_NO_STORE)
+    for name, value in redirect.cookies.items():
+        if value is None:
+            response.delete_cookie(name, path=path, secure=secure, httponly=True, samesite="lax")
+        else:
+            response.set_cookie(
+                name,
+                value,
+                max_age=redirect.cookie_max_age,
+                path=path,
+                secure=secure,
+                httponly=True,
+                samesite="lax",
+            )
+    return response
+
+
+def _routes(server: AccountsServer, handlers: _Routes, prefix: str) -> list[BaseRoute]:
     routes: list[BaseRoute] = [
         Route("/refreshTokens", handlers.refresh_tokens, methods=["POST"]),
         Route("/logout", handlers.logout, methods=["POST"]),
@@ -129,8 +156,11 @@ def _routes(server: AccountsServer, handlers: _Routes) -> list[BaseRoute]:
     for name, service in server.services.items():
         if isinstance(service, ProvidesEndpoints):
             for endpoint in service.endpoints():
-                route = handlers.endpoint(endpoint.handler)
-                routes.append(Route(f"/{name}/{endpoint.path}", route, methods=["POST"]))
+                route = handlers.endpoint(endpoint.handler, cookie_path=prefix or "/")
+                path = (
+                    endpoint.path if endpoint.path.startswith("/") else f"/{name}/{endpoint.path}"
+                )
+                routes.append(Route(path, route, methods=[endpoint.method]))
     routes += [
         Route("/{service}/authenticate", handlers.authenticate, methods=["POST"]),
         Route("/{service}/verifyAuthentication", handlers.verify_authentication, methods=["POST"]),
@@ -166,7 +196,7 @@ def create_app(
     """
     proxies = [ipaddress.ip_network(net, strict=False) for net in trusted_proxies]
     handlers = _Routes(server, proxies, max_body_size)
-    routes = _routes(server, handlers)
+    routes = _routes(server, handlers, prefix.rstrip("/"))
     app_routes: list[BaseRoute]
     if prefix:
         app_routes = [
