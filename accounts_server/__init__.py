@@ -43,7 +43,7 @@ from .errors import (
 )
 from .hooks import EventName, HookEvent, Listener
 from .mail import Mailer, MailMessage, MailTemplate, SMTPMailer
-from .onetime import LinkTokens
+from .onetime import LinkTokens, mail_link
 from .ratelimit import Limit, RateLimiter, RateLimits
 from .server import AccountsServer
 from .services import (
@@ -136,6 +136,7 @@ __all__ = [
     "VerifyEmailLinkExpired",
     "canonical_email",
     "canonical_username",
+    "mail_link",
     "validate_email",
     "validate_username",
 ]

@@ -10,11 +10,16 @@ import hashlib
 import secrets
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
-from .errors import InvalidToken
-from .stores.base import OneTimeToken, Store
+from .errors import InvalidToken, MailUnavailable
+from .mail import Mailer, MailMessage
+from .stores.base import OneTimeToken, Store, canonical_email
 
-__all__ = ["LinkTokens"]
+if TYPE_CHECKING:
+    from .server import AccountsServer
+
+__all__ = ["LinkTokens", "mail_link"]
 
 _MAX_TOKEN_LENGTH = 128
 
@@ -72,3 +77,35 @@ class LinkTokens:
 
     async def revoke(self, user_id: str, kinds: Sequence[str]) -> None:
         await self.store.delete_user_tokens(user_id, kinds)
+
+
+async def mail_link(
+    server: AccountsServer,
+    mailer: Mailer | None,
+    *,
+    kind: str,
+    user_id: str,
+    address: str,
+    lifetime: timedelta,
+    message: Callable[[str], MailMessage],
+) -> None:
+    """Issue a link token and mail it (`message(token)` builds the mail). Past the per-address
+    mail limit nothing is sent and nothing is said, so the answer never changes.
+
+    Raises:
+        MailUnavailable: no mailer, or the mail server refused; the unsent token is deleted,
+            so no link stays valid that nobody received.
+    """
+    if mailer is None:
+        raise MailUnavailable("no mail transport is configured")
+    limit = server.limiter.limits.mail_per_account
+    if not await server.limiter.allow(f"mail-{kind}", canonical_email(address), limit):
+        return
+    token = await server.link_tokens.issue(
+        kind=kind, user_id=user_id, email=address, lifetime=lifetime
+    )
+    try:
+        await mailer.send(message(token))
+    except MailUnavailable:
+        await server.link_tokens.discard(token, kind)
+        raise

@@ -7,9 +7,10 @@ import a web framework or a database driver.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -98,6 +99,7 @@ class AccountsServer:
         self._sanitize = user_sanitizer or (lambda user: user)
         self.limiter = RateLimiter(store, rate_limits or RateLimits(), clock)
         self.link_tokens = LinkTokens(store, clock)
+        self._background: set[asyncio.Task[None]] = set()
         self._context = ServiceContext(
             store=store, hooks=self.hooks, clock=clock, limiter=self.limiter
         )
@@ -474,6 +476,20 @@ class AccountsServer:
         """Delete expired sessions, tokens and counters; returns how many. Housekeeping only:
         expiry is enforced on every use whether or not this runs."""
         return await self.store.prune_expired(now=self.clock())
+
+    def after_response(self, work: Coroutine[Any, Any, object]) -> None:
+        """Run `work` in the background: for steps whose duration must not show in the answer
+        (mailing a link to an account that may not exist). Failures are logged."""
+
+        async def run() -> None:
+            try:
+                await work
+            except Exception:
+                logger.exception("background work failed")
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     # -- keys -------------------------------------------------------------------------------
 

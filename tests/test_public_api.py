@@ -84,6 +84,7 @@ def test_accounts_server_exports() -> None:
         "VerifyEmailLinkExpired",
         "canonical_email",
         "canonical_username",
+        "mail_link",
         "validate_email",
         "validate_username",
     }

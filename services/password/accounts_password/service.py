@@ -10,10 +10,8 @@ nor its timing tells whether an account exists.
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import os
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -42,6 +40,7 @@ from accounts_server import (
     VerifyEmailLinkExpired,
     canonical_email,
     canonical_username,
+    mail_link,
     validate_email,
     validate_username,
 )
@@ -50,8 +49,6 @@ from .hashing import PasswordHasher
 from .policy import PasswordPolicy, normalize
 
 __all__ = ["CannotRemoveLastEmail", "MailSettings", "PasswordService", "from_environment"]
-
-logger = logging.getLogger("accounts_password")
 
 _ARGON2 = "argon2"
 _BCRYPT = "bcrypt"
@@ -127,7 +124,6 @@ class PasswordService:
         self.policy = policy or PasswordPolicy()
         self.mailer = mailer
         self.mail = mail or MailSettings()
-        self._background: set[asyncio.Task[None]] = set()
 
     def endpoints(self) -> Sequence[ServiceEndpoint]:
         return (
@@ -376,20 +372,15 @@ class PasswordService:
     async def _send_link(
         self, server: AccountsServer, kind: str, user_id: str, address: str, lifetime: timedelta
     ) -> None:
-        if self.mailer is None:
-            raise MailUnavailable("no mail transport is configured")
-        limit = server.limiter.limits.mail_per_account
-        if not await server.limiter.allow(f"mail-{kind}", canonical_email(address), limit):
-            return  # accepted silently: the answer must not change
-        token = await server.link_tokens.issue(
-            kind=kind, user_id=user_id, email=address, lifetime=lifetime
+        await mail_link(
+            server,
+            self.mailer,
+            kind=kind,
+            user_id=user_id,
+            address=address,
+            lifetime=lifetime,
+            message=lambda token: self.mail.message(kind, address, token),
         )
-        try:
-            await self.mailer.send(self.mail.message(kind, address, token))
-        except MailUnavailable:
-            # No half-written state: a link nobody received must not stay valid.
-            await server.link_tokens.discard(token, kind)
-            raise
 
     async def reset_password(
         self, server: AccountsServer, token: object, new_password: object
@@ -419,19 +410,6 @@ class PasswordService:
 
     # -- routes -----------------------------------------------------------------------------
 
-    def _later(self, work: Coroutine[Any, Any, None]) -> None:
-        """Run after the response, so its duration cannot tell anything; failures are logged."""
-
-        async def run() -> None:
-            try:
-                await work
-            except Exception:
-                logger.exception("password mail request failed")
-
-        task = asyncio.get_running_loop().create_task(run())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
     async def _register(self, request: EndpointRequest) -> dict[str, str]:
         """`{user: {username?, email?, password}}` → `{userId}`."""
         server = request.server
@@ -460,12 +438,12 @@ class PasswordService:
     async def _send_verification_email(self, request: EndpointRequest) -> None:
         """`{email}` → `null`, whatever the address."""
         address = await self._requested_address(request)
-        self._later(self.send_verification_email(request.server, address))
+        request.server.after_response(self.send_verification_email(request.server, address))
 
     async def _send_reset_password_email(self, request: EndpointRequest) -> None:
         """`{email}` → `null`, whatever the address."""
         address = await self._requested_address(request)
-        self._later(self.send_reset_password_email(request.server, address))
+        request.server.after_response(self.send_reset_password_email(request.server, address))
 
     async def _token_submission(self, request: EndpointRequest) -> None:
         limits = request.server.limiter.limits
