@@ -1,0 +1,7 @@
+"""One-time login links by mail for accounts-server."""
+
+from __future__ import annotations
+
+from .service import MagicLinkExpired, MagicLinkService, from_environment
+
+__all__ = ["MagicLinkExpired", "MagicLinkService", "from_environment"]

@@ -1,0 +1,123 @@
+"""Magic links: `POST /magiclink/requestMagicLinkEmail {email}` mails a one-time link, and
+`POST /magicLink/authenticate {token}` logs in with it.
+
+Tokens are 256 bits, stored as SHA-256, valid 15 minutes and single use (an atomic consume).
+The request answers `null` at once for any address and mails after the response, so it cannot
+enumerate accounts; mails per address are capped by the server's rate limits. Following a link
+proves the address, so it becomes verified. Written only against `accounts_server`'s public API.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from typing import Any
+
+from accounts_server import (
+    AccountsServer,
+    EndpointRequest,
+    InvalidToken,
+    LinkTokens,
+    Mailer,
+    MailTemplate,
+    MailUnavailable,
+    ServiceContext,
+    ServiceEndpoint,
+    SMTPMailer,
+    User,
+    canonical_email,
+    mail_link,
+    validate_email,
+)
+
+__all__ = ["MagicLinkExpired", "MagicLinkService", "from_environment"]
+
+KIND = "magic"
+LIFETIME = timedelta(minutes=15)
+TEMPLATE = MailTemplate(
+    subject="Your login link",
+    text="To log in, open this link:\n\n$url\n\nIt works once and expires in 15 minutes. "
+    "If you did not ask for it, ignore this mail.",
+    html='<p>To log in, <a href="$url">open this link</a>. It works once, for 15 minutes.</p>',
+)
+
+
+class MagicLinkExpired(InvalidToken):
+    code = "MagicLinkExpired"
+    default_message = "Login link expired"
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message, reason="expired")
+
+
+class MagicLinkService:
+    name = "magicLink"
+
+    def __init__(
+        self,
+        *,
+        mailer: Mailer | None = None,
+        site_url: str = "http://localhost:3000",
+        path: str = "/magic-link/",
+        template: MailTemplate = TEMPLATE,
+    ) -> None:
+        self.mailer = mailer
+        self.site_url = site_url.rstrip("/")
+        self.path = path
+        self.template = template
+
+    def endpoints(self) -> Sequence[ServiceEndpoint]:
+        return (ServiceEndpoint("/magiclink/requestMagicLinkEmail", self._request),)
+
+    async def authenticate(self, params: Mapping[str, Any], ctx: ServiceContext) -> User | None:
+        """Raises:
+        InvalidToken: unknown or used link; MagicLinkExpired.
+        """
+        tokens = LinkTokens(ctx.store, ctx.clock)
+        record = await tokens.redeem(params.get("token"), [KIND], expired=MagicLinkExpired)
+        user = await ctx.store.find_user_by_id(record.user_id)
+        if user is None or record.email is None:
+            raise InvalidToken(reason="user")
+        await ctx.store.set_email_verified(user.id, record.email, now=ctx.clock())
+        return await ctx.store.find_user_by_id(user.id)
+
+    async def request_link(self, server: AccountsServer, address: str) -> None:
+        """Mail a login link if `address` belongs to a user; silently nothing otherwise.
+
+        Raises:
+            MailUnavailable: the mail could not be sent (the link was not kept).
+        """
+        user = await server.store.find_user_by_email(address)
+        if user is None:
+            return
+        key = canonical_email(address)
+        email = next(e.address for e in user.emails if canonical_email(e.address) == key)
+        await mail_link(
+            server,
+            self.mailer,
+            kind=KIND,
+            user_id=user.id,
+            address=email,
+            lifetime=LIFETIME,
+            message=lambda token: self.template.render(
+                email, {"url": f"{self.site_url}{self.path}{token}", "token": token}
+            ),
+        )
+
+    async def _request(self, request: EndpointRequest) -> None:
+        """`{email}` → `null`, whatever the address."""
+        if self.mailer is None:
+            raise MailUnavailable("no mail transport is configured")
+        address = validate_email(request.body.get("email"))
+        request.server.after_response(self.request_link(request.server, address))
+
+
+def from_environment() -> MagicLinkService:
+    """As `accounts-server serve` loads it: `ACCOUNTS_SMTP_URL`, `ACCOUNTS_MAIL_FROM`,
+    `ACCOUNTS_SITE_URL`, as for the password service."""
+    url, sender = os.environ.get("ACCOUNTS_SMTP_URL"), os.environ.get("ACCOUNTS_MAIL_FROM")
+    mailer = SMTPMailer.from_url(url, sender=sender or "") if url else None
+    return MagicLinkService(
+        mailer=mailer, site_url=os.environ.get("ACCOUNTS_SITE_URL", "http://localhost:3000")
+    )
