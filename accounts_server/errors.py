@@ -30,7 +30,8 @@ Messages are safe to show a client; context lives in attributes and never holds 
     ├── MethodNotAllowed
     ├── Conflict
     │   ├── UsernameAlreadyExists
-    │   └── EmailAlreadyExists
+    │   ├── EmailAlreadyExists
+    │   └── IdentityAlreadyLinked
     ├── RateLimited                 (.retry_after, seconds)
     └── TemporarilyUnavailable      (.retry_after, seconds)
         ├── StoreUnavailable
@@ -49,6 +50,7 @@ __all__ = [
     "Conflict",
     "EmailAlreadyExists",
     "Forbidden",
+    "IdentityAlreadyLinked",
     "InvalidCredentials",
     "InvalidEmail",
     "InvalidPassword",
@@ -249,6 +251,13 @@ class UsernameAlreadyExists(Conflict):
 class EmailAlreadyExists(Conflict):
     code = "EmailAlreadyExists"
     default_message = "Email already exists"
+
+
+class IdentityAlreadyLinked(Conflict):
+    """This (provider, subject) already belongs to a user."""
+
+    code = "IdentityAlreadyLinked"
+    default_message = "This external account is already linked to a user"
 
 
 class RateLimited(AccountsError):

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidToken, MailUnavailable
 from .mail import Mailer, MailMessage
@@ -30,7 +30,13 @@ class LinkTokens:
         self.clock = clock
 
     async def issue(
-        self, *, kind: str, user_id: str, lifetime: timedelta, email: str | None = None
+        self,
+        *,
+        kind: str,
+        user_id: str | None,
+        lifetime: timedelta,
+        email: str | None = None,
+        data: Mapping[str, Any] | None = None,
     ) -> str:
         """Store a new token's hash; returns the token itself, to be sent and then forgotten."""
         raw = secrets.token_urlsafe(32)
@@ -43,6 +49,7 @@ class LinkTokens:
                 email=email,
                 created_at=now,
                 expires_at=now + lifetime,
+                data=dict(data or {}),
             )
         )
         return raw
@@ -70,6 +77,23 @@ class LinkTokens:
                     raise expired()
                 return token
         raise InvalidToken(reason="unknown")
+
+    async def redeem_for_user(
+        self,
+        raw: object,
+        kinds: Sequence[str],
+        *,
+        expired: Callable[[], InvalidToken] = lambda: InvalidToken(reason="expired"),
+    ) -> tuple[str, OneTimeToken]:
+        """`redeem` for tokens issued to a user; returns the user id with the token.
+
+        Raises:
+            InvalidToken: as `redeem`, or the token belongs to no user.
+        """
+        token = await self.redeem(raw, kinds, expired=expired)
+        if token.user_id is None:
+            raise InvalidToken(reason="user")
+        return token.user_id, token
 
     async def discard(self, raw: str, kind: str) -> None:
         """Forget a token just issued (its mail could not be sent)."""

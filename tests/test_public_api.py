@@ -29,6 +29,7 @@ def test_accounts_server_exports() -> None:
         "EndpointRequest",
         "EventName",
         "Forbidden",
+        "IdentityAlreadyLinked",
         "HookEvent",
         "ImpersonationResult",
         "InvalidCredentials",

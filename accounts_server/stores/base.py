@@ -10,7 +10,7 @@ from __future__ import annotations
 import secrets
 import unicodedata
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -85,11 +85,14 @@ class OneTimeToken:
 
     token_hash: bytes
     kind: str
-    user_id: str
+    #: None for tokens that precede any user (an OAuth `state`).
+    user_id: str | None
     created_at: datetime
     expires_at: datetime
     #: The address the token was sent to, for verify/enroll/reset.
     email: str | None = None
+    #: What the flow needs back when the token is redeemed (JSON values only).
+    data: Mapping[str, Any] = field(default_factory=dict)
 
 
 class Store(Protocol):
@@ -112,11 +115,23 @@ class Store(Protocol):
         extra: Mapping[str, Any],
         services: Mapping[str, Mapping[str, Any]],
         now: datetime,
+        identities: Sequence[tuple[str, str]] = (),
     ) -> User:
-        """Create the user with its service data in one write.
+        """Create the user with its service data and external identities in one write.
 
         Raises:
-            UsernameAlreadyExists, EmailAlreadyExists: a unique constraint refused it.
+            UsernameAlreadyExists, EmailAlreadyExists, IdentityAlreadyLinked: a unique
+                constraint refused it.
+        """
+        ...
+
+    async def find_user_by_identity(self, provider: str, subject: str) -> User | None: ...
+
+    async def add_identity(self, user_id: str, provider: str, subject: str) -> bool:
+        """Link an external identity. Returns False when no such user exists.
+
+        Raises:
+            IdentityAlreadyLinked: any user (this one included) has it already.
         """
         ...
 

@@ -27,6 +27,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from ..errors import (
     EmailAlreadyExists,
+    IdentityAlreadyLinked,
     InvalidRequest,
     StoreUnavailable,
     UsernameAlreadyExists,
@@ -48,8 +49,18 @@ _T = TypeVar("_T")
 
 _USERNAME_INDEX = "username_unique"
 _EMAIL_INDEX = "email_unique"
+_IDENTITY_INDEX = "identity_unique"
+#: Identities are stored as one string per (provider, subject): a plain multikey unique index,
+#: which every MongoDB-wire server enforces, unlike compound multikey ones.
+_SEP = "\x1f"
+
+
+def _identity(provider: str, subject: str) -> str:
+    return f"{_key(provider)}{_SEP}{_key(subject)}"
+
+
 #: Never leaves the store through a user read.
-_USER_PROJECTION = {"services": 0}
+_USER_PROJECTION = {"services": 0, "identities": 0}
 
 
 def _key(value: object) -> str:
@@ -133,6 +144,9 @@ class MongoStore:
                         unique=True,
                         sparse=True,
                     ),
+                    IndexModel(
+                        [("identities", ASCENDING)], name=_IDENTITY_INDEX, unique=True, sparse=True
+                    ),
                 ]
             )
         )
@@ -195,6 +209,7 @@ class MongoStore:
         extra: Mapping[str, Any],
         services: Mapping[str, Mapping[str, Any]],
         now: datetime,
+        identities: Sequence[tuple[str, str]] = (),
     ) -> User:
         await self._ensure_indexes()
         canonical = [canonical_email(e.address) for e in emails]
@@ -212,6 +227,8 @@ class MongoStore:
         }
         if username is not None:
             doc["username_canonical"] = canonical_username(username)
+        if identities:
+            doc["identities"] = [_identity(provider, subject) for provider, subject in identities]
         if emails:
             doc["emails"] = [
                 {"address": e.address, "address_canonical": c, "verified": e.verified}
@@ -222,6 +239,8 @@ class MongoStore:
         except DuplicateKeyError as exc:
             if _EMAIL_INDEX in str(exc) or "emails" in str(exc):
                 raise EmailAlreadyExists() from exc
+            if _IDENTITY_INDEX in str(exc) or "identities" in str(exc):
+                raise IdentityAlreadyLinked() from exc
             raise UsernameAlreadyExists() from exc
         user = self._user(doc)
         assert user is not None
@@ -235,6 +254,24 @@ class MongoStore:
 
     async def find_user_by_email(self, address: str) -> User | None:
         return await self._find_user({"emails.address_canonical": canonical_email(_key(address))})
+
+    async def find_user_by_identity(self, provider: str, subject: str) -> User | None:
+        return await self._find_user({"identities": _identity(provider, subject)})
+
+    async def add_identity(self, user_id: str, provider: str, subject: str) -> bool:
+        await self._ensure_indexes()
+        key = _identity(provider, subject)
+        query = {"_id": _key(user_id), "identities": {"$ne": key}}
+        update = {"$push": {"identities": key}}
+        try:
+            result = await self._run(lambda: self._users.update_one(query, update))
+        except DuplicateKeyError as exc:
+            raise IdentityAlreadyLinked() from exc
+        if result.matched_count == 1:
+            return True
+        if await self.find_user_by_id(user_id) is None:
+            return False
+        raise IdentityAlreadyLinked()  # this user has it already
 
     async def set_user_deactivated(self, user_id: str, deactivated: bool, *, now: datetime) -> bool:
         update = {"$set": {"deactivated": bool(deactivated), "updated_at": now}}
@@ -417,6 +454,7 @@ class MongoStore:
             "kind": token.kind,
             "user_id": token.user_id,
             "email": token.email,
+            "data": dict(token.data),
             "created_at": token.created_at,
             "expires_at": token.expires_at,
         }
@@ -434,6 +472,7 @@ class MongoStore:
             email=doc.get("email"),
             created_at=doc["created_at"],
             expires_at=doc["expires_at"],
+            data=doc.get("data", {}),
         )
 
     async def delete_user_tokens(self, user_id: str, kinds: Sequence[str]) -> int:

@@ -18,7 +18,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from ..errors import EmailAlreadyExists, StoreUnavailable, UsernameAlreadyExists
+from ..errors import (
+    EmailAlreadyExists,
+    IdentityAlreadyLinked,
+    StoreUnavailable,
+    UsernameAlreadyExists,
+)
 from ..types import Email, User
 from .base import (
     OneTimeToken,
@@ -95,6 +100,31 @@ _MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (key, window_start)
     ) WITHOUT ROWID;
     CREATE INDEX counters_expiry ON counters(expires_at);
+    """,
+    # 3: tokens may precede any user and carry data (OAuth state); external identities.
+    """
+    CREATE TABLE tokens_v3 (
+        token_hash BLOB PRIMARY KEY,
+        kind TEXT NOT NULL,
+        user_id TEXT REFERENCES users(id) ON DELETE CASCADE,
+        email TEXT,
+        data TEXT NOT NULL DEFAULT '{}',
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL
+    );
+    INSERT INTO tokens_v3 (token_hash, kind, user_id, email, created_at, expires_at)
+        SELECT token_hash, kind, user_id, email, created_at, expires_at FROM tokens;
+    DROP TABLE tokens;
+    ALTER TABLE tokens_v3 RENAME TO tokens;
+    CREATE INDEX tokens_user ON tokens(user_id, kind);
+    CREATE INDEX tokens_expiry ON tokens(expires_at);
+    CREATE TABLE identities (
+        provider TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        PRIMARY KEY (provider, subject)
+    ) WITHOUT ROWID;
+    CREATE INDEX identities_user ON identities(user_id);
     """,
 )
 
@@ -206,6 +236,7 @@ class SQLiteStore:
         extra: Mapping[str, Any],
         services: Mapping[str, Mapping[str, Any]],
         now: datetime,
+        identities: Sequence[tuple[str, str]] = (),
     ) -> User:
         user_id = new_user_id()
 
@@ -235,12 +266,18 @@ class SQLiteStore:
                     "INSERT INTO user_services (user_id, service, data) VALUES (?, ?, ?)",
                     [(user_id, name, json.dumps(dict(data))) for name, data in services.items()],
                 )
+                db.executemany(
+                    "INSERT INTO identities (provider, subject, user_id) VALUES (?, ?, ?)",
+                    [(provider, subject, user_id) for provider, subject in identities],
+                )
 
         try:
             self._run(insert)
         except sqlite3.IntegrityError as exc:
             if "emails." in str(exc):
                 raise EmailAlreadyExists() from exc
+            if "identities." in str(exc):
+                raise IdentityAlreadyLinked() from exc
             raise UsernameAlreadyExists() from exc
         user = await self.find_user_by_id(user_id)
         assert user is not None
@@ -259,6 +296,29 @@ class SQLiteStore:
         )
         key = canonical_email(address)
         return self._run(lambda: self._user(self._db.execute(sql, (key,)).fetchone()))
+
+    async def find_user_by_identity(self, provider: str, subject: str) -> User | None:
+        sql = (
+            f"SELECT {', '.join('u.' + c for c in _USER_COLUMNS.split(', '))} FROM identities i "  # noqa: S608
+            "JOIN users u ON u.id = i.user_id WHERE i.provider = ? AND i.subject = ?"
+        )
+        return self._run(lambda: self._user(self._db.execute(sql, (provider, subject)).fetchone()))
+
+    async def add_identity(self, user_id: str, provider: str, subject: str) -> bool:
+        def add() -> bool:
+            with self._transaction() as db:
+                if db.execute("SELECT 1 FROM users WHERE id = ?", (user_id,)).fetchone() is None:
+                    return False
+                db.execute(
+                    "INSERT INTO identities (provider, subject, user_id) VALUES (?, ?, ?)",
+                    (provider, subject, user_id),
+                )
+                return True
+
+        try:
+            return self._run(add)
+        except sqlite3.IntegrityError as exc:
+            raise IdentityAlreadyLinked() from exc
 
     async def set_user_deactivated(self, user_id: str, deactivated: bool, *, now: datetime) -> bool:
         sql = "UPDATE users SET deactivated = ?, updated_at = ? WHERE id = ?"
@@ -427,16 +487,24 @@ class SQLiteStore:
     async def create_token(self, token: OneTimeToken) -> None:
         t = token
         sql = (
-            "INSERT INTO tokens (token_hash, kind, user_id, email, created_at, expires_at) "
-            "VALUES (?, ?, ?, ?, ?, ?)"
+            "INSERT INTO tokens (token_hash, kind, user_id, email, data, created_at, expires_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)"
         )
-        args = (t.token_hash, t.kind, t.user_id, t.email, _ts(t.created_at), _ts(t.expires_at))
+        args = (
+            t.token_hash,
+            t.kind,
+            t.user_id,
+            t.email,
+            json.dumps(dict(t.data)),
+            _ts(t.created_at),
+            _ts(t.expires_at),
+        )
         self._run(lambda: self._db.execute(sql, args))
 
     async def consume_token(self, token_hash: bytes, kind: str) -> OneTimeToken | None:
         sql = (
             "DELETE FROM tokens WHERE token_hash = ? AND kind = ? "
-            "RETURNING token_hash, kind, user_id, email, created_at, expires_at"
+            "RETURNING token_hash, kind, user_id, email, created_at, expires_at, data"
         )
 
         def consume() -> tuple[Any, ...] | None:
@@ -454,6 +522,7 @@ class SQLiteStore:
             email=row[3],
             created_at=_dt(row[4]),
             expires_at=_dt(row[5]),
+            data=json.loads(row[6]),
         )
 
     async def delete_user_tokens(self, user_id: str, kinds: Sequence[str]) -> int:

@@ -11,6 +11,7 @@ import pytest
 from accounts_server import (
     Email,
     EmailAlreadyExists,
+    IdentityAlreadyLinked,
     Store,
     StoredSession,
     UsernameAlreadyExists,
@@ -301,3 +302,66 @@ class TestCounters:
         )
         await store.hit_counter("old", window_start=past, expires_at=past)
         assert await store.prune_expired(now=NOW) == 2
+
+
+class TestIdentities:
+    async def test_created_with_the_user_and_found(self, store: Store) -> None:
+        user = await store.create_user(
+            username="oli",
+            emails=[],
+            extra={},
+            services={},
+            now=NOW,
+            identities=[("google", "sub-1")],
+        )
+        assert await store.find_user_by_identity("google", "sub-1") == user
+        assert await store.find_user_by_identity("google", "sub-2") is None
+        assert await store.find_user_by_identity("github", "sub-1") is None
+
+    async def test_unique_per_provider_and_subject_and_failed_create_leaves_nothing(
+        self, store: Store
+    ) -> None:
+        await store.create_user(
+            username="p1", emails=[], extra={}, services={}, now=NOW, identities=[("g", "s")]
+        )
+        with pytest.raises(IdentityAlreadyLinked):
+            await store.create_user(
+                username="p2", emails=[], extra={}, services={}, now=NOW, identities=[("g", "s")]
+            )
+        assert await store.find_user_by_username("p2") is None
+
+    async def test_link_to_an_existing_user(self, store: Store) -> None:
+        first = await make_user(store, "q1")
+        second = await make_user(store, "q2")
+        assert await store.add_identity(first, "oidc", "abc")
+        found = await store.find_user_by_identity("oidc", "abc")
+        assert found is not None and found.id == first
+        with pytest.raises(IdentityAlreadyLinked):
+            await store.add_identity(second, "oidc", "abc")
+        with pytest.raises(IdentityAlreadyLinked):
+            await store.add_identity(first, "oidc", "abc")
+        assert not await store.add_identity("nope", "oidc", "xyz")
+        await store.delete_user(first)
+        assert await store.find_user_by_identity("oidc", "abc") is None
+        assert await store.add_identity(second, "oidc", "abc")
+
+    async def test_concurrent_links_of_one_identity_have_one_winner(self, store: Store) -> None:
+        users = [await make_user(store, f"r{i}") for i in range(10)]
+        results = await asyncio.gather(
+            *(store.add_identity(u, "oidc", "same") for u in users), return_exceptions=True
+        )
+        assert results.count(True) == 1
+        assert all(isinstance(r, IdentityAlreadyLinked) for r in results if r is not True)
+
+
+async def test_tokens_may_carry_data_and_need_no_user(store: Store) -> None:
+    token = OneTimeToken(
+        token_hash=h("state"),
+        kind="oauth-state",
+        user_id=None,
+        created_at=NOW,
+        expires_at=NOW + timedelta(minutes=10),
+        data={"nonce": "n", "verifier": "v", "nested": {"a": [1, 2]}},
+    )
+    await store.create_token(token)
+    assert await store.consume_token(h("state"), "oauth-state") == token

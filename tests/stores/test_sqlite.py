@@ -54,3 +54,27 @@ async def test_locked_database_is_store_unavailable_not_a_crash(tmp_path: Path) 
         other.close()
     assert await store.find_user_by_username("x") is None
     await store.close()
+
+
+async def test_migrates_a_version_2_file_keeping_its_tokens(tmp_path: Path) -> None:
+    """Migration 3 rebuilt the tokens table; a file made by version 2 must keep its data."""
+    from accounts_server.stores import sqlite as module
+
+    path = tmp_path / "v2.db"
+    db = sqlite3.connect(path, isolation_level=None)
+    for number, script in enumerate(module._MIGRATIONS[:2], start=1):
+        db.executescript(script)
+        db.execute(f"PRAGMA user_version = {number}")
+    db.execute(
+        "INSERT INTO users (id, username, username_canonical, created_at, updated_at) "
+        "VALUES ('u1', 'old', 'old', 0, 0)"
+    )
+    db.execute(
+        "INSERT INTO tokens (token_hash, kind, user_id, email, created_at, expires_at) "
+        "VALUES (x'01', 'reset', 'u1', 'a@example.com', 0, 4102444800)"
+    )
+    db.close()
+    store = SQLiteStore(path)
+    token = await store.consume_token(b"\x01", "reset")
+    assert token is not None and token.user_id == "u1" and token.data == {}
+    await store.close()

@@ -75,8 +75,10 @@ class MagicLinkService:
         InvalidToken: unknown or used link; MagicLinkExpired.
         """
         tokens = LinkTokens(ctx.store, ctx.clock)
-        record = await tokens.redeem(params.get("token"), [KIND], expired=MagicLinkExpired)
-        user = await ctx.store.find_user_by_id(record.user_id)
+        user_id, record = await tokens.redeem_for_user(
+            params.get("token"), [KIND], expired=MagicLinkExpired
+        )
+        user = await ctx.store.find_user_by_id(user_id)
         if user is None or record.email is None:
             raise InvalidToken(reason="user")
         await ctx.store.set_email_verified(user.id, record.email, now=ctx.clock())

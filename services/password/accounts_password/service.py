@@ -308,8 +308,10 @@ class PasswordService:
         """Raises:
         InvalidToken, VerifyEmailLinkExpired.
         """
-        record = await server.link_tokens.redeem(token, ["verify"], expired=VerifyEmailLinkExpired)
-        await self._mark_verified(server, record.user_id, record.email)
+        user_id, record = await server.link_tokens.redeem_for_user(
+            token, ["verify"], expired=VerifyEmailLinkExpired
+        )
+        await self._mark_verified(server, user_id, record.email)
 
     async def _mark_verified(self, server: AccountsServer, user_id: str, email: str | None) -> None:
         if email is None or not await server.store.set_email_verified(
@@ -394,18 +396,16 @@ class PasswordService:
         password = self.policy.check(new_password)
         # Hash before spending the link: if hashing is refused (Overloaded), the link survives.
         encoded = await self.hasher.hash(password)
-        record = await server.link_tokens.redeem(
+        user_id, record = await server.link_tokens.redeem_for_user(
             token, ["reset", "enroll"], expired=ResetPasswordLinkExpired
         )
         data = {_ARGON2: encoded}
-        if not await server.store.set_service_data(
-            record.user_id, self.name, data, now=server.clock()
-        ):
+        if not await server.store.set_service_data(user_id, self.name, data, now=server.clock()):
             raise InvalidToken(reason="user")
-        await self._after_password_change(server, record.user_id)
+        await self._after_password_change(server, user_id)
         if record.email is not None:
-            await server.store.set_email_verified(record.user_id, record.email, now=server.clock())
-        user = await server.find_user_by_id(record.user_id)
+            await server.store.set_email_verified(user_id, record.email, now=server.clock())
+        user = await server.find_user_by_id(user_id)
         await server.hooks.emit(HookEvent(name="reset_password_success", user=user))
 
     # -- routes -----------------------------------------------------------------------------
