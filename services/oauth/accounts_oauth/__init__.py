@@ -1,0 +1,21 @@
+"""OpenID Connect login for accounts-server."""
+
+from __future__ import annotations
+
+from .service import (
+    IdentityInfo,
+    OAuthFailed,
+    OAuthService,
+    OIDCProvider,
+    ProviderNotFound,
+    ProviderUnavailable,
+)
+
+__all__ = [
+    "IdentityInfo",
+    "OAuthFailed",
+    "OAuthService",
+    "OIDCProvider",
+    "ProviderNotFound",
+    "ProviderUnavailable",
+]
