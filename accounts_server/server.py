@@ -172,17 +172,21 @@ class AccountsServer:
     async def login_with_user(
         self, user: User, info: ConnectionInfo, *, lifetime: timedelta | None = None
     ) -> LoginResult:
-        """Open a session for a user the caller has already authenticated; `lifetime` is the
-        "remember me" choice (5 minutes..365 days).
+        """Open a session for a user the caller has already authenticated (an OAuth callback,
+        a one-time code); `lifetime` is the "remember me" choice (5 minutes..365 days). The
+        `validate_login` listeners are consulted here too: every login can be vetoed.
 
         Raises:
-            UserNotFound, UserDeactivated.
+            UserNotFound, UserDeactivated, LoginNotAllowed.
         """
         current = await self.store.find_user_by_id(user.id)
         if current is None:
             raise UserNotFound()
         if current.deactivated:
             raise UserDeactivated()
+        event = HookEvent(name="validate_login", user=self._sanitize(current), info=info)
+        if not await self.hooks.allow(event):
+            raise LoginNotAllowed()
         result = await self._open_session(current, info, lifetime=lifetime)
         await self._emit("login_success", user=result.user, session_id=result.session_id, info=info)
         return result

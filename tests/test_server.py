@@ -118,6 +118,14 @@ class TestLogin:
         server.on("validate_login", lambda event: event.user is not None)
         assert (await login(server, account)).user.id == account.user_id
 
+    async def test_validate_login_also_guards_login_with_user(self, server: AccountsServer) -> None:
+        account = await register(server)
+        user = await server.find_user_by_id(account.user_id)
+        assert user is not None
+        server.on("validate_login", lambda event: False)
+        with pytest.raises(LoginNotAllowed):
+            await server.login_with_user(user, INFO)
+
     async def test_login_with_user_honours_a_remember_me_lifetime(
         self, server: AccountsServer, clock: Clock
     ) -> None:
