@@ -1,0 +1,53 @@
+"""The server the JS client end-to-end test talks to (test-only; started and stopped by PID).
+
+    python tests/js/serve_for_client.py PORT DB_PATH SMTP_PORT
+
+Differences from `accounts-server serve`, each for the test: `admin` may impersonate; a 5 s
+refresh grace window (the client refreshes concurrently); and a clock 55 s behind with 1-minute
+access tokens, so a fresh access token looks expired to the client after ~5 s of waiting.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime, timedelta
+
+import uvicorn
+
+from accounts_password import PasswordService
+from accounts_server import (
+    AccountsServer,
+    KeyRing,
+    SessionConfig,
+    SigningKey,
+    SMTPMailer,
+    TokenConfig,
+    User,
+)
+from accounts_server.http import create_app
+from accounts_server.stores import SQLiteStore
+
+
+def main() -> None:
+    port, db_path, smtp_port = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+
+    def admin_only(actor: User, target: User) -> bool:
+        return actor.username == "admin"
+
+    server = AccountsServer(
+        store=SQLiteStore(db_path),
+        tokens=TokenConfig(
+            keys=KeyRing([SigningKey.generate()]), access_lifetime=timedelta(minutes=1)
+        ),
+        sessions=SessionConfig(reuse_grace=timedelta(seconds=5)),
+        services=[
+            PasswordService(mailer=SMTPMailer(sender="accounts@example.com", port=smtp_port))
+        ],
+        impersonation_authorize=admin_only,
+        clock=lambda: datetime.now(UTC) - timedelta(seconds=55),
+    )
+    uvicorn.run(create_app(server), host="127.0.0.1", port=port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()
