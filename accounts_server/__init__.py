@@ -63,13 +63,14 @@ from .stores.base import (
     canonical_email,
     canonical_username,
 )
-from .tokens import KeyRing, SigningKey, TokenConfig
+from .tokens import AccessClaims, KeyRing, SigningKey, TokenConfig
 from .types import ConnectionInfo, Email, ImpersonationResult, LoginResult, Session, Tokens, User
 from .validation import validate_email, validate_username
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AccessClaims",
     "AccountsError",
     "AccountsServer",
     "AuthenticationFailed",

@@ -74,13 +74,21 @@ class SigningKey:
                     f"an HS256 secret must be at least {_MIN_SECRET_BYTES} bytes, got {len(raw)}"
                 )
         elif self.algorithm == "EdDSA":
-            if not isinstance(self.signer, ed25519.Ed25519PrivateKey):
-                raise ConfigurationError("an EdDSA key must be an Ed25519 private key")
+            # signer None: a verify-only key, as a service holding only the JWKS has.
+            if (
+                self.signer is not None and not isinstance(self.signer, ed25519.Ed25519PrivateKey)
+            ) or not isinstance(self.verifier, ed25519.Ed25519PublicKey):
+                raise ConfigurationError("an EdDSA key must be an Ed25519 key")
         elif self.algorithm == "ES256":
-            if not isinstance(self.signer, ec.EllipticCurvePrivateKey) or not isinstance(
-                self.signer.curve, ec.SECP256R1
+            if (
+                (
+                    self.signer is not None
+                    and not isinstance(self.signer, ec.EllipticCurvePrivateKey)
+                )
+                or not isinstance(self.verifier, ec.EllipticCurvePublicKey)
+                or not isinstance(self.verifier.curve, ec.SECP256R1)
             ):
-                raise ConfigurationError("an ES256 key must be a P-256 private key")
+                raise ConfigurationError("an ES256 key must be a P-256 key")
         else:
             raise ConfigurationError(
                 f"algorithm {self.algorithm!r} is refused; use EdDSA, ES256 or HS256"
@@ -110,6 +118,24 @@ class SigningKey:
         return cls._from_private(key)
 
     @classmethod
+    def from_jwk(cls, jwk: Mapping[str, Any]) -> SigningKey:
+        """A verify-only key from a published JWK (an `OKP`/Ed25519 or `EC`/P-256 public key).
+
+        Raises:
+            ConfigurationError: not such a key, or its `alg`/`kid` missing or unsupported.
+        """
+        kid, algorithm = jwk.get("kid"), jwk.get("alg")
+        if not isinstance(kid, str) or algorithm not in ("EdDSA", "ES256") or "d" in jwk:
+            raise ConfigurationError(
+                "a JWK needs a kid and alg EdDSA or ES256, and no private part"
+            )
+        try:
+            public = jwt.PyJWK(dict(jwk)).key
+        except jwt.PyJWTError as exc:
+            raise ConfigurationError(f"unreadable JWK: {exc}") from exc
+        return cls(kid=kid, algorithm=algorithm, signer=None, verifier=public)
+
+    @classmethod
     def from_file(cls, path: str | Path) -> SigningKey:
         return cls.from_pem(Path(path).read_bytes())
 
@@ -131,8 +157,8 @@ class SigningKey:
         return cls(kid=_thumbprint(public), algorithm=algorithm, signer=key, verifier=public)
 
     def private_pem(self) -> bytes:
-        if self.algorithm == "HS256":
-            raise ConfigurationError("an HS256 secret has no PEM form")
+        if self.algorithm == "HS256" or self.signer is None:
+            raise ConfigurationError("only an asymmetric private key has a PEM form")
         return cast("_PrivateKey", self.signer).private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
@@ -162,7 +188,8 @@ def _thumbprint(public: Any) -> str:
 
 class KeyRing:
     """The first key signs; every key verifies, so a rotated-out key keeps verifying the tokens
-    it signed until the operator drops it (after the refresh lifetime has passed).
+    it signed until the operator drops it (after the refresh lifetime has passed). A ring built
+    `from_jwks` only verifies.
 
     Raises:
         ConfigurationError: no key, or two keys with one `kid`.
@@ -178,6 +205,21 @@ class KeyRing:
 
     def __iter__(self) -> Iterator[SigningKey]:
         return iter(self._by_kid.values())
+
+    @classmethod
+    def from_jwks(cls, jwks: Mapping[str, Any]) -> KeyRing:
+        """Verify-only keys from a JWKS document; keys of other types are skipped.
+
+        Raises:
+            ConfigurationError: no usable key in it.
+        """
+        keys = []
+        for jwk in jwks.get("keys", []) if isinstance(jwks, Mapping) else []:
+            try:
+                keys.append(SigningKey.from_jwk(jwk))
+            except (ConfigurationError, TypeError, AttributeError):
+                continue
+        return cls(keys)
 
     def get(self, kid: str) -> SigningKey | None:
         return self._by_kid.get(kid)
@@ -328,6 +370,8 @@ class TokenCodec:
 
     def _encode(self, payload: dict[str, Any], typ: str) -> str:
         key = self.config.keys.signing
+        if key.signer is None:
+            raise ConfigurationError("this key ring only verifies (it was built from a JWKS)")
         return jwt.encode(
             payload, key.signer, algorithm=key.algorithm, headers={"typ": typ, "kid": key.kid}
         )

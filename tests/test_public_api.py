@@ -17,6 +17,7 @@ ROOT = Path(__file__).parent.parent
 def test_accounts_server_exports() -> None:
     assert accounts_server.__all__ == sorted(accounts_server.__all__)
     assert set(accounts_server.__all__) == {
+        "AccessClaims",
         "AccountsError",
         "AccountsServer",
         "AuthenticationFailed",
@@ -94,7 +95,20 @@ def test_accounts_server_exports() -> None:
 
 
 def test_http_and_stores_exports() -> None:
-    assert accounts_server.http.__all__ == ["STATUS", "create_app", "status_for", "to_wire"]
+    assert accounts_server.http.__all__ == [
+        "STATUS",
+        "AccountsBackend",
+        "AccountsUser",
+        "CurrentUser",
+        "StatelessBackend",
+        "TokenUser",
+        "TokenVerifier",
+        "bearer_token",
+        "create_app",
+        "on_auth_error",
+        "status_for",
+        "to_wire",
+    ]
     assert accounts_server.stores.__all__ == [
         "SQLiteStore",
         "Store",

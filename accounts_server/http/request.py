@@ -7,12 +7,19 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 
 from ..errors import InvalidRequest, RequestTooLarge, UnsupportedMediaType
 from ..types import ConnectionInfo
 
-__all__ = ["MAX_BODY_BYTES", "MAX_JSON_DEPTH", "access_token", "connection_info", "read_json"]
+__all__ = [
+    "MAX_BODY_BYTES",
+    "MAX_JSON_DEPTH",
+    "access_token",
+    "bearer_token",
+    "connection_info",
+    "read_json",
+]
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_JSON_DEPTH = 32
@@ -69,14 +76,19 @@ async def read_json(request: Request, *, max_bytes: int = MAX_BODY_BYTES) -> Map
     return body
 
 
-def access_token(request: Request, body: Mapping[str, Any] | None = None) -> str | None:
-    """`Authorization: Bearer <t>`, a bare token in that header, or a body `accessToken`, as
-    accounts-js reads them. An empty header means anonymous, not an error."""
-    header = request.headers.get("authorization", "").strip()
+def bearer_token(conn: HTTPConnection) -> str | None:
+    """The `Authorization: Bearer` token (a bare token tolerated, as accounts-js does); an
+    empty header means anonymous, not an error."""
+    header = conn.headers.get("authorization", "").strip()
     if header[:7].lower() == "bearer ":
         header = header[7:].strip()
-    if header:
-        return header
+    return header or None
+
+
+def access_token(request: Request, body: Mapping[str, Any] | None = None) -> str | None:
+    """The bearer token, else a body `accessToken`, as accounts-js reads them."""
+    if token := bearer_token(request):
+        return token
     token = body.get("accessToken") if body is not None else None
     return token if isinstance(token, str) and token else None
 
