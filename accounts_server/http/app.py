@@ -21,6 +21,7 @@ from ..errors import AccountsError, AuthenticationFailed, InvalidRequest, Invali
 from ..server import AccountsServer
 from ..services import EndpointHandler, EndpointRequest, ProvidesEndpoints, Redirect
 from .errors import handle_accounts_error, handle_http_exception, handle_unexpected
+from .openapi import openapi_document
 from .request import MAX_BODY_BYTES, Network, access_token, connection_info, read_json
 from .wire import to_wire
 
@@ -41,6 +42,7 @@ class _Routes:
         self.server = server
         self.proxies = trusted_proxies
         self.max_body = max_body
+        self.document: dict[str, Any] = {}
 
     async def _body(self, request: Request) -> Any:
         return await read_json(request, max_bytes=self.max_body)
@@ -99,6 +101,9 @@ class _Routes:
     async def jwks(self, request: Request) -> Response:
         return JSONResponse(self.server.jwks(), headers={"Cache-Control": "public, max-age=300"})
 
+    async def openapi(self, request: Request) -> Response:
+        return JSONResponse(self.document)
+
     async def health(self, request: Request) -> Response:
         await self.server.store.find_user_by_id("")  # StoreUnavailable → 503
         return _json({"status": "ok"})
@@ -152,6 +157,7 @@ def _routes(server: AccountsServer, handlers: _Routes, prefix: str) -> list[Base
         Route("/impersonate", handlers.impersonate, methods=["POST"]),
         Route("/.well-known/jwks.json", handlers.jwks, methods=["GET"]),
         Route("/health", handlers.health, methods=["GET"]),
+        Route("/openapi.json", handlers.openapi, methods=["GET"]),
     ]
     for name, service in server.services.items():
         if isinstance(service, ProvidesEndpoints):
@@ -196,6 +202,7 @@ def create_app(
     """
     proxies = [ipaddress.ip_network(net, strict=False) for net in trusted_proxies]
     handlers = _Routes(server, proxies, max_body_size)
+    handlers.document = openapi_document(server, prefix.rstrip("/"))
     routes = _routes(server, handlers, prefix.rstrip("/"))
     app_routes: list[BaseRoute]
     if prefix:

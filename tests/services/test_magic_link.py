@@ -9,8 +9,8 @@ from datetime import timedelta
 
 import httpx
 import pytest
-from accounts_magic_link import MagicLinkService
 
+from accounts_magic_link import MagicLinkService
 from accounts_server import AccountsServer
 from accounts_server.http import create_app
 

@@ -16,11 +16,11 @@ from urllib.parse import parse_qs, urlencode, urljoin, urlsplit, urlunsplit
 
 import httpx
 import pytest
-from accounts_oauth import OAuthService, OIDCProvider
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
+from accounts_oauth import OAuthService, OIDCProvider
 from accounts_server import AccountsServer, HookEvent, Store
 from accounts_server.http import create_app
 
