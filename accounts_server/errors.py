@@ -26,6 +26,7 @@ Messages are safe to show a client; context lives in attributes and never holds 
     ├── NotFound
     │   ├── ServiceNotFound
     │   ├── UserNotFound
+    │   ├── SessionNotFound
     │   └── RouteNotFound
     ├── MethodNotAllowed
     ├── Conflict
@@ -67,6 +68,7 @@ __all__ = [
     "ResetPasswordLinkExpired",
     "RouteNotFound",
     "ServiceNotFound",
+    "SessionNotFound",
     "StoreUnavailable",
     "TemporarilyUnavailable",
     "TokenExpired",
@@ -226,6 +228,13 @@ class ServiceNotFound(NotFound):
 class UserNotFound(NotFound):
     code = "UserNotFound"
     default_message = "User not found"
+
+
+class SessionNotFound(NotFound):
+    """Unknown, ended, or another user's: one answer, so session ids cannot be probed."""
+
+    code = "SessionNotFound"
+    default_message = "Session not found"
 
 
 class RouteNotFound(NotFound):

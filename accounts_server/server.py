@@ -11,6 +11,7 @@ import asyncio
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -22,6 +23,7 @@ from .errors import (
     InvalidToken,
     LoginNotAllowed,
     ServiceNotFound,
+    SessionNotFound,
     TokenReused,
     UserDeactivated,
     UsernameOrEmailRequired,
@@ -138,7 +140,7 @@ class AccountsServer:
         try:
             await self.limiter.hit("login-ip", info.ip, self.limiter.limits.login_per_ip)
             user = await self._authenticate(service_name, params, info)
-            result = await self._open_session(user, info)
+            result = await self._open_session(user, info, lifetime=self._remember(params))
         except AccountsError as exc:
             await self._emit("login_error", service=service_name, info=info, error=exc)
             raise
@@ -190,6 +192,13 @@ class AccountsServer:
         result = await self._open_session(current, info, lifetime=lifetime)
         await self._emit("login_success", user=result.user, session_id=result.session_id, info=info)
         return result
+
+    def _remember(self, params: Mapping[str, Any]) -> timedelta | None:
+        """`remember: false` in the login params picks the short lifetime (Dashboard's 8 h);
+        absent or true, the full one."""
+        if isinstance(params, Mapping) and params.get("remember") is False:
+            return self.session_config.short_lifetime
+        return None
 
     async def _authenticate(
         self, service_name: str, params: Mapping[str, Any], info: ConnectionInfo
@@ -432,6 +441,43 @@ class AccountsServer:
         await self._emit("create_user_success", user=user)
         return user
 
+    async def list_sessions(
+        self, user_id: str, *, current_session_id: str | None = None
+    ) -> list[Session]:
+        """The user's live sessions, newest first; no hash or token in any field."""
+        now = self.clock()
+        return [
+            replace(s.public(), current=s.id == current_session_id)
+            for s in await self.store.list_user_sessions(user_id)
+            if s.valid and s.expires_at > now
+        ]
+
+    async def get_session(self, user_id: str, session_id: str) -> Session:
+        """Raises:
+        SessionNotFound: unknown, ended, expired or another user's (one answer for all).
+        """
+        session = await self.store.find_session(session_id) if isinstance(session_id, str) else None
+        if (
+            session is None
+            or session.user_id != user_id
+            or not session.valid
+            or session.expires_at <= self.clock()
+        ):
+            raise SessionNotFound()
+        return session.public()
+
+    async def revoke_session(self, user_id: str, session_id: str) -> None:
+        """End one of the user's sessions.
+
+        Raises:
+            SessionNotFound: as `get_session`.
+        """
+        await self.get_session(user_id, session_id)
+        if not await self.store.invalidate_session(session_id, now=self.clock()):
+            raise SessionNotFound()
+        user = await self.find_user_by_id(user_id)
+        await self._emit("session_revoked", user=user, session_id=session_id)
+
     async def revoke_all_sessions(self, user_id: str, *, except_: Sequence[str] = ()) -> int:
         """End every session of the user but `except_`, at once; returns how many."""
         count = await self.store.invalidate_user_sessions(
@@ -464,6 +510,21 @@ class AccountsServer:
         if not await self.store.set_user_deactivated(user_id, False, now=self.clock()):
             raise UserNotFound()
         await self._emit("user_activated", user=await self.find_user_by_id(user_id))
+
+    async def delete_own_account(self, access_token: str, password: object = None) -> None:
+        """A user deletes themself. Users with a password must give it again (a stolen access
+        token alone must not be able to destroy the account).
+
+        Raises:
+            InvalidToken, InvalidCredentials.
+        """
+        user, _ = await self.resume(access_token)
+        if "password" in self.services and await self.store.get_service_data(user.id, "password"):
+            params = {"user": {"id": user.id}, "password": password}
+            if not isinstance(password, str):
+                raise InvalidCredentials()
+            await self.authenticate_with_service("password", params, ConnectionInfo())
+        await self.delete_user(user.id)
 
     async def delete_user(self, user_id: str) -> None:
         """Delete the user with its sessions and service data.

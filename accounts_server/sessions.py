@@ -34,9 +34,10 @@ class SessionConfig:
     ConfigurationError: a lifetime or grace window out of range.
     """
 
-    #: Absolute session lifetime, the default for a login; a login may ask for another
-    #: ("remember me") within 5 minutes..365 days.
+    #: Absolute session lifetime: the default, and a login that asks to be remembered.
     lifetime: timedelta = timedelta(days=30)
+    #: A login that says `remember: false` (a shared computer) gets this instead.
+    short_lifetime: timedelta = timedelta(hours=8)
     #: Impersonation sessions are absolute and short; never extended (at most 1 hour).
     impersonation_lifetime: timedelta = timedelta(hours=1)
     #: How long a just-rotated refresh token still yields the same successor pair instead of
@@ -46,6 +47,7 @@ class SessionConfig:
 
     def __post_init__(self) -> None:
         check_lifetime(self.lifetime)
+        check_lifetime(self.short_lifetime)
         if not (timedelta(minutes=1) <= self.impersonation_lifetime <= timedelta(hours=1)):
             raise ConfigurationError("impersonation_lifetime must be between 1 minute and 1 hour")
         if not (timedelta(0) <= self.reuse_grace <= timedelta(seconds=30)):

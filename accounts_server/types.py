@@ -62,6 +62,8 @@ class Session:
     ip: str | None = None
     user_agent: str | None = None
     impersonator_id: str | None = None
+    #: True for the session of the request that asked (in listings).
+    current: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -65,6 +65,7 @@ def test_accounts_server_exports() -> None:
         "ServiceContext",
         "ServiceEndpoint",
         "ServiceNotFound",
+        "SessionNotFound",
         "Session",
         "SessionConfig",
         "SigningKey",

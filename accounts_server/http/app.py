@@ -20,6 +20,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from ..errors import AccountsError, AuthenticationFailed, InvalidRequest, InvalidToken
 from ..server import AccountsServer
 from ..services import EndpointHandler, EndpointRequest, ProvidesEndpoints, Redirect
+from ..types import Session, User
 from .errors import handle_accounts_error, handle_http_exception, handle_unexpected
 from .openapi import openapi_document
 from .request import MAX_BODY_BYTES, Network, access_token, connection_info, read_json
@@ -85,6 +86,37 @@ class _Routes:
             return _json(await self.server.resume_session(token))
         except AuthenticationFailed:
             return _json(None)
+
+    async def _caller(self, request: Request, body: Any = None) -> tuple[User, Session]:
+        token = access_token(request, body)
+        if token is None:
+            raise InvalidToken(reason="missing")
+        return await self.server.resume(token)
+
+    async def list_sessions(self, request: Request) -> Response:
+        """The caller's own sessions only; no secret or hash in any field."""
+        user, session = await self._caller(request)
+        return _json(await self.server.list_sessions(user.id, current_session_id=session.id))
+
+    async def revoke_session(self, request: Request) -> Response:
+        """Another user's session id answers exactly as an unknown one: 404."""
+        user, _ = await self._caller(request)
+        await self.server.revoke_session(user.id, request.path_params["sid"])
+        return _json(None)
+
+    async def revoke_other_sessions(self, request: Request) -> Response:
+        user, session = await self._caller(request)
+        revoked = await self.server.revoke_all_sessions(user.id, except_=[session.id])
+        return _json({"revoked": revoked})
+
+    async def delete_user(self, request: Request) -> Response:
+        """`DELETE /user {password}`: delete one's own account."""
+        body = await self._body(request)
+        token = access_token(request, body)
+        if token is None:
+            raise InvalidToken(reason="missing")
+        await self.server.delete_own_account(token, body.get("password"))
+        return _json(None)
 
     async def impersonate(self, request: Request) -> Response:
         body = await self._body(request)
@@ -154,6 +186,10 @@ def _routes(server: AccountsServer, handlers: _Routes, prefix: str) -> list[Base
         Route("/refreshTokens", handlers.refresh_tokens, methods=["POST"]),
         Route("/logout", handlers.logout, methods=["POST"]),
         Route("/user", handlers.user, methods=["GET", "POST"]),
+        Route("/user", handlers.delete_user, methods=["DELETE"]),
+        Route("/sessions", handlers.list_sessions, methods=["GET"]),
+        Route("/sessions", handlers.revoke_other_sessions, methods=["DELETE"]),
+        Route("/sessions/{sid}", handlers.revoke_session, methods=["DELETE"]),
         Route("/impersonate", handlers.impersonate, methods=["POST"]),
         Route("/.well-known/jwks.json", handlers.jwks, methods=["GET"]),
         Route("/health", handlers.health, methods=["GET"]),

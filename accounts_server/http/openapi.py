@@ -16,7 +16,7 @@ __all__ = ["openapi_document"]
 
 _ref = {
     name: {"$ref": f"#/components/schemas/{name}"}
-    for name in ("LoginResult", "User", "Error", "ImpersonationResult", "Tokens", "JWKS")
+    for name in ("LoginResult", "User", "Error", "ImpersonationResult", "Tokens", "JWKS", "Session")
 }
 _STRING = {"type": "string"}
 _NULLABLE_USER = {"oneOf": [_ref["User"], {"type": "null"}]}
@@ -90,6 +90,23 @@ _SCHEMAS: dict[str, Any] = {
             "user": _ref["User"],
         },
     },
+    "Session": {
+        "type": "object",
+        "required": ["id", "userId", "valid", "createdAt", "expiresAt", "current"],
+        "properties": {
+            "id": _STRING,
+            "userId": _STRING,
+            "valid": {"type": "boolean"},
+            "createdAt": {"type": "integer"},
+            "updatedAt": {"type": "integer"},
+            "lastUsedAt": {"type": "integer"},
+            "expiresAt": {"type": "integer"},
+            "ip": {"type": ["string", "null"]},
+            "userAgent": {"type": ["string", "null"]},
+            "impersonatorId": {"type": ["string", "null"]},
+            "current": {"type": "boolean"},
+        },
+    },
     "JWKS": {
         "type": "object",
         "required": ["keys"],
@@ -136,10 +153,38 @@ def openapi_document(server: AccountsServer, prefix: str) -> dict[str, Any]:
             )
         },
         "/user": {
-            method: _operation(
-                "The logged-in user, or null", _json(_NULLABLE_USER), security=_BEARER
+            **{
+                method: _operation(
+                    "The logged-in user, or null", _json(_NULLABLE_USER), security=_BEARER
+                )
+                for method in ("get", "post")
+            },
+            "delete": _operation(
+                "Delete one's own account (password users give their password)",
+                _json({"type": "null"}),
+                _body({"type": "object", "properties": {"password": _STRING}}, required=False),
+                security=[{"bearer": []}],
+            ),
+        },
+        "/sessions": {
+            "get": _operation(
+                "One's own live sessions",
+                _json({"type": "array", "items": _ref["Session"]}),
+                security=[{"bearer": []}],
+            ),
+            "delete": _operation(
+                "End all one's other sessions",
+                _json({"type": "object", "properties": {"revoked": {"type": "integer"}}}),
+                security=[{"bearer": []}],
+            ),
+        },
+        "/sessions/{sid}": {
+            "delete": _operation(
+                "End one of one's sessions",
+                _json({"type": "null"}),
+                parameters=[{"name": "sid", "in": "path", "required": True, "schema": _STRING}],
+                security=[{"bearer": []}],
             )
-            for method in ("get", "post")
         },
         "/impersonate": {
             "post": _operation(

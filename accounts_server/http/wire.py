@@ -41,6 +41,7 @@ def _session(session: Session) -> dict[str, Any]:
         "ip": session.ip,
         "userAgent": session.user_agent,
         "impersonatorId": session.impersonator_id,
+        "current": session.current,
     }
 
 

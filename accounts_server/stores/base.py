@@ -177,6 +177,11 @@ class Store(Protocol):
 
     async def find_session(self, session_id: str) -> StoredSession | None: ...
 
+    async def list_user_sessions(self, user_id: str) -> list[StoredSession]:
+        """The user's valid sessions, newest first (expired ones may be included; callers
+        judge expiry with their clock)."""
+        ...
+
     async def rotate_refresh(
         self, session_id: str, *, expected_hash: bytes, new_hash: bytes, now: datetime
     ) -> bool:

@@ -70,6 +70,24 @@ def _key(value: object) -> str:
     return value
 
 
+def _session(doc: Mapping[str, Any]) -> StoredSession:
+    return StoredSession(
+        id=doc["_id"],
+        user_id=doc["user_id"],
+        valid=bool(doc["valid"]),
+        created_at=doc["created_at"],
+        updated_at=doc["updated_at"],
+        last_used_at=doc["last_used_at"],
+        expires_at=doc["expires_at"],
+        refresh_hash=bytes(doc["refresh_hash"]),
+        previous_hash=None if doc.get("previous_hash") is None else bytes(doc["previous_hash"]),
+        rotated_at=doc.get("rotated_at"),
+        ip=doc.get("ip"),
+        user_agent=doc.get("user_agent"),
+        impersonator_id=doc.get("impersonator_id"),
+    )
+
+
 class MongoStore:
     """Store on a MongoDB database: a PyMongo `AsyncDatabase` or a motor
     `AsyncIOMotorDatabase`. With a handle you pass in, your client's timeouts apply;
@@ -386,23 +404,16 @@ class MongoStore:
 
     async def find_session(self, session_id: str) -> StoredSession | None:
         doc = await self._run(lambda: self._sessions.find_one({"_id": _key(session_id)}))
-        if doc is None:
-            return None
-        return StoredSession(
-            id=doc["_id"],
-            user_id=doc["user_id"],
-            valid=bool(doc["valid"]),
-            created_at=doc["created_at"],
-            updated_at=doc["updated_at"],
-            last_used_at=doc["last_used_at"],
-            expires_at=doc["expires_at"],
-            refresh_hash=bytes(doc["refresh_hash"]),
-            previous_hash=None if doc.get("previous_hash") is None else bytes(doc["previous_hash"]),
-            rotated_at=doc.get("rotated_at"),
-            ip=doc.get("ip"),
-            user_agent=doc.get("user_agent"),
-            impersonator_id=doc.get("impersonator_id"),
-        )
+        return None if doc is None else _session(doc)
+
+    async def list_user_sessions(self, user_id: str) -> list[StoredSession]:
+        query = {"user_id": _key(user_id), "valid": True}
+
+        async def fetch() -> list[dict[str, Any]]:
+            cursor = self._sessions.find(query).sort("created_at", -1)
+            return [doc async for doc in cursor]
+
+        return [_session(doc) for doc in await self._run(fetch)]
 
     async def rotate_refresh(
         self, session_id: str, *, expected_hash: bytes, new_hash: bytes, now: datetime
@@ -485,16 +496,28 @@ class MongoStore:
         return f"{_key(key)}|{int(window_start.timestamp())}"
 
     async def hit_counter(self, key: str, *, window_start: datetime, expires_at: datetime) -> int:
+        """Increment, else insert the first hit; a lost insert race (duplicate `_id`) goes back
+        to incrementing. Not an upsert: concurrent upserts are not atomic on every
+        MongoDB-wire server, while `_id` uniqueness at insert is."""
         await self._ensure_indexes()
-        doc = await self._run(
-            lambda: self._counters.find_one_and_update(
-                {"_id": self._counter_id(key, window_start)},
-                {"$inc": {"count": 1}, "$setOnInsert": {"key": key, "expires_at": expires_at}},
-                upsert=True,
-                return_document=ReturnDocument.AFTER,
+        counter_id = self._counter_id(key, window_start)
+        for _ in range(3):
+            doc = await self._run(
+                lambda: self._counters.find_one_and_update(
+                    {"_id": counter_id},
+                    {"$inc": {"count": 1}},
+                    return_document=ReturnDocument.AFTER,
+                )
             )
-        )
-        return int(doc["count"])
+            if doc is not None:
+                return int(doc["count"])
+            first = {"_id": counter_id, "key": key, "count": 1, "expires_at": expires_at}
+            try:
+                await self._run(partial(self._counters.insert_one, first))
+            except DuplicateKeyError:
+                continue
+            return 1
+        raise StoreUnavailable("counter contention")
 
     async def get_counter(self, key: str, *, window_start: datetime) -> int:
         query = {"_id": self._counter_id(key, window_start)}

@@ -143,6 +143,24 @@ def _dt(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
 
 
+def _session(row: tuple[Any, ...]) -> StoredSession:
+    return StoredSession(
+        id=row[0],
+        user_id=row[1],
+        valid=bool(row[2]),
+        created_at=_dt(row[3]),
+        updated_at=_dt(row[4]),
+        last_used_at=_dt(row[5]),
+        expires_at=_dt(row[6]),
+        refresh_hash=row[7],
+        previous_hash=row[8],
+        rotated_at=None if row[9] is None else _dt(row[9]),
+        ip=row[10],
+        user_agent=row[11],
+        impersonator_id=row[12],
+    )
+
+
 class SQLiteStore:
     """Store on a SQLite file (created on first use, migrated on open).
 
@@ -428,23 +446,15 @@ class SQLiteStore:
     async def find_session(self, session_id: str) -> StoredSession | None:
         sql = f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id = ?"  # noqa: S608
         row = self._run(lambda: self._db.execute(sql, (session_id,)).fetchone())
-        if row is None:
-            return None
-        return StoredSession(
-            id=row[0],
-            user_id=row[1],
-            valid=bool(row[2]),
-            created_at=_dt(row[3]),
-            updated_at=_dt(row[4]),
-            last_used_at=_dt(row[5]),
-            expires_at=_dt(row[6]),
-            refresh_hash=row[7],
-            previous_hash=row[8],
-            rotated_at=None if row[9] is None else _dt(row[9]),
-            ip=row[10],
-            user_agent=row[11],
-            impersonator_id=row[12],
+        return None if row is None else _session(row)
+
+    async def list_user_sessions(self, user_id: str) -> list[StoredSession]:
+        sql = (
+            f"SELECT {_SESSION_COLUMNS} FROM sessions "  # noqa: S608
+            "WHERE user_id = ? AND valid = 1 ORDER BY created_at DESC"
         )
+        rows = self._run(lambda: self._db.execute(sql, (user_id,)).fetchall())
+        return [_session(row) for row in rows]
 
     async def rotate_refresh(
         self, session_id: str, *, expected_hash: bytes, new_hash: bytes, now: datetime
