@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from .errors import (
     AccountsError,
+    AdminNotAllowed,
     AuthenticationFailed,
     ConfigurationError,
     Conflict,
@@ -74,6 +75,7 @@ __all__ = [
     "AccessClaims",
     "AccountsError",
     "AccountsServer",
+    "AdminNotAllowed",
     "AuthenticationFailed",
     "ConfigurationError",
     "Conflict",

@@ -22,7 +22,8 @@ Messages are safe to show a client; context lives in attributes and never holds 
     │       └── VerifyEmailLinkExpired
     ├── Forbidden
     │   ├── UserDeactivated
-    │   └── LoginNotAllowed
+    │   ├── LoginNotAllowed
+    │   └── AdminNotAllowed
     ├── NotFound
     │   ├── ServiceNotFound
     │   ├── UserNotFound
@@ -46,6 +47,7 @@ from typing import ClassVar
 
 __all__ = [
     "AccountsError",
+    "AdminNotAllowed",
     "AuthenticationFailed",
     "ConfigurationError",
     "Conflict",
@@ -213,6 +215,13 @@ class LoginNotAllowed(Forbidden):
 
     code = "LoginNotAllowed"
     default_message = "Login not allowed"
+
+
+class AdminNotAllowed(Forbidden):
+    """`authorize_admin` said no, or failed (which counts as no)."""
+
+    code = "AdminNotAllowed"
+    default_message = "Not allowed"
 
 
 class NotFound(AccountsError):

@@ -44,6 +44,7 @@ EventName = Literal[
     "change_password_success",
     "email_verified",
     "session_revoked",
+    "admin_action",
 ]
 _EVENTS = frozenset(get_args(EventName))
 
@@ -58,8 +59,10 @@ class HookEvent:
     service: str | None = None
     info: ConnectionInfo | None = None
     error: AccountsError | None = None
-    #: The impersonator, for impersonation events.
+    #: The impersonator (impersonation events) or the admin (`admin_action`).
     actor: User | None = None
+    #: What an admin did (`admin_action`), e.g. "users.deactivate".
+    action: str | None = None
 
 
 Listener = Callable[[HookEvent], Awaitable[object] | object]

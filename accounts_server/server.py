@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from .errors import (
     AccountsError,
+    AdminNotAllowed,
     ConfigurationError,
     InvalidCredentials,
     InvalidRequest,
@@ -56,6 +57,7 @@ JwtPayloadHook = Callable[
     [Mapping[str, Any], User], Mapping[str, Any] | Awaitable[Mapping[str, Any]]
 ]
 ImpersonationAuthorize = Callable[[User, User], bool | Awaitable[bool]]
+AdminAuthorize = Callable[[User, str], bool | Awaitable[bool]]
 UserSanitizer = Callable[[User], User]
 
 
@@ -85,6 +87,7 @@ class AccountsServer:
         sessions: SessionConfig | None = None,
         create_jwt_payload: JwtPayloadHook | None = None,
         impersonation_authorize: ImpersonationAuthorize | None = None,
+        authorize_admin: AdminAuthorize | None = None,
         user_sanitizer: UserSanitizer | None = None,
         rate_limits: RateLimits | None = None,
         clock: Callable[[], datetime] = _utcnow,
@@ -98,6 +101,7 @@ class AccountsServer:
         self._sessions = SessionRules(store, self.session_config, clock)
         self._create_jwt_payload = create_jwt_payload
         self._impersonation_authorize = impersonation_authorize
+        self._authorize_admin = authorize_admin
         self._sanitize = user_sanitizer or (lambda user: user)
         self.limiter = RateLimiter(store, rate_limits or RateLimits(), clock)
         self.link_tokens = LinkTokens(store, clock)
@@ -487,9 +491,75 @@ class AccountsServer:
             await self._emit("session_revoked", user=await self.find_user_by_id(user_id))
         return count
 
+    async def authorize_admin(self, access_token: str, action: str) -> User:
+        """The admin behind `access_token`, if `authorize_admin(user, action)` says yes
+        (default: nobody; an exception is a no). Impersonation sessions never administer.
+
+        Raises:
+            InvalidToken, AdminNotAllowed.
+        """
+        user, session = await self.resume(access_token)
+        allowed = False
+        if self._authorize_admin is not None and session.impersonator_id is None:
+            try:
+                allowed = bool(await _maybe_await(self._authorize_admin(user, action)))
+            except Exception:
+                logger.exception("authorize_admin failed; treated as a refusal")
+        if not allowed:
+            raise AdminNotAllowed()
+        return user
+
+    async def audit(self, actor: User, action: str, user: User | None = None) -> None:
+        """Emit `admin_action` for a completed admin action (on `user`, if any)."""
+        await self._emit("admin_action", actor=actor, action=action, user=user)
+
     async def find_user_by_id(self, user_id: str) -> User | None:
         user = await self.store.find_user_by_id(user_id)
         return None if user is None else self._sanitize(user)
+
+    async def find_user_by_email(self, address: str) -> User | None:
+        user = await self.store.find_user_by_email(address)
+        return None if user is None else self._sanitize(user)
+
+    async def find_user_by_username(self, username: str) -> User | None:
+        user = await self.store.find_user_by_username(username)
+        return None if user is None else self._sanitize(user)
+
+    async def list_users(
+        self, *, search: str | None = None, offset: int = 0, limit: int = 50
+    ) -> list[User]:
+        """Raises:
+        InvalidRequest: a limit outside 1..100 or a negative offset.
+        """
+        if not (1 <= limit <= 100) or offset < 0:
+            raise InvalidRequest("limit must be 1..100 and offset >= 0")
+        users = await self.store.list_users(search=search, offset=offset, limit=limit)
+        return [self._sanitize(user) for user in users]
+
+    async def update_user(
+        self,
+        user_id: str,
+        *,
+        username: str | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> User:
+        """Change the allow-listed fields: `username` (unique, validated) and `extra`
+        (application fields). Emails change through their login service (verification).
+
+        Raises:
+            UserNotFound, InvalidUsername, UsernameAlreadyExists, InvalidRequest.
+        """
+        if extra is not None and not isinstance(extra, Mapping):
+            raise InvalidRequest("extra must be an object")
+        user = await self.store.update_user(
+            user_id,
+            now=self.clock(),
+            username=None if username is None else validate_username(username),
+            extra=extra,
+        )
+        if user is None:
+            raise UserNotFound()
+        return self._sanitize(user)
 
     async def deactivate_user(self, user_id: str) -> None:
         """Deactivate and revoke every session at once.

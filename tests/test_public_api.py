@@ -20,6 +20,7 @@ def test_accounts_server_exports() -> None:
         "AccessClaims",
         "AccountsError",
         "AccountsServer",
+        "AdminNotAllowed",
         "AuthenticationFailed",
         "ConfigurationError",
         "Conflict",

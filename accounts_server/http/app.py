@@ -21,6 +21,7 @@ from ..errors import AccountsError, AuthenticationFailed, InvalidRequest, Invali
 from ..server import AccountsServer
 from ..services import EndpointHandler, EndpointRequest, ProvidesEndpoints, Redirect
 from ..types import Session, User
+from .admin import admin_routes
 from .errors import handle_accounts_error, handle_http_exception, handle_unexpected
 from .openapi import openapi_document
 from .request import MAX_BODY_BYTES, Network, access_token, connection_info, read_json
@@ -194,6 +195,7 @@ def _routes(server: AccountsServer, handlers: _Routes, prefix: str) -> list[Base
         Route("/.well-known/jwks.json", handlers.jwks, methods=["GET"]),
         Route("/health", handlers.health, methods=["GET"]),
         Route("/openapi.json", handlers.openapi, methods=["GET"]),
+        *admin_routes(server, handlers.max_body),
     ]
     for name, service in server.services.items():
         if isinstance(service, ProvidesEndpoints):

@@ -115,6 +115,67 @@ _SCHEMAS: dict[str, Any] = {
 }
 
 
+def _admin_paths() -> dict[str, Any]:
+    admin: list[dict[str, list[str]]] = [{"bearer": []}]
+    user_id = {"name": "user_id", "in": "path", "required": True, "schema": _STRING}
+    null = _json({"type": "null"})
+    users = {"type": "object", "properties": {"users": {"type": "array", "items": _ref["User"]}}}
+    paging = [
+        {"name": "search", "in": "query", "schema": _STRING},
+        {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1}},
+    ]
+    update = {
+        "type": "object",
+        "properties": {"username": _STRING, "extra": {"type": "object"}},
+        "additionalProperties": False,
+    }
+    one = "/admin/users/{user_id}"
+    return {
+        "/admin/users": {
+            "get": _operation("Admin: list users", _json(users), parameters=paging, security=admin)
+        },
+        one: {
+            "get": _operation(
+                "Admin: a user", _json(_ref["User"]), parameters=[user_id], security=admin
+            ),
+            "patch": _operation(
+                "Admin: change username/extra",
+                _json(_ref["User"]),
+                _body(update),
+                parameters=[user_id],
+                security=admin,
+            ),
+            "delete": _operation("Admin: delete", null, parameters=[user_id], security=admin),
+        },
+        f"{one}/deactivate": {
+            "post": _operation("Admin: deactivate", null, parameters=[user_id], security=admin)
+        },
+        f"{one}/activate": {
+            "post": _operation("Admin: activate", null, parameters=[user_id], security=admin)
+        },
+        f"{one}/sessions": {
+            "get": _operation(
+                "Admin: a user's sessions",
+                _json({"type": "array", "items": _ref["Session"]}),
+                parameters=[user_id],
+                security=admin,
+            )
+        },
+        f"{one}/sessions/{{sid}}": {
+            "delete": _operation(
+                "Admin: end a user's session",
+                null,
+                parameters=[
+                    user_id,
+                    {"name": "sid", "in": "path", "required": True, "schema": _STRING},
+                ],
+                security=admin,
+            )
+        },
+    }
+
+
 def openapi_document(server: AccountsServer, prefix: str) -> dict[str, Any]:
     """The document for `server`'s routes as mounted under `prefix`."""
     paths: dict[str, Any] = {
@@ -219,6 +280,7 @@ def openapi_document(server: AccountsServer, prefix: str) -> dict[str, Any]:
             )
         },
     }
+    paths.update(_admin_paths())
     for name, service in server.services.items():
         if not isinstance(service, ProvidesEndpoints):
             continue

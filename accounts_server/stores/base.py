@@ -145,6 +145,29 @@ class Store(Protocol):
         """Returns False when no such user exists."""
         ...
 
+    async def update_user(
+        self,
+        user_id: str,
+        *,
+        now: datetime,
+        username: str | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> User | None:
+        """Set a new username and/or replace the extra fields; None leaves a field alone.
+        Returns the updated user, or None when no such user exists.
+
+        Raises:
+            UsernameAlreadyExists.
+        """
+        ...
+
+    async def list_users(
+        self, *, search: str | None = None, offset: int = 0, limit: int = 50
+    ) -> list[User]:
+        """Users by creation (oldest first), optionally only those whose canonical username or
+        email starts with `search` (canonicalised the same way)."""
+        ...
+
     async def delete_user(self, user_id: str) -> bool:
         """Delete the user with its emails, service data and sessions."""
         ...

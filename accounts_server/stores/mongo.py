@@ -296,6 +296,57 @@ class MongoStore:
         result = await self._run(lambda: self._users.update_one({"_id": _key(user_id)}, update))
         return bool(result.matched_count == 1)
 
+    async def update_user(
+        self,
+        user_id: str,
+        *,
+        now: datetime,
+        username: str | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> User | None:
+        changes: dict[str, Any] = {"updated_at": now}
+        if username is not None:
+            changes.update(username=username, username_canonical=canonical_username(username))
+        if extra is not None:
+            changes["extra"] = dict(extra)
+        try:
+            doc = await self._run(
+                lambda: self._users.find_one_and_update(
+                    {"_id": _key(user_id)},
+                    {"$set": changes},
+                    projection=_USER_PROJECTION,
+                    return_document=ReturnDocument.AFTER,
+                )
+            )
+        except DuplicateKeyError as exc:
+            raise UsernameAlreadyExists() from exc
+        return self._user(doc)
+
+    async def list_users(
+        self, *, search: str | None = None, offset: int = 0, limit: int = 50
+    ) -> list[User]:
+        query: dict[str, Any] = {}
+        if search:
+            # Ranges on the canonical fields (no regex: nothing in `search` is syntax).
+            name, mail = canonical_username(_key(search)), canonical_email(search)
+            query = {
+                "$or": [
+                    {"username_canonical": {"$gte": name, "$lt": name + "\U0010ffff"}},
+                    {"emails.address_canonical": {"$gte": mail, "$lt": mail + "\U0010ffff"}},
+                ]
+            }
+
+        async def fetch() -> list[dict[str, Any]]:
+            cursor = (
+                self._users.find(query, _USER_PROJECTION)
+                .sort([("created_at", 1), ("_id", 1)])
+                .skip(max(0, offset))
+                .limit(max(0, limit))
+            )
+            return [doc async for doc in cursor]
+
+        return [user for doc in await self._run(fetch) if (user := self._user(doc))]
+
     async def delete_user(self, user_id: str) -> bool:
         key = _key(user_id)
         # The user first: a session or token left by a crash here resolves to no user, so it

@@ -343,6 +343,53 @@ class SQLiteStore:
         args = (int(deactivated), _ts(now), user_id)
         return self._run(lambda: self._db.execute(sql, args).rowcount == 1)
 
+    async def update_user(
+        self,
+        user_id: str,
+        *,
+        now: datetime,
+        username: str | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> User | None:
+        sets: list[str] = ["updated_at = ?"]
+        args: list[Any] = [_ts(now)]
+        if username is not None:
+            sets += ["username = ?", "username_canonical = ?"]
+            args += [username, canonical_username(username)]
+        if extra is not None:
+            sets.append("extra = ?")
+            args.append(json.dumps(dict(extra)))
+        sql = f"UPDATE users SET {', '.join(sets)} WHERE id = ?"  # noqa: S608 (our columns)
+        try:
+            found = self._run(lambda: self._db.execute(sql, (*args, user_id)).rowcount)
+        except sqlite3.IntegrityError as exc:
+            raise UsernameAlreadyExists() from exc
+        return await self.find_user_by_id(user_id) if found else None
+
+    async def list_users(
+        self, *, search: str | None = None, offset: int = 0, limit: int = 50
+    ) -> list[User]:
+        columns = ", ".join("u." + c for c in _USER_COLUMNS.split(", "))
+        sql = f"SELECT {columns} FROM users u"  # noqa: S608 (our columns)
+        args: list[Any] = []
+        if search:
+            # Prefix ranges, not LIKE, so '%' and '_' in the search are plain characters.
+            sql += (
+                " WHERE (u.username_canonical >= ? AND u.username_canonical < ?) OR EXISTS ("
+                "SELECT 1 FROM emails e WHERE e.user_id = u.id"
+                " AND e.address_canonical >= ? AND e.address_canonical < ?)"
+            )
+            name, mail = canonical_username(search), canonical_email(search)
+            args += [name, name + "\U0010ffff", mail, mail + "\U0010ffff"]
+        sql += " ORDER BY u.created_at, u.id LIMIT ? OFFSET ?"
+        args += [max(0, limit), max(0, offset)]
+
+        def fetch() -> list[User]:
+            rows = self._db.execute(sql, args).fetchall()
+            return [user for row in rows if (user := self._user(row)) is not None]
+
+        return self._run(fetch)
+
     async def delete_user(self, user_id: str) -> bool:
         # Emails, service data and sessions go with the user (ON DELETE CASCADE).
         sql = "DELETE FROM users WHERE id = ?"

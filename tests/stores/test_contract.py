@@ -365,3 +365,46 @@ async def test_tokens_may_carry_data_and_need_no_user(store: Store) -> None:
     )
     await store.create_token(token)
     assert await store.consume_token(h("state"), "oauth-state") == token
+
+
+class TestUserAdmin:
+    async def test_update_username_and_extra_keeps_uniqueness(self, store: Store) -> None:
+        first = await make_user(store, "una")
+        await make_user(store, "vic")
+        later = NOW + timedelta(minutes=1)
+        updated = await store.update_user(first, now=later, username="Uma", extra={"plan": "x"})
+        assert updated is not None
+        assert (updated.username, updated.extra, updated.updated_at) == (
+            "Uma",
+            {"plan": "x"},
+            later,
+        )
+        assert await store.find_user_by_username("uma") == updated
+        assert await store.find_user_by_username("una") is None
+        with pytest.raises(UsernameAlreadyExists):
+            await store.update_user(first, now=later, username="VIC")
+        unchanged = await store.update_user(first, now=later)
+        assert unchanged is not None and unchanged.username == "Uma"
+        assert await store.update_user("nope", now=later, username="zed") is None
+
+    async def test_list_and_search_with_paging(self, store: Store) -> None:
+        ids = []
+        for i, name in enumerate(["alpha", "alpine", "beta", "gamma"]):
+            ids.append(
+                (
+                    await store.create_user(
+                        username=name,
+                        emails=[Email(f"{name}@example.com")],
+                        extra={},
+                        services={},
+                        now=NOW + timedelta(seconds=i),
+                    )
+                ).id
+            )
+        everyone = await store.list_users()
+        assert [u.id for u in everyone] == ids
+        assert [u.username for u in await store.list_users(offset=1, limit=2)] == ["alpine", "beta"]
+        assert [u.username for u in await store.list_users(search="ALP")] == ["alpha", "alpine"]
+        assert [u.username for u in await store.list_users(search="gamma@")] == ["gamma"]
+        assert await store.list_users(search="%") == []
+        assert await store.list_users(search=".*") == []
