@@ -7,20 +7,27 @@ import asyncio
 import os
 import stat
 import sys
-from datetime import timedelta
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 import click
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn
+from rich.table import Table
 
-from .errors import ConfigurationError
+from .errors import AccountsError, ConfigurationError, UserNotFound
 from .server import AccountsServer
 from .services import LoginService
 from .sessions import SessionConfig
 from .stores.base import Store
 from .stores.sqlite import SQLiteStore
 from .tokens import KeyRing, SigningKey, TokenConfig
+from .types import Session, User
+
+_T = TypeVar("_T")
 
 __all__ = ["main"]
 
@@ -216,33 +223,293 @@ def _open_store(db_path: Path, mongodb_url: str | None, mongodb_db: str) -> Stor
     return MongoStore.from_url(mongodb_url, mongodb_db)
 
 
-@main.command()
-@click.option(
-    "--db",
-    "db_path",
-    default="accounts.db",
-    show_default=True,
-    envvar="ACCOUNTS_DB",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
-)
-def prune(db_path: Path) -> None:
-    """Delete expired sessions from the database."""
+def store_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The database options every management command shares with `serve`."""
+    fn = click.option("--mongodb-db", default="accounts", show_default=True)(fn)
+    fn = click.option("--mongodb-url", envvar="ACCOUNTS_MONGODB_URL")(fn)
+    return click.option(
+        "--db",
+        "db_path",
+        default="accounts.db",
+        show_default=True,
+        envvar="ACCOUNTS_DB",
+        type=click.Path(dir_okay=False, path_type=Path),
+    )(fn)
 
-    async def run() -> int:
-        from datetime import UTC, datetime
 
-        store = SQLiteStore(db_path)
+def _run(
+    db_path: Path,
+    mongodb_url: str | None,
+    mongodb_db: str,
+    work: Callable[[AccountsServer], Awaitable[_T]],
+) -> _T:
+    """Run `work` against a server on the same database as `serve` (management needs no
+    signing key: a throwaway one is used and never signs anything)."""
+    if not mongodb_url and not db_path.exists():
+        raise click.ClickException(f"no database at {db_path} (start `serve` once, or --db)")
+
+    async def go() -> _T:
+        server = AccountsServer(
+            store=_open_store(db_path, mongodb_url, mongodb_db),
+            tokens=TokenConfig(keys=KeyRing([SigningKey.generate()])),
+            services=load_services(()),
+        )
         try:
-            return await store.prune_expired(now=datetime.now(UTC))
+            return await work(server)
         finally:
-            await store.close()
+            await server.close()
 
-    click.echo(f"pruned {asyncio.run(run())} expired session(s)")
+    try:
+        return asyncio.run(go())
+    except AccountsError as exc:
+        raise click.ClickException(f"{exc.code}: {exc.message}") from exc
+
+
+def _when(moment: datetime | None) -> str:
+    return "" if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _users_table(users: Sequence[User]) -> Table:
+    table = Table("id", "username", "emails", "status", "created (UTC)")
+    for user in users:
+        emails = ", ".join(
+            f"{e.address}{'' if e.verified else ' (unverified)'}" for e in user.emails
+        )
+        status = "deactivated" if user.deactivated else "active"
+        table.add_row(user.id, user.username or "", emails, status, _when(user.created_at))
+    return table
+
+
+async def _find(server: AccountsServer, who: str) -> User:
+    """A user by id, username or email."""
+    user = (
+        await server.find_user_by_id(who)
+        or await server.find_user_by_username(who)
+        or (await server.find_user_by_email(who) if "@" in who else None)
+    )
+    if user is None:
+        raise UserNotFound(f"no user {who!r}")
+    return user
+
+
+@main.command()
+@store_options
+def prune(db_path: Path, mongodb_url: str | None, mongodb_db: str) -> None:
+    """Delete expired sessions, tokens and counters (the running server also does this hourly)."""
+    _prune(db_path, mongodb_url, mongodb_db)
+
+
+def _prune(db_path: Path, mongodb_url: str | None, mongodb_db: str) -> None:
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), console=Console(stderr=True)
+    ) as bar:
+        bar.add_task("pruning expired sessions, tokens and counters", total=None)
+        count = _run(db_path, mongodb_url, mongodb_db, lambda server: server.prune_expired())
+    click.echo(f"pruned {count} expired record(s)")
+
+
+@main.group()
+def users() -> None:
+    """Users in the server's database."""
+
+
+@users.command("create")
+@store_options
+@click.option("--username")
+@click.option("--email")
+@click.password_option(help="Prompted for when not given.")
+def users_create(
+    db_path: Path,
+    mongodb_url: str | None,
+    mongodb_db: str,
+    username: str | None,
+    email: str | None,
+    password: str,
+) -> None:
+    """Create a user who logs in with a password (needs the password service installed)."""
+
+    async def create(server: AccountsServer) -> User:
+        service = server.services.get("password")
+        make = getattr(service, "create_user", None)
+        if make is None:
+            raise ConfigurationError("the password service (accounts-password) is not installed")
+        user: User = await make(server, username=username, email=email, password=password)
+        return user
+
+    user = _run(db_path, mongodb_url, mongodb_db, create)
+    click.echo(f"created {user.id}")
+
+
+@users.command("list")
+@store_options
+@click.option("--search", help="Username or email prefix.")
+@click.option("--offset", default=0, type=click.IntRange(0))
+@click.option("--limit", default=50, type=click.IntRange(1, 100))
+def users_list(
+    db_path: Path,
+    mongodb_url: str | None,
+    mongodb_db: str,
+    search: str | None,
+    offset: int,
+    limit: int,
+) -> None:
+    """List users, oldest first."""
+    found = _run(
+        db_path,
+        mongodb_url,
+        mongodb_db,
+        lambda server: server.list_users(search=search, offset=offset, limit=limit),
+    )
+    Console().print(_users_table(found))
+
+
+@users.command("show")
+@store_options
+@click.argument("who")
+def users_show(db_path: Path, mongodb_url: str | None, mongodb_db: str, who: str) -> None:
+    """One user (by id, username or email) and their live sessions."""
+
+    async def show(server: AccountsServer) -> tuple[User, list[Session]]:
+        user = await _find(server, who)
+        return user, await server.list_sessions(user.id)
+
+    user, sessions = _run(db_path, mongodb_url, mongodb_db, show)
+    console = Console()
+    console.print(_users_table([user]))
+    console.print(_sessions_table(sessions))
+
+
+def _user_action(name: str, doc: str, action: str) -> None:
+    @users.command(name, help=doc)
+    @store_options
+    @click.argument("who")
+    def command(db_path: Path, mongodb_url: str | None, mongodb_db: str, who: str) -> None:
+        async def act(server: AccountsServer) -> User:
+            user = await _find(server, who)
+            await getattr(server, action)(user.id)
+            return user
+
+        user = _run(db_path, mongodb_url, mongodb_db, act)
+        click.echo(f"{name}d {user.id}" if name.endswith("e") else f"{name} {user.id}")
+
+
+_user_action("deactivate", "Deactivate a user; every session ends at once.", "deactivate_user")
+_user_action("activate", "Activate a deactivated user.", "activate_user")
+
+
+@users.command("delete")
+@store_options
+@click.argument("who")
+@click.confirmation_option(prompt="Delete this user, their sessions and their data?")
+def users_delete(db_path: Path, mongodb_url: str | None, mongodb_db: str, who: str) -> None:
+    """Delete a user with their sessions, tokens and service data."""
+
+    async def delete(server: AccountsServer) -> User:
+        user = await _find(server, who)
+        await server.delete_user(user.id)
+        return user
+
+    click.echo(f"deleted {_run(db_path, mongodb_url, mongodb_db, delete).id}")
+
+
+def _sessions_table(sessions: Sequence[Session]) -> Table:
+    table = Table("session", "created", "last used", "expires", "ip", "user agent", "impersonator")
+    for s in sessions:
+        table.add_row(
+            s.id,
+            _when(s.created_at),
+            _when(s.last_used_at),
+            _when(s.expires_at),
+            s.ip or "",
+            (s.user_agent or "")[:40],
+            s.impersonator_id or "",
+        )
+    return table
+
+
+@main.group()
+def sessions() -> None:
+    """Sessions in the server's database."""
+
+
+@sessions.command("list")
+@store_options
+@click.argument("who")
+def sessions_list(db_path: Path, mongodb_url: str | None, mongodb_db: str, who: str) -> None:
+    """A user's live sessions."""
+
+    async def listing(server: AccountsServer) -> list[Session]:
+        return await server.list_sessions((await _find(server, who)).id)
+
+    Console().print(_sessions_table(_run(db_path, mongodb_url, mongodb_db, listing)))
+
+
+@sessions.command("revoke")
+@store_options
+@click.argument("who")
+@click.argument("session_id", required=False)
+@click.option("--all", "everything", is_flag=True, help="End every session of the user.")
+def sessions_revoke(
+    db_path: Path,
+    mongodb_url: str | None,
+    mongodb_db: str,
+    who: str,
+    session_id: str | None,
+    everything: bool,
+) -> None:
+    """End one session of a user, or all of them with --all."""
+    if bool(session_id) == everything:
+        raise click.UsageError("give a SESSION_ID or --all")
+
+    async def revoke(server: AccountsServer) -> int:
+        user = await _find(server, who)
+        if everything:
+            return await server.revoke_all_sessions(user.id)
+        await server.revoke_session(user.id, session_id or "")
+        return 1
+
+    click.echo(f"revoked {_run(db_path, mongodb_url, mongodb_db, revoke)} session(s)")
+
+
+@sessions.command("prune")
+@store_options
+def sessions_prune(db_path: Path, mongodb_url: str | None, mongodb_db: str) -> None:
+    """Delete expired sessions, tokens and counters."""
+    _prune(db_path, mongodb_url, mongodb_db)
 
 
 @main.group()
 def keys() -> None:
     """Signing keys."""
+
+
+@keys.command("list")
+@click.argument("paths", nargs=-1, type=click.Path(dir_okay=False, exists=True, path_type=Path))
+def keys_list(paths: tuple[Path, ...]) -> None:
+    """Show the kid and algorithm of key files (default: accounts.key)."""
+    table = Table("file", "kid", "algorithm")
+    for path in paths or (Path("accounts.key"),):
+        try:
+            key = SigningKey.from_file(path)
+        except (OSError, ConfigurationError) as exc:
+            raise click.ClickException(f"{path}: {exc}") from exc
+        table.add_row(str(path), key.kid, key.algorithm)
+    Console().print(table)
+
+
+@keys.command("rotate")
+@click.argument("new_path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--current", type=click.Path(dir_okay=False, path_type=Path), default="accounts.key")
+@click.option("--algorithm", type=click.Choice(["EdDSA", "ES256"]), default="EdDSA")
+def keys_rotate(new_path: Path, current: Path, algorithm: str) -> None:
+    """Make a new signing key and say how to serve with it while the current one verifies."""
+    try:
+        key = _create_key_file(new_path, "ES256" if algorithm == "ES256" else "EdDSA")
+    except FileExistsError:
+        raise click.ClickException(f"{new_path} exists; refusing to overwrite a key") from None
+    click.echo(f"new kid {key.kid}")
+    click.echo(f"serve with:  accounts-server serve --key {new_path} --key {current}")
+    click.echo("drop the old --key once every refresh token it signed has expired")
 
 
 @keys.command("generate")

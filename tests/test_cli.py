@@ -1,0 +1,128 @@
+"""The management CLI on a real SQLite file, through click's runner (the same entry point the
+`accounts-server` script calls)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from accounts_password import PasswordService
+from accounts_server import AccountsServer, ConnectionInfo, InvalidToken, KeyRing, TokenConfig
+from accounts_server.cli import main
+from accounts_server.stores import SQLiteStore
+
+from .helpers import PASSWORD, load_key
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    path = tmp_path / "accounts.db"
+    asyncio.run(SQLiteStore(path).close())
+    return path
+
+
+#: Wide enough that rich tables do not wrap ids.
+WIDE = {"COLUMNS": "220"}
+
+
+def cli(db: Path, *args: str, input: str | None = None) -> str:
+    result = CliRunner().invoke(main, [*args, "--db", str(db)], input=input, env=WIDE)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def login(db: Path, username: str) -> tuple[str, str]:
+    """A real login on the same file, as the running server would do it."""
+
+    async def go() -> tuple[str, str]:
+        store = SQLiteStore(db)
+        server = AccountsServer(
+            store=store,
+            tokens=TokenConfig(keys=KeyRing([load_key("ed25519")])),
+            services=[PasswordService()],
+        )
+        params = {"user": username, "password": PASSWORD}
+        result = await server.login_with_service("password", params, ConnectionInfo(ip="192.0.2.1"))
+        await store.close()
+        return result.session_id, result.tokens.access_token
+
+    return asyncio.run(go())
+
+
+def resumes(db: Path, token: str) -> bool:
+    async def go() -> bool:
+        store = SQLiteStore(db)
+        server = AccountsServer(
+            store=store, tokens=TokenConfig(keys=KeyRing([load_key("ed25519")]))
+        )
+        try:
+            await server.resume_session(token)
+            return True
+        except InvalidToken:
+            return False
+        finally:
+            await store.close()
+
+    return asyncio.run(go())
+
+
+def test_users_lifecycle(db: Path) -> None:
+    created = cli(
+        db,
+        "users",
+        "create",
+        "--username",
+        "ann",
+        "--email",
+        "ann@example.com",
+        "--password",
+        PASSWORD,
+    )
+    user_id = created.split()[-1]
+    cli(db, "users", "create", "--username", "bob", "--password", PASSWORD)
+    listing = cli(db, "users", "list")
+    assert "ann" in listing and "bob" in listing and "ann@example.com (unverified)" in listing
+    assert "bob" not in cli(db, "users", "list", "--search", "an")
+    assert user_id in cli(db, "users", "show", "ann@example.com")
+
+    assert f"deactivated {user_id}" in cli(db, "users", "deactivate", "ann")
+    assert "deactivated" in cli(db, "users", "show", user_id)
+    assert f"activated {user_id}" in cli(db, "users", "activate", "ann")
+    assert f"deleted {user_id}" in cli(db, "users", "delete", "ann", "--yes")
+    missing = CliRunner().invoke(main, ["users", "show", "ann", "--db", str(db)])
+    assert missing.exit_code == 1 and "UserNotFound" in missing.output
+
+
+def test_sessions_list_and_revoke(db: Path) -> None:
+    cli(db, "users", "create", "--username", "cy", "--password", PASSWORD)
+    (first, first_token), (second, second_token) = login(db, "cy"), login(db, "cy")
+    listing = cli(db, "sessions", "list", "cy")
+    assert first in listing and second in listing and "192.0.2.1" in listing
+    assert "revoked 1" in cli(db, "sessions", "revoke", "cy", first)
+    assert not resumes(db, first_token) and resumes(db, second_token)
+    assert "revoked 1" in cli(db, "sessions", "revoke", "cy", "--all")
+    assert not resumes(db, second_token)
+    refused = CliRunner().invoke(main, ["sessions", "revoke", "cy", "--db", str(db)])
+    assert refused.exit_code == 2
+    assert "pruned 0" in cli(db, "sessions", "prune")
+
+
+def test_keys_list_and_rotate(tmp_path: Path) -> None:
+    runner = CliRunner()
+    current, new = tmp_path / "accounts.key", tmp_path / "next.key"
+    assert runner.invoke(main, ["keys", "generate", str(current)]).exit_code == 0
+    listed = runner.invoke(main, ["keys", "list", str(current)], env=WIDE)
+    assert listed.exit_code == 0 and "EdDSA" in listed.output
+    rotated = runner.invoke(main, ["keys", "rotate", str(new), "--current", str(current)])
+    assert rotated.exit_code == 0
+    assert f"--key {new} --key {current}" in rotated.output
+    assert new.stat().st_mode & 0o777 == 0o600
+
+
+def test_management_refuses_a_missing_database(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["users", "list", "--db", str(tmp_path / "nope.db")])
+    assert result.exit_code == 1 and "no database" in result.output
+    assert not (tmp_path / "nope.db").exists()
