@@ -445,30 +445,38 @@ class AccountsServer:
         await self._emit("create_user_success", user=user)
         return user
 
+    async def freshen_session(self, access_token: str) -> Session:
+        """Mark the token's session as used now, pushing back its idle expiry (if configured);
+        never past its absolute expiry, which does not move.
+
+        Raises:
+            InvalidToken.
+        """
+        _, session, _ = await self._resume(access_token)
+        if not await self.store.touch_session(session.id, now=self.clock()):
+            raise InvalidToken(reason="session")
+        return replace(session.public(), last_used_at=self.clock())
+
     async def list_sessions(
         self, user_id: str, *, current_session_id: str | None = None
     ) -> list[Session]:
         """The user's live sessions, newest first; no hash or token in any field."""
-        now = self.clock()
         return [
-            replace(s.public(), current=s.id == current_session_id)
-            for s in await self.store.list_user_sessions(user_id)
-            if s.valid and s.expires_at > now
+            replace(stored.public(), current=stored.id == current_session_id)
+            for stored in await self.store.list_user_sessions(user_id)
+            if self._sessions.live(stored)
         ]
 
     async def get_session(self, user_id: str, session_id: str) -> Session:
         """Raises:
         SessionNotFound: unknown, ended, expired or another user's (one answer for all).
         """
-        session = await self.store.find_session(session_id) if isinstance(session_id, str) else None
-        if (
-            session is None
-            or session.user_id != user_id
-            or not session.valid
-            or session.expires_at <= self.clock()
-        ):
+        if not isinstance(session_id, str):
             raise SessionNotFound()
-        return session.public()
+        try:
+            return (await self._sessions.active(session_id, user_id)).public()
+        except InvalidToken:
+            raise SessionNotFound() from None
 
     async def revoke_session(self, user_id: str, session_id: str) -> None:
         """End one of the user's sessions.

@@ -40,6 +40,9 @@ class SessionConfig:
     short_lifetime: timedelta = timedelta(hours=8)
     #: Impersonation sessions are absolute and short; never extended (at most 1 hour).
     impersonation_lifetime: timedelta = timedelta(hours=1)
+    #: Idle expiry: a session unused for this long ends, whatever its absolute lifetime.
+    #: Refreshing and `freshen_session` count as use. None (the default) disables it.
+    idle_timeout: timedelta | None = None
     #: How long a just-rotated refresh token still yields the same successor pair instead of
     #: revoking the session. 0 is strict rotation; the accounts-js client refreshes
     #: concurrently and needs a few seconds (at most 30).
@@ -52,6 +55,8 @@ class SessionConfig:
             raise ConfigurationError("impersonation_lifetime must be between 1 minute and 1 hour")
         if not (timedelta(0) <= self.reuse_grace <= timedelta(seconds=30)):
             raise ConfigurationError("reuse_grace must be between 0 and 30 seconds")
+        if self.idle_timeout is not None and self.idle_timeout < timedelta(minutes=5):
+            raise ConfigurationError("idle_timeout must be at least 5 minutes (or None)")
 
 
 def check_lifetime(lifetime: timedelta) -> timedelta:
@@ -130,11 +135,19 @@ class SessionRules:
             InvalidToken: otherwise.
         """
         session = await self.store.find_session(session_id)
-        if session is None or session.user_id != user_id:
-            raise InvalidToken(reason="session")
-        if not session.valid or session.expires_at <= self.clock():
+        if session is None or session.user_id != user_id or not self.live(session):
             raise InvalidToken(reason="session")
         return session
+
+    def live(self, session: StoredSession) -> bool:
+        """Valid, before its absolute expiry, and (with an idle timeout) recently used."""
+        now = self.clock()
+        idle = self.config.idle_timeout
+        return (
+            session.valid
+            and session.expires_at > now
+            and (idle is None or session.last_used_at + idle > now)
+        )
 
     async def rotate(
         self, session_id: str, user_id: str, jti: str

@@ -434,3 +434,35 @@ def test_duplicate_service_names_are_refused(
     password = server.services["password"]
     with pytest.raises(ConfigurationError, match="two login services"):
         make_server(services=[password, password])
+
+
+class TestIdleExpiry:
+    async def test_idle_session_ends_and_freshen_keeps_it_alive(
+        self, make_server: MakeServer, clock: Clock
+    ) -> None:
+        server = make_server(
+            sessions=SessionConfig(lifetime=timedelta(hours=1), idle_timeout=timedelta(minutes=20))
+        )
+        account = await register(server)
+        kept, idle = await login(server, account), await login(server, account)
+        for _ in range(3):  # 45 minutes, freshening one of them every 15
+            clock.advance(timedelta(minutes=15))
+            fresh = await server.freshen_session(kept.tokens.access_token)
+            assert fresh.last_used_at == clock.now
+        with pytest.raises(InvalidToken):
+            await server.resume_session(idle.tokens.access_token)
+        listed = await server.list_sessions(account.user_id)
+        assert [s.id for s in listed] == [kept.session_id]
+        clock.advance(timedelta(minutes=16))  # past the absolute hour: freshening cannot help
+        with pytest.raises(InvalidToken):
+            await server.freshen_session(kept.tokens.access_token)
+
+    async def test_refresh_counts_as_use(self, make_server: MakeServer, clock: Clock) -> None:
+        server = make_server(sessions=SessionConfig(idle_timeout=timedelta(minutes=20)))
+        # Tokens are checked against real time, so the story starts 25 minutes ago.
+        clock.advance(timedelta(minutes=-25))
+        result = await login(server, await register(server))
+        clock.advance(timedelta(minutes=15))
+        result = await server.refresh_tokens(None, result.tokens.refresh_token, INFO)
+        clock.advance(timedelta(minutes=15))
+        assert await server.resume_session(result.tokens.access_token)

@@ -105,6 +105,13 @@ class _Routes:
         await self.server.revoke_session(user.id, request.path_params["sid"])
         return _json(None)
 
+    async def freshen_session(self, request: Request) -> Response:
+        """Mark this session used now (pushes back its idle expiry, never its absolute one)."""
+        token = access_token(request)
+        if token is None:
+            raise InvalidToken(reason="missing")
+        return _json(await self.server.freshen_session(token))
+
     async def revoke_other_sessions(self, request: Request) -> Response:
         user, session = await self._caller(request)
         revoked = await self.server.revoke_all_sessions(user.id, except_=[session.id])
@@ -190,6 +197,7 @@ def _routes(server: AccountsServer, handlers: _Routes, prefix: str) -> list[Base
         Route("/user", handlers.delete_user, methods=["DELETE"]),
         Route("/sessions", handlers.list_sessions, methods=["GET"]),
         Route("/sessions", handlers.revoke_other_sessions, methods=["DELETE"]),
+        Route("/sessions/freshen", handlers.freshen_session, methods=["POST"]),
         Route("/sessions/{sid}", handlers.revoke_session, methods=["DELETE"]),
         Route("/impersonate", handlers.impersonate, methods=["POST"]),
         Route("/.well-known/jwks.json", handlers.jwks, methods=["GET"]),

@@ -239,6 +239,13 @@ def openapi_document(server: AccountsServer, prefix: str) -> dict[str, Any]:
                 security=[{"bearer": []}],
             ),
         },
+        "/sessions/freshen": {
+            "post": _operation(
+                "Mark this session used now",
+                _json(_ref["Session"]),
+                security=[{"bearer": []}],
+            )
+        },
         "/sessions/{sid}": {
             "delete": _operation(
                 "End one of one's sessions",

@@ -213,6 +213,10 @@ class Store(Protocol):
         Returns whether this caller won."""
         ...
 
+    async def touch_session(self, session_id: str, *, now: datetime) -> bool:
+        """Set `last_used_at` of a valid session; returns whether there was one."""
+        ...
+
     async def invalidate_session(self, session_id: str, *, now: datetime) -> bool:
         """Returns whether a valid session was invalidated by this call."""
         ...

@@ -482,6 +482,12 @@ class MongoStore:
         result = await self._run(lambda: self._sessions.update_one(query, update))
         return bool(result.modified_count == 1)
 
+    async def touch_session(self, session_id: str, *, now: datetime) -> bool:
+        query = {"_id": _key(session_id), "valid": True}
+        update = {"$set": {"last_used_at": now}}
+        result = await self._run(lambda: self._sessions.update_one(query, update))
+        return bool(result.matched_count == 1)
+
     async def invalidate_session(self, session_id: str, *, now: datetime) -> bool:
         query = {"_id": _key(session_id), "valid": True}
         update = {"$set": {"valid": False, "updated_at": now}}

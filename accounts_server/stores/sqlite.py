@@ -514,6 +514,11 @@ class SQLiteStore:
         args = (new_hash, t, t, t, session_id, expected_hash)
         return self._run(lambda: self._db.execute(sql, args).rowcount == 1)
 
+    async def touch_session(self, session_id: str, *, now: datetime) -> bool:
+        sql = "UPDATE sessions SET last_used_at = ? WHERE id = ? AND valid = 1"
+        args = (_ts(now), session_id)
+        return self._run(lambda: self._db.execute(sql, args).rowcount == 1)
+
     async def invalidate_session(self, session_id: str, *, now: datetime) -> bool:
         sql = "UPDATE sessions SET valid = 0, updated_at = ? WHERE id = ? AND valid = 1"
         args = (_ts(now), session_id)

@@ -408,3 +408,16 @@ class TestUserAdmin:
         assert [u.username for u in await store.list_users(search="gamma@")] == ["gamma"]
         assert await store.list_users(search="%") == []
         assert await store.list_users(search=".*") == []
+
+
+async def test_touch_session_sets_last_used_only_on_valid_sessions(store: Store) -> None:
+    user_id = await make_user(store)
+    await store.create_session(session(user_id))
+    later = NOW + timedelta(minutes=3)
+    assert await store.touch_session("s1", now=later)
+    found = await store.find_session("s1")
+    assert found is not None and found.last_used_at == later
+    assert found.expires_at == NOW + timedelta(days=1)  # the absolute expiry does not move
+    await store.invalidate_session("s1", now=later)
+    assert not await store.touch_session("s1", now=later)
+    assert not await store.touch_session("nope", now=later)
