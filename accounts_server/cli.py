@@ -130,6 +130,13 @@ def main() -> None:
     help="Absolute session lifetime, days.",
 )
 @click.option(
+    "--short-session-lifetime",
+    default=8,
+    show_default=True,
+    type=click.IntRange(1, 24 * 365),
+    help="Session lifetime, hours, for a login that says remember: false.",
+)
+@click.option(
     "--reuse-grace",
     default=0,
     show_default=True,
@@ -158,6 +165,7 @@ def serve(
     audience: str,
     access_lifetime: int,
     session_lifetime: int,
+    short_session_lifetime: int,
     reuse_grace: int,
     service_names: tuple[str, ...],
     trusted_proxy: tuple[str, ...],
@@ -184,6 +192,7 @@ def serve(
             ),
             sessions=SessionConfig(
                 lifetime=timedelta(days=session_lifetime),
+                short_lifetime=timedelta(hours=short_session_lifetime),
                 reuse_grace=timedelta(seconds=reuse_grace),
             ),
             services=load_services(service_names),
