@@ -20,6 +20,9 @@ from accounts_server.stores.base import OneTimeToken
 
 #: Current (a TTL index really deletes sessions that expired), whole seconds (MongoDB keeps ms).
 NOW = datetime.now(UTC).replace(microsecond=0)
+#: For records that must outlive the run: a TTL index deletes anything already expired, and
+#: NOW is fixed at import, minutes before some tests run.
+FAR = NOW + timedelta(days=1)
 
 
 def h(value: str) -> bytes:
@@ -243,7 +246,7 @@ class TestOneTimeTokens:
             user_id=user_id,
             email="t@example.com",
             created_at=NOW,
-            expires_at=NOW + timedelta(hours=1),
+            expires_at=FAR,
         )
 
     async def test_consume_once_and_only_with_its_kind(self, store: Store) -> None:
@@ -278,9 +281,9 @@ class TestCounters:
     async def test_hits_count_per_key_and_window(self, store: Store) -> None:
         later = NOW + timedelta(minutes=1)
         for expected in (1, 2, 3):
-            assert await store.hit_counter("ip:1", window_start=NOW, expires_at=later) == expected
-        assert await store.hit_counter("ip:2", window_start=NOW, expires_at=later) == 1
-        assert await store.hit_counter("ip:1", window_start=later, expires_at=later) == 1
+            assert await store.hit_counter("ip:1", window_start=NOW, expires_at=FAR) == expected
+        assert await store.hit_counter("ip:2", window_start=NOW, expires_at=FAR) == 1
+        assert await store.hit_counter("ip:1", window_start=later, expires_at=FAR) == 1
         assert await store.get_counter("ip:1", window_start=NOW) == 3
         assert await store.get_counter("ip:3", window_start=NOW) == 0
         await store.clear_counter("ip:1")
@@ -288,9 +291,8 @@ class TestCounters:
         assert await store.get_counter("ip:2", window_start=NOW) == 1
 
     async def test_concurrent_hits_are_all_counted(self, store: Store) -> None:
-        later = NOW + timedelta(minutes=1)
         counts = await asyncio.gather(
-            *(store.hit_counter("k", window_start=NOW, expires_at=later) for _ in range(30))
+            *(store.hit_counter("k", window_start=NOW, expires_at=FAR) for _ in range(30))
         )
         assert sorted(counts) == list(range(1, 31))
 
@@ -360,7 +362,7 @@ async def test_tokens_may_carry_data_and_need_no_user(store: Store) -> None:
         kind="oauth-state",
         user_id=None,
         created_at=NOW,
-        expires_at=NOW + timedelta(minutes=10),
+        expires_at=FAR,
         data={"nonce": "n", "verifier": "v", "nested": {"a": [1, 2]}},
     )
     await store.create_token(token)
