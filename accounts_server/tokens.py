@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Literal, cast
 
 import jwt
@@ -276,11 +279,19 @@ class RefreshClaims:
 
 
 class TokenCodec:
-    """Issues and verifies the server's two token types with one `TokenConfig`."""
+    """Issues and verifies the server's two token types with one `TokenConfig`.
 
-    def __init__(self, config: TokenConfig) -> None:
+    Verified access tokens are remembered (bounded, LRU, keyed by the exact token string) until
+    their `exp`: a client presents one access token many times, and most of a verify is PyJWT's
+    parsing, not the signature. Only the signature and claim checks are skipped on a hit;
+    the session and user are still checked on every request by the server, so revocation holds.
+    """
+
+    def __init__(self, config: TokenConfig, *, cache_size: int = 4096) -> None:
         self.config = config
         self._leeway = config.leeway.total_seconds()
+        self._cache: OrderedDict[str, AccessClaims] = OrderedDict()
+        self._cache_size = cache_size
 
     def issue_access(
         self,
@@ -335,6 +346,14 @@ class TokenCodec:
         """Raises:
         InvalidToken: anything wrong; `TokenExpired` when only the time is.
         """
+        if isinstance(token, str):
+            cached = self._cache.get(token)
+            if cached is not None:
+                if cached.exp + self._leeway > time.time():
+                    self._cache.move_to_end(token)
+                    return cached
+                del self._cache[token]
+                raise TokenExpired()
         claims = self._decode(token, ACCESS_TOKEN_TYPE, self.config.audience)
         act = claims.get("act")
         actor: str | None = None
@@ -342,15 +361,20 @@ class TokenCodec:
             if not isinstance(act, dict) or not isinstance(act.get("sub"), str):
                 raise InvalidToken(reason="act")
             actor = act["sub"]
-        return AccessClaims(
+        verified = AccessClaims(
             sub=claims["sub"],
             sid=claims["sid"],
             jti=claims["jti"],
             iat=claims["iat"],
             exp=claims["exp"],
             actor=actor,
-            claims=claims,
+            claims=MappingProxyType(claims),
         )
+        if self._cache_size and isinstance(token, str):  # always a str: _decode refused others
+            self._cache[token] = verified
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return verified
 
     def verify_refresh(self, token: object) -> RefreshClaims:
         """Raises:

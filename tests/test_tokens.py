@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -292,3 +293,39 @@ def test_round_trip(subject: str, extra: dict[str, Any]) -> None:
     claims = c.verify_access(token)
     assert claims.sub == subject
     assert {k: claims.claims[k] for k in extra} == extra
+
+
+class TestVerifiedTokenCache:
+    def test_a_cached_token_still_expires(self) -> None:
+        c = codec(leeway=timedelta(0))
+        now = datetime.now(UTC)
+        token = c.issue_access(
+            subject="u",
+            session_id="s",
+            jti="j" * 22,
+            issued_at=now,
+            expires_at=now + timedelta(seconds=1),
+        )
+        assert c.verify_access(token) is c.verify_access(token)  # the second is a cache hit
+        time.sleep(1.1)  # waits for expiry; asserts no duration
+        with pytest.raises(TokenExpired):
+            c.verify_access(token)
+        with pytest.raises(TokenExpired):
+            c.verify_access(token)
+
+    def test_only_exact_tokens_hit(self) -> None:
+        c = TokenCodec(TokenConfig(keys=KeyRing([ED])), cache_size=2)
+        tokens = [access(c) for _ in range(3)]
+        for token in tokens:
+            c.verify_access(token)
+        head, body, sig = tokens[0].split(".")
+        with pytest.raises(InvalidToken):
+            c.verify_access(f"{head}.{body}.{sig[:-2]}AA")
+        with pytest.raises(InvalidToken):
+            c.verify_refresh(tokens[1])  # cached as an access token, still not a refresh token
+
+    def test_cached_claims_cannot_be_changed_by_a_caller(self) -> None:
+        c = codec()
+        claims = c.verify_access(access(c)).claims
+        with pytest.raises(TypeError):
+            claims["sub"] = "admin"  # type: ignore[index]
