@@ -399,7 +399,7 @@ def _user_action(name: str, doc: str, action: str) -> None:
             return user
 
         user = _run(db_path, mongodb_url, mongodb_db, act)
-        click.echo(f"{name}d {user.id}" if name.endswith("e") else f"{name} {user.id}")
+        click.echo(f"{name}d {user.id}")
 
 
 _user_action("deactivate", "Deactivate a user; every session ends at once.", "deactivate_user")

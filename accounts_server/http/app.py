@@ -70,10 +70,7 @@ class _Routes:
         return _json(await self.server.refresh_tokens(access, refresh, info))
 
     async def logout(self, request: Request) -> Response:
-        token = access_token(request, await self._body(request))
-        if token is None:
-            raise InvalidToken(reason="missing")
-        await self.server.logout(token)
+        await self.server.logout(self._token(request, await self._body(request)))
         return _json(None)
 
     async def user(self, request: Request) -> Response:
@@ -88,11 +85,15 @@ class _Routes:
         except AuthenticationFailed:
             return _json(None)
 
-    async def _caller(self, request: Request, body: Any = None) -> tuple[User, Session]:
+    @staticmethod
+    def _token(request: Request, body: Any = None) -> str:
         token = access_token(request, body)
         if token is None:
             raise InvalidToken(reason="missing")
-        return await self.server.resume(token)
+        return token
+
+    async def _caller(self, request: Request) -> tuple[User, Session]:
+        return await self.server.resume(self._token(request))
 
     async def list_sessions(self, request: Request) -> Response:
         """The caller's own sessions only; no secret or hash in any field."""
@@ -107,10 +108,7 @@ class _Routes:
 
     async def freshen_session(self, request: Request) -> Response:
         """Mark this session used now (pushes back its idle expiry, never its absolute one)."""
-        token = access_token(request)
-        if token is None:
-            raise InvalidToken(reason="missing")
-        return _json(await self.server.freshen_session(token))
+        return _json(await self.server.freshen_session(self._token(request)))
 
     async def revoke_other_sessions(self, request: Request) -> Response:
         user, session = await self._caller(request)
@@ -120,10 +118,7 @@ class _Routes:
     async def delete_user(self, request: Request) -> Response:
         """`DELETE /user {password}`: delete one's own account."""
         body = await self._body(request)
-        token = access_token(request, body)
-        if token is None:
-            raise InvalidToken(reason="missing")
-        await self.server.delete_own_account(token, body.get("password"))
+        await self.server.delete_own_account(self._token(request, body), body.get("password"))
         return _json(None)
 
     async def impersonate(self, request: Request) -> Response:
