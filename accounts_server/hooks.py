@@ -91,6 +91,9 @@ class Hooks:
 
         return unsubscribe
 
+    def listening(self, event: EventName) -> bool:
+        return bool(self._listeners.get(event))
+
     async def emit(self, event: HookEvent) -> None:
         """Notify listeners; a failure is logged, never raised."""
         for listener in tuple(self._listeners.get(event.name, ())):

@@ -129,7 +129,8 @@ class AccountsServer:
         return self.hooks.on(event, listener)
 
     async def _emit(self, name: EventName, **fields: Any) -> None:
-        await self.hooks.emit(HookEvent(name=name, **fields))
+        if self.hooks.listening(name):  # the hot paths pay nothing for unheard events
+            await self.hooks.emit(HookEvent(name=name, **fields))
 
     # -- login ------------------------------------------------------------------------------
 
@@ -286,7 +287,7 @@ class AccountsServer:
         Raises:
             InvalidToken (TokenExpired when only the time is wrong).
         """
-        user, _ = await self.resume(access_token)
+        user, _ = await self._resumed(access_token)
         return user
 
     async def resume(self, access_token: str) -> tuple[User, Session]:
@@ -295,6 +296,10 @@ class AccountsServer:
         Raises:
             InvalidToken (TokenExpired when only the time is wrong).
         """
+        user, session = await self._resumed(access_token)
+        return user, session.public()
+
+    async def _resumed(self, access_token: str) -> tuple[User, StoredSession]:
         try:
             _, session, user = await self._resume(access_token)
         except AccountsError as exc:
@@ -302,7 +307,7 @@ class AccountsServer:
             raise
         user = self._sanitize(user)
         await self._emit("resume_session_success", user=user, session_id=session.id)
-        return user, session.public()
+        return user, session
 
     async def refresh_tokens(
         self, access_token: str | None, refresh_token: str, info: ConnectionInfo

@@ -9,14 +9,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from ..errors import InvalidRequest, InvalidToken, UserNotFound
 from ..server import AccountsServer
 from ..types import User
 from .request import access_token, read_json
-from .wire import to_wire
+from .wire import json_response, to_wire
 
 __all__ = ["admin_routes"]
 
@@ -45,7 +45,7 @@ def admin_routes(server: AccountsServer, max_body: int) -> list[BaseRoute]:
             subject = await server.find_user_by_id(user_id) if user_id else None
             result = await handler(request, actor)
             await server.audit(actor, action, subject)
-            return JSONResponse(to_wire(result), headers=_NO_STORE)
+            return json_response(to_wire(result), headers=_NO_STORE)
 
         return route
 

@@ -14,7 +14,7 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from ..errors import AccountsError, AuthenticationFailed, InvalidRequest, InvalidToken
@@ -25,7 +25,7 @@ from .admin import admin_routes
 from .errors import handle_accounts_error, handle_http_exception, handle_unexpected
 from .openapi import openapi_document
 from .request import MAX_BODY_BYTES, Network, access_token, connection_info, read_json
-from .wire import to_wire
+from .wire import json_response, to_wire
 
 __all__ = ["create_app"]
 
@@ -34,7 +34,7 @@ _NO_STORE = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 
 
 def _json(value: object) -> Response:
-    return JSONResponse(to_wire(value), headers=_NO_STORE)
+    return json_response(to_wire(value), headers=_NO_STORE)
 
 
 class _Routes:
@@ -134,10 +134,10 @@ class _Routes:
         return _json(await self.server.impersonate(token, target, info))
 
     async def jwks(self, request: Request) -> Response:
-        return JSONResponse(self.server.jwks(), headers={"Cache-Control": "public, max-age=300"})
+        return json_response(self.server.jwks(), headers={"Cache-Control": "public, max-age=300"})
 
     async def openapi(self, request: Request) -> Response:
-        return JSONResponse(self.document)
+        return json_response(self.document)
 
     async def health(self, request: Request) -> Response:
         await self.server.store.find_user_by_id("")  # StoreUnavailable → 503

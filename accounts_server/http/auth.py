@@ -16,7 +16,7 @@ from starlette.authentication import (
 )
 from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection, Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from ..errors import AccountsError, AuthenticationFailed, TemporarilyUnavailable
 from ..server import AccountsServer
@@ -25,6 +25,7 @@ from ..types import Session, User
 from .errors import status_for
 from .request import bearer_token
 from .verifier import TokenVerifier
+from .wire import json_response
 
 __all__ = [
     "AccountsBackend",
@@ -118,7 +119,7 @@ class StatelessBackend(AuthenticationBackend):
 
 def on_auth_error(conn: HTTPConnection, exc: AuthenticationError) -> Response:
     """For `AuthenticationMiddleware(on_error=...)`: a JSON 401 with the stable code."""
-    return JSONResponse(
+    return json_response(
         {"message": "Invalid or expired token", "code": str(exc) or "InvalidToken"},
         status_code=401,
         headers={"WWW-Authenticate": "Bearer"},

@@ -11,9 +11,10 @@ import logging
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from .. import errors as e
+from .wire import json_response
 
 __all__ = ["STATUS", "error_response", "status_for"]
 
@@ -55,7 +56,7 @@ def error_response(error: e.AccountsError) -> Response:
     headers = dict(_HEADERS)
     if isinstance(error, e.RateLimited | e.TemporarilyUnavailable):
         headers["Retry-After"] = str(error.retry_after)
-    return JSONResponse(body, status_code=status, headers=headers)
+    return json_response(body, status_code=status, headers=headers)
 
 
 async def handle_accounts_error(request: Request, exc: Exception) -> Response:
@@ -81,7 +82,7 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
 
 async def handle_unexpected(request: Request, exc: Exception) -> Response:
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
-    return JSONResponse(
+    return json_response(
         {"message": "Internal server error", "code": "InternalError"},
         status_code=500,
         headers=_HEADERS,

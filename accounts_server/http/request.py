@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import ipaddress
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import orjson
 from starlette.requests import HTTPConnection, Request
 
 from ..errors import InvalidRequest, RequestTooLarge, UnsupportedMediaType
@@ -25,10 +25,6 @@ MAX_BODY_BYTES = 64 * 1024
 MAX_JSON_DEPTH = 32
 _MAX_USER_AGENT = 512
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-def _refuse_constant(name: str) -> Any:
-    raise InvalidRequest("NaN and Infinity are not JSON")
 
 
 def _depth(value: object) -> int:
@@ -66,8 +62,9 @@ async def read_json(request: Request, *, max_bytes: int = MAX_BODY_BYTES) -> Map
     if media_type != "application/json" and not media_type.endswith("+json"):
         raise UnsupportedMediaType()
     try:
-        body = json.loads(raw, parse_constant=_refuse_constant)
-    except (ValueError, RecursionError) as exc:
+        # Strict RFC 8259: NaN, Infinity, lone surrogates and invalid UTF-8 are refused.
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
         raise InvalidRequest("body is not valid JSON") from exc
     if not isinstance(body, dict):
         raise InvalidRequest("body must be a JSON object")

@@ -1,12 +1,26 @@
-"""The accounts-js wire shapes (camelCase) of the server's results."""
+"""The accounts-js wire shapes (camelCase) of the server's results, and their JSON encoding."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
+
+import orjson
+from starlette.responses import Response
 
 from ..types import ImpersonationResult, LoginResult, Session, Tokens, User
 
-__all__ = ["to_wire"]
+__all__ = ["json_response", "to_wire"]
+
+
+def json_response(
+    content: object, *, status_code: int = 200, headers: Mapping[str, str] | None = None
+) -> Response:
+    """Every JSON body we send. orjson encodes a user in a tenth of the stdlib's time, which
+    is a measurable share of `GET /user` (benchmarks/run.py)."""
+    return Response(
+        orjson.dumps(content), status_code, headers=headers, media_type="application/json"
+    )
 
 
 def _ms(value: Any) -> int | None:

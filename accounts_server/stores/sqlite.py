@@ -14,6 +14,7 @@ import os
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -162,14 +163,25 @@ def _session(row: tuple[Any, ...]) -> StoredSession:
 
 
 class SQLiteStore:
-    """Store on a SQLite file (created on first use, migrated on open).
+    """Store on a SQLite file (created on first use, migrated on open). `read_cache_size`
+    bounds the rows of user and session point reads kept while the file is unchanged
+    (0 turns it off); any write, by anyone, empties it.
 
     Raises:
         StoreUnavailable: the file cannot be opened or is locked past the busy timeout.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        busy_timeout: float = 5.0,
+        read_cache_size: int = 4096,
+    ) -> None:
         self.path = Path(path)
+        self._cache_size = max(0, read_cache_size)
+        self._cache: dict[tuple[str, str], Any] = {}
+        self._cache_stamp: tuple[int, int] = (-1, -1)
         try:
             self._db = sqlite3.connect(
                 self.path,
@@ -217,6 +229,32 @@ class SQLiteStore:
             raise
         except sqlite3.Error as exc:
             raise StoreUnavailable() from exc
+
+    def _cached(self, key: tuple[str, str], read: Callable[[], _T]) -> _T:
+        """A point read, answered from memory while the database is unchanged.
+
+        The stamp is SQLite's `data_version` (moves when another connection commits: a CLI
+        revoke, a second worker) and this connection's `total_changes` (moves on every row we
+        write, rolled back or not), so a revocation still holds on the very next request.
+        Only committed state is cached: never inside a transaction. What is cached is
+        immutable (frozen records; a user's `extra` is handed out as a fresh copy).
+        """
+        if self._cache_size == 0 or self._db.in_transaction:
+            return read()
+        (version,) = self._db.execute("PRAGMA data_version").fetchone()
+        stamp = (version, self._db.total_changes)
+        if stamp != self._cache_stamp:
+            self._cache.clear()
+            self._cache_stamp = stamp
+        try:
+            return self._cache[key]  # type: ignore[no-any-return]
+        except KeyError:
+            pass
+        value = read()
+        if len(self._cache) >= self._cache_size:
+            del self._cache[next(iter(self._cache))]
+        self._cache[key] = value
+        return value
 
     def _user(self, row: tuple[Any, ...] | None) -> User | None:
         if row is None:
@@ -302,7 +340,20 @@ class SQLiteStore:
         return user
 
     async def find_user_by_id(self, user_id: str) -> User | None:
-        return self._find_user("id", user_id)
+        sql = f"SELECT {_USER_COLUMNS} FROM users WHERE id = ?"  # noqa: S608
+
+        def read() -> tuple[User, str] | None:
+            row = self._db.execute(sql, (user_id,)).fetchone()
+            user = self._user(row)
+            return None if user is None else (user, row[3])
+
+        found = self._run(lambda: self._cached(("user", user_id), read))
+        if found is None:
+            return None
+        user, extra = found
+        # The cached User is shared: its `extra` must not be, or one caller's edit of a
+        # nested value would show in every later read.
+        return user if extra == "{}" else replace(user, extra=json.loads(extra))
 
     async def find_user_by_username(self, username: str) -> User | None:
         return self._find_user("username_canonical", canonical_username(username))
@@ -492,8 +543,12 @@ class SQLiteStore:
 
     async def find_session(self, session_id: str) -> StoredSession | None:
         sql = f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id = ?"  # noqa: S608
-        row = self._run(lambda: self._db.execute(sql, (session_id,)).fetchone())
-        return None if row is None else _session(row)
+
+        def read() -> StoredSession | None:
+            row = self._db.execute(sql, (session_id,)).fetchone()
+            return None if row is None else _session(row)
+
+        return self._run(lambda: self._cached(("session", session_id), read))
 
     async def list_user_sessions(self, user_id: str) -> list[StoredSession]:
         sql = (
@@ -614,4 +669,5 @@ class SQLiteStore:
         self._run(lambda: self._db.execute("DELETE FROM counters WHERE key = ?", (key,)))
 
     async def close(self) -> None:
+        self._cache.clear()
         self._db.close()

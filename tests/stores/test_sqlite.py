@@ -78,3 +78,67 @@ async def test_migrates_a_version_2_file_keeping_its_tokens(tmp_path: Path) -> N
     token = await store.consume_token(b"\x01", "reset")
     assert token is not None and token.user_id == "u1" and token.data == {}
     await store.close()
+
+
+# -- the read cache: point reads of users and sessions answered from memory ------------------
+
+
+async def _user_and_session(store: SQLiteStore) -> tuple[str, str]:
+    from tests.stores.test_contract import make_user, session
+
+    user_id = await make_user(store, "alice", "a@example.com")
+    await store.create_session(session(user_id, "s1"))
+    return user_id, "s1"
+
+
+@pytest.mark.parametrize("cache_size", [4096, 0])
+async def test_a_commit_by_another_process_holds_on_the_next_read(
+    tmp_path: Path, cache_size: int
+) -> None:
+    """The CLI (`accounts-server sessions revoke`), a second worker or an operator's sqlite3
+    shell write through other connections: the running server must see it at once."""
+    path = tmp_path / "a.db"
+    server_store = SQLiteStore(path, read_cache_size=cache_size)
+    user_id, sid = await _user_and_session(server_store)
+    for _ in range(2):  # a cached answer, if any, is in place
+        assert (await server_store.find_session(sid)).valid  # type: ignore[union-attr]
+        assert not (await server_store.find_user_by_id(user_id)).deactivated  # type: ignore[union-attr]
+
+    cli_store = SQLiteStore(path)
+    assert await cli_store.invalidate_session(sid, now=NOW)
+    assert not (await server_store.find_session(sid)).valid  # type: ignore[union-attr]
+
+    shell = sqlite3.connect(path, isolation_level=None)
+    shell.execute("UPDATE users SET deactivated = 1 WHERE id = ?", (user_id,))
+    shell.close()
+    assert (await server_store.find_user_by_id(user_id)).deactivated  # type: ignore[union-attr]
+
+    await cli_store.delete_user(user_id)
+    assert await server_store.find_user_by_id(user_id) is None
+    assert await server_store.find_session(sid) is None
+    await cli_store.close()
+    await server_store.close()
+
+
+async def test_own_writes_hold_on_the_next_read(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "a.db")
+    user_id, sid = await _user_and_session(store)
+    assert (await store.find_session(sid)).valid  # type: ignore[union-attr]
+    assert await store.set_user_deactivated(user_id, True, now=NOW)
+    assert await store.invalidate_session(sid, now=NOW)
+    assert not (await store.find_session(sid)).valid  # type: ignore[union-attr]
+    assert (await store.find_user_by_id(user_id)).deactivated  # type: ignore[union-attr]
+    await store.close()
+
+
+async def test_a_cached_user_cannot_be_altered_by_a_caller(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "a.db")
+    user = await store.create_user(
+        username="alice", emails=[], extra={"prefs": {"theme": "dark"}}, services={}, now=NOW
+    )
+    first = await store.find_user_by_id(user.id)
+    assert first is not None
+    first.extra["prefs"]["theme"] = "light"  # a careless hook listener
+    again = await store.find_user_by_id(user.id)
+    assert again is not None and again.extra == {"prefs": {"theme": "dark"}}
+    await store.close()
