@@ -1,90 +1,240 @@
-"""HTTP benchmark: accounts-server GET /user against a bare Starlette JSON endpoint, and the JWT
-verify against its raw primitive — ratios measured in the same run.
+"""HTTP benchmark of accounts-server against accounts-js and against the bare Starlette ceiling,
+plus the JWT verify against its raw primitive; every ratio is measured in the same run.
 
-    python benchmarks/run.py [--duration 5] [--rounds 3] [--connections 50] [--json out.json]
+    python benchmarks/run.py [--store sqlite|mongo] [--algorithm HS256|EdDSA]
+                             [--duration 5] [--rounds 3] [--json out.json]
 
-Needs wrk (apt-get install wrk) and taskset (util-linux). Each server is pinned to CPU 0 and wrk
-to CPU 1; a warm-up precedes interleaved rounds; the table shows medians of req/s, p50, p99.
-Not part of the test suite: nothing here passes or fails a build.
+`benchmarks/run.sh` installs what this needs (wrk, the accounts-js peer from npm) and runs it.
+Each server is pinned to CPU 0 and wrk to CPU 1. Per route, a warm-up precedes interleaved
+rounds (every round runs every route on every server); the table shows medians of req/s, p50
+and p99. Not part of the test suite: nothing here passes or fails a build.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
+import secrets
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE.parent))
+from tests.helpers import WireServer, free_port  # noqa: E402  (one way to run the wire server)
+
 PASSWORD = "correct horse battery staple"
+ROUTES = ("register", "login", "GET /user", "refresh", "logout")
+HASHING = {"register", "login"}  # argon2/bcrypt-bound: a few connections saturate the core
+TARGETS = {  # issue 9: what "fast" means, checked (never asserted) against this run
+    "GET /user vs accounts-js": 2.5,
+    "refresh vs accounts-js": 2.0,
+    "logout vs accounts-js": 2.0,
+    "GET /user vs bare Starlette": 0.55,
+    "login vs argon2 ceiling": 0.90,
+}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+@dataclass
+class Server:
+    name: str
+    process: subprocess.Popen[bytes]
+    base: str
+    tokens: Path
+    #: Sessions in `tokens` before this line are used up (logged out or rotated away).
+    next_session: int = 1  # line 0 serves GET /user all run long
+    samples: dict[str, list[dict[str, float]]] = field(default_factory=dict)
+
+    def access_token(self) -> str:
+        with self.tokens.open() as lines:
+            return lines.readline().split()[0]
 
 
-def start(*args: str) -> tuple[subprocess.Popen[bytes], str]:
+def start(name: str, command: Callable[[int], list[str]], tokens: Path) -> Server:
+    """Start a server pinned to CPU 0 and wait until it answers (seeding takes a while)."""
     port = free_port()
-    command = ["taskset", "-c", "0", sys.executable, str(HERE / "servers.py"), args[0], str(port)]
-    process = subprocess.Popen([*command, *args[1:]])
+    process = subprocess.Popen(["taskset", "-c", "0", *command(port)])
     base = f"http://127.0.0.1:{port}"
-    for _ in range(200):
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and process.poll() is None:
         try:
             httpx.get(base + "/", timeout=0.5)
-            return process, base
+            return Server(name, process, base, tokens)
         except httpx.TransportError:
-            time.sleep(0.05)
+            time.sleep(0.1)
     process.kill()
-    raise RuntimeError(f"{args[0]} server did not start")
+    raise RuntimeError(f"{name} did not start")
 
 
-def wrk(url: str, *, duration: int, connections: int, headers: dict[str, str]) -> dict[str, float]:
-    command = [
-        "taskset",
-        "-c",
-        "1",
-        "wrk",
-        "-t1",
-        f"-c{connections}",
-        f"-d{duration}s",
-        "--latency",
-    ]
-    for name, value in headers.items():
+@contextmanager
+def running(*servers: Server) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        for server in servers:
+            server.process.terminate()
+            server.process.wait(timeout=10)
+
+
+def wrk(
+    url: str,
+    *,
+    duration: int,
+    connections: int,
+    headers: dict[str, str] | None = None,
+    script: str | None = None,
+    args: tuple[str, ...] = (),
+) -> dict[str, float]:
+    command = ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{duration}s"]
+    command += ["--latency", "--timeout", "10s"]
+    for name, value in (headers or {}).items():
         command += ["-H", f"{name}: {value}"]
-    out = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
+    if script:
+        command += ["-s", str(HERE / "wrk" / script)]
+    done = subprocess.run([*command, url, "--", *args], capture_output=True, text=True, check=True)
+    out = done.stdout
+    if os.environ.get("WRK_DEBUG"):
+        sys.stderr.write(done.stderr[:3000])
+
+    def number(pattern: str) -> float:
+        match = re.search(pattern, out, re.M)
+        if not match:
+            raise RuntimeError(f"unexpected wrk output:\n{out}")
+        return float(match.group(1))
 
     def latency(percent: str) -> float:
         match = re.search(rf"^\s+{percent}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
         if not match:
             raise RuntimeError(f"unexpected wrk output:\n{out}")
-        scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[match.group(2)]
-        return float(match.group(1)) * scale
+        return float(match.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[match.group(2)]
 
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if errors:
-        raise RuntimeError(f"{url}: {errors.group(1)} error responses\n{out}")
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    return {"rps": rps, "p50_ms": latency("50"), "p99_ms": latency("99")}
+    failed = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: .*timeout (\d+)", out)
+    if failed:
+        raise RuntimeError(f"{url}: failed requests\n{out}")
+    return {
+        "rps": number(r"Requests/sec:\s+([\d.]+)"),
+        "p50_ms": latency("50"),
+        "p99_ms": latency("99"),
+        "requests": number(r"(\d+) requests in"),
+    }
+
+
+def run_route(server: Server, route: str, *, duration: int, connections: int) -> dict[str, Any]:
+    """One wrk run of `route` against `server`; session-consuming routes take fresh sessions."""
+    base = f"{server.base}/accounts"
+    if route == "GET /user":
+        auth = {"Authorization": f"Bearer {server.access_token()}"}
+        return wrk(f"{base}/user", duration=duration, connections=connections, headers=auth)
+    if route == "register":
+        prefix = f"u{secrets.token_hex(4)}x"
+        return wrk(
+            f"{base}/password/register",
+            duration=duration,
+            connections=connections,
+            script="register.lua",
+            args=(prefix, PASSWORD),
+        )
+    if route == "login":
+        body = json.dumps({"user": {"username": "login"}, "password": PASSWORD})
+        return wrk(
+            f"{base}/password/authenticate",
+            duration=duration,
+            connections=connections,
+            script="post.lua",
+            args=(body,),
+        )
+    path = "refreshTokens" if route == "refresh" else "logout"
+    # refresh: a pair per connection, and spares (wrk asks for one request more than it has
+    # connections at start); logout: whatever is left.
+    count = 2 * connections if route == "refresh" else 10**9
+    result = wrk(
+        f"{base}/{path}",
+        duration=duration,
+        connections=connections,
+        script="sessions.lua",
+        args=(route, str(server.tokens), str(server.next_session), str(count)),
+    )
+    used = count if route == "refresh" else int(result["requests"]) + connections
+    server.next_session += used
+    return result
+
+
+def medians(runs: list[dict[str, float]]) -> dict[str, float]:
+    return {k: statistics.median(r[k] for r in runs) for k in ("rps", "p50_ms", "p99_ms")}
+
+
+def argon2_ceiling() -> dict[str, float]:
+    """Logins per second one core can hash: 1 / the CPU time of one verify with the password
+    service's default parameters, measured pinned to the servers' core."""
+    code = (
+        "import time, argon2\n"
+        "from accounts_password.hashing import PasswordHasher as P\n"
+        "p = P(); h = argon2.PasswordHasher(memory_cost=p.memory_cost, time_cost=p.time_cost,"
+        " parallelism=p.parallelism)\n"
+        "digest = h.hash('correct horse battery staple')\n"
+        "start = time.process_time()\n"
+        "for _ in range(30): h.verify(digest, 'correct horse battery staple')\n"
+        "print((time.process_time() - start) / 30)\n"
+    )
+    seconds = float(
+        subprocess.run(
+            ["taskset", "-c", "0", sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    return {"verify_ms": seconds * 1000, "logins_per_s": 1 / seconds}
+
+
+def idle_rss_of_serve() -> float:
+    """MiB resident of `accounts-server serve` (the CLI, embedded default) once it answers."""
+    cli = shutil.which("accounts-server") or str(Path(sys.executable).parent / "accounts-server")
+    with tempfile.TemporaryDirectory() as tmp:
+        port = free_port()
+        process = subprocess.Popen(
+            [cli, "serve", "--port", str(port), "--db", f"{tmp}/accounts.db"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            for _ in range(200):
+                try:
+                    httpx.get(f"http://127.0.0.1:{port}/accounts/health", timeout=0.5)
+                    break
+                except httpx.TransportError:
+                    time.sleep(0.1)
+            time.sleep(1)
+            return rss_mib(process.pid)
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+
+
+def rss_mib(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) / 1024  # type: ignore[union-attr]
 
 
 def jwt_micro(algorithm: str, n: int = 20000) -> dict[str, float]:
     """µs per verify: TokenCodec.verify_access vs the bare signature check it wraps."""
     import hashlib
     import hmac
-    import secrets
     from datetime import UTC, datetime, timedelta
+
+    import jwt
 
     from accounts_server import KeyRing, SigningKey, TokenConfig
     from accounts_server.tokens import TokenCodec
@@ -104,8 +254,8 @@ def jwt_micro(algorithm: str, n: int = 20000) -> dict[str, float]:
         issued_at=now,
         expires_at=now + timedelta(minutes=5),
     )
-    signing_input, _, _ = token.rpartition(".")
-    signature = __import__("jwt").utils.base64url_decode(token.rpartition(".")[2])
+    signing_input, _, encoded_signature = token.rpartition(".")
+    signature = jwt.utils.base64url_decode(encoded_signature)
 
     def primitive() -> None:
         if algorithm == "HS256":
@@ -126,74 +276,175 @@ def jwt_micro(algorithm: str, n: int = 20000) -> dict[str, float]:
     return {"verify_us": ours, "primitive_us": raw, "ratio": ours / raw, "cache_hit_us": hit}
 
 
+@contextmanager
+def database(store: str, tmp: Path) -> Iterator[tuple[str, str | None]]:
+    """(our store location, the peer's MongoDB URL or None for its in-memory database)."""
+    if store == "sqlite":
+        yield str(tmp / "bench.db"), None
+        return
+    url = os.environ.get("MONGODB_URL")
+    if url:
+        yield url, url
+        return
+    wire = WireServer.start()
+    try:
+        yield wire.url, wire.url
+    finally:
+        wire.stop()
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--store", choices=["sqlite", "mongo"], default="sqlite")
+    parser.add_argument("--algorithm", choices=["HS256", "EdDSA"], default="HS256")
     parser.add_argument("--duration", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=50)
-    parser.add_argument("--algorithm", choices=["HS256", "EdDSA"], default="HS256")
+    parser.add_argument("--hash-connections", type=int, default=4)
+    parser.add_argument("--sessions", type=int, help="sessions seeded per server")
+    parser.add_argument("--routes", default=",".join(ROUTES))
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    for tool in ("wrk", "taskset"):
+    for tool in ("wrk", "taskset", "node"):
         if shutil.which(tool) is None:
-            sys.exit(f"{tool} is needed: apt-get install wrk util-linux")
+            sys.exit(f"{tool} is needed: run benchmarks/run.sh, which installs what it can")
+    if not (HERE / "peer" / "node_modules").exists():
+        sys.exit("the accounts-js peer is not installed: npm ci --prefix benchmarks/peer")
+    routes = [r for r in ROUTES if r in args.routes.split(",")]
+    # Logout uses a session per request: enough for the fastest plausible run.
+    sessions = args.sessions or (150_000 if args.store == "sqlite" else 20_000)
 
-    results: dict[str, Any] = {"algorithm": args.algorithm, "connections": args.connections}
-    with tempfile.TemporaryDirectory() as tmp:
-        accounts, accounts_url = start("accounts", str(Path(tmp) / "bench.db"), args.algorithm)
-        bare, bare_url = start("bare")
-        try:
-            user = {"username": "bench", "password": PASSWORD}
-            httpx.post(f"{accounts_url}/accounts/password/register", json={"user": user})
-            login = httpx.post(
-                f"{accounts_url}/accounts/password/authenticate",
-                json={"user": "bench", "password": PASSWORD},
-            ).json()
-            auth = {"Authorization": f"Bearer {login['tokens']['accessToken']}"}
-            targets = {
-                "accounts GET /user": (f"{accounts_url}/accounts/user", auth),
-                "bare Starlette JSON": (f"{bare_url}/json", {}),
-            }
-            for url, headers in targets.values():  # warm-up
-                wrk(url, duration=2, connections=args.connections, headers=headers)
-            samples: dict[str, list[dict[str, float]]] = {name: [] for name in targets}
-            for _ in range(args.rounds):
-                for name, (url, headers) in targets.items():
-                    samples[name].append(
-                        wrk(
-                            url,
-                            duration=args.duration,
-                            connections=args.connections,
-                            headers=headers,
-                        )
+    results: dict[str, Any] = {
+        "store": args.store
+        + (" (MongoDB-wire test server, in memory)" if args.store == "mongo" else ""),
+        "algorithm": args.algorithm,
+        "connections": args.connections,
+        "hash_connections": args.hash_connections,
+        "duration_s": args.duration,
+        "rounds": args.rounds,
+    }
+    with tempfile.TemporaryDirectory() as tmp_name, ExitStack() as stack:
+        tmp = Path(tmp_name)
+        ours_at, peer_mongo = stack.enter_context(database(args.store, tmp))
+        python = [sys.executable, str(HERE / "servers.py")]
+        ours = start(
+            "accounts-server",
+            lambda port: [
+                *python,
+                "accounts",
+                str(port),
+                ours_at,
+                args.algorithm,
+                str(tmp / "a"),
+                str(sessions),
+            ],
+            tmp / "a",
+        )
+        peer = start(
+            "accounts-js",
+            lambda port: [
+                "node",
+                str(HERE / "peer" / "server.mjs"),
+                str(port),
+                str(tmp / "p"),
+                str(sessions),
+                *([peer_mongo] if peer_mongo else []),
+            ],
+            tmp / "p",
+        )
+        bare = start("bare Starlette", lambda port: [*python, "bare", str(port)], tmp / "none")
+        stack.enter_context(running(ours, peer, bare))
+        for server in (ours, peer):
+            httpx.post(
+                f"{server.base}/accounts/password/register",
+                json={"user": {"username": "login", "password": PASSWORD}},
+                timeout=30,
+            ).raise_for_status()
+
+        def connections(route: str) -> int:
+            return args.hash_connections if route in HASHING else args.connections
+
+        for route in routes:  # warm-up
+            for server in (ours, peer):
+                run_route(server, route, duration=args.warmup, connections=connections(route))
+        wrk(f"{bare.base}/json", duration=args.warmup, connections=args.connections)
+        for _ in range(args.rounds):
+            for route in routes:
+                for server in (ours, peer):
+                    sample = run_route(
+                        server, route, duration=args.duration, connections=connections(route)
                     )
-        finally:
-            for process in (accounts, bare):
-                process.terminate()
-                process.wait(timeout=10)
+                    server.samples.setdefault(route, []).append(sample)
+            bare.samples.setdefault("GET /json", []).append(
+                wrk(f"{bare.base}/json", duration=args.duration, connections=args.connections)
+            )
+        results["rss_after_load_mib"] = {s.name: rss_mib(s.process.pid) for s in (ours, peer)}
 
     table = {
-        name: {k: statistics.median(s[k] for s in runs) for k in ("rps", "p50_ms", "p99_ms")}
-        for name, runs in samples.items()
+        server.name: {route: medians(runs) for route, runs in server.samples.items()}
+        for server in (ours, peer, bare)
     }
     results["http"] = table
-    user_rps = table["accounts GET /user"]["rps"]
-    results["ratios"] = {
-        "GET /user vs bare Starlette": user_rps / table["bare Starlette JSON"]["rps"]
-    }
+    results["argon2_ceiling"] = argon2_ceiling()
+    results["idle_rss_serve_mib"] = idle_rss_of_serve()
     results["jwt"] = {alg: jwt_micro(alg) for alg in ("HS256", "EdDSA")}
-
-    print(f"{'target':28s} {'req/s':>10s} {'p50 ms':>8s} {'p99 ms':>8s}")
-    for name, row in table.items():
-        print(f"{name:28s} {row['rps']:10.0f} {row['p50_ms']:8.2f} {row['p99_ms']:8.2f}")
-    for name, ratio in results["ratios"].items():
-        print(f"{name}: {ratio:.2f}x")
-    for alg, row in results["jwt"].items():
-        ours, raw, ratio = row["verify_us"], row["primitive_us"], row["ratio"]
-        print(f"JWT verify {alg}: {ours:.1f} µs vs primitive {raw:.1f} µs ({ratio:.1f}x);")
-        print(f"  a repeat of a verified token (cache hit): {row['cache_hit_us']:.2f} µs")
+    mine, theirs = table["accounts-server"], table["accounts-js"]
+    ratios = {
+        f"{route} vs accounts-js": mine[route]["rps"] / theirs[route]["rps"] for route in mine
+    }
+    if "GET /user" in mine:
+        ratios["GET /user vs bare Starlette"] = (
+            mine["GET /user"]["rps"] / table["bare Starlette"]["GET /json"]["rps"]
+        )
+        ratios["GET /user p99 / p50"] = mine["GET /user"]["p99_ms"] / mine["GET /user"]["p50_ms"]
+    if "login" in mine:
+        ceiling = results["argon2_ceiling"]["logins_per_s"]
+        ratios["login vs argon2 ceiling"] = mine["login"]["rps"] / ceiling
+    results["ratios"] = ratios
+    report(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
+
+
+def report(results: dict[str, Any]) -> None:
+    print(
+        f"\nstore: {results['store']}; accounts-server signs with {results['algorithm']}; "
+        f"accounts-js with HS256 (jsonwebtoken 8 has no EdDSA)"
+    )
+    print(f"{'route':12s} {'server':16s} {'req/s':>9s} {'p50 ms':>8s} {'p99 ms':>8s}")
+    for name, routes in results["http"].items():
+        for route, row in routes.items():
+            print(
+                f"{route:12s} {name:16s} {row['rps']:9.0f} {row['p50_ms']:8.2f} {row['p99_ms']:8.2f}"
+            )
+    ceiling = results["argon2_ceiling"]
+    print(
+        f"\nargon2id verify: {ceiling['verify_ms']:.1f} ms CPU -> ceiling "
+        f"{ceiling['logins_per_s']:.1f} logins/s on one core"
+    )
+    print(
+        f"idle RSS of `accounts-server serve`: {results['idle_rss_serve_mib']:.1f} MiB "
+        "(target <= 80)"
+    )
+    for name, mib in results["rss_after_load_mib"].items():
+        print(f"RSS after the run, {name}: {mib:.1f} MiB")
+    print()
+    for name, ratio in results["ratios"].items():
+        target = TARGETS.get(name)
+        if name.endswith("p99 / p50"):
+            verdict = "met" if ratio <= 3 else "MISSED"
+            print(f"{name:32s} {ratio:6.2f}x  (target <= 3x: {verdict})")
+        elif target is not None:
+            verdict = "met" if ratio >= target else "MISSED"
+            print(f"{name:32s} {ratio:6.2f}x  (target >= {target}x: {verdict})")
+        else:
+            print(f"{name:32s} {ratio:6.2f}x")
+    for alg, row in results["jwt"].items():
+        print(
+            f"JWT verify {alg}: {row['verify_us']:.1f} µs vs primitive {row['primitive_us']:.1f} µs"
+            f" ({row['ratio']:.1f}x); a verified token again (cache hit): {row['cache_hit_us']:.2f} µs"
+        )
 
 
 if __name__ == "__main__":

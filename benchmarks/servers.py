@@ -1,16 +1,24 @@
-"""The servers the HTTP benchmark starts (one process each, pinned by the caller).
+"""The Python servers the HTTP benchmark starts (one process each, pinned by the caller).
 
-    python benchmarks/servers.py accounts PORT DB ALG   accounts-server, SQLite, HS256 or EdDSA
-    python benchmarks/servers.py bare PORT              a bare Starlette JSON endpoint
+    python benchmarks/servers.py accounts PORT STORE ALG TOKENS SESSIONS
+    python benchmarks/servers.py bare PORT
 
-Both run under the same uvicorn configuration (uvloop, httptools, no access log), so the bare
-endpoint is the ceiling for what any route of this stack can do.
+`accounts`: accounts-server with the password service on STORE (a SQLite file path, or a
+mongodb:// URL), signing with HS256 or EdDSA. Before it serves, it opens SESSIONS sessions for
+the user `bench` and writes one "accessToken refreshToken" line per session to TOKENS, for the
+refresh and logout runs (each refresh or logout uses a session up).
+`bare`: a bare Starlette JSON endpoint, the ceiling for any route of this stack.
+
+Both run under the same uvicorn configuration (uvloop, httptools, no access log).
 """
 
 from __future__ import annotations
 
 import secrets
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -20,25 +28,56 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from accounts_password import PasswordService
-from accounts_server import AccountsServer, KeyRing, RateLimits, SigningKey, TokenConfig
+from accounts_server import (
+    AccountsServer,
+    ConnectionInfo,
+    KeyRing,
+    RateLimits,
+    SigningKey,
+    TokenConfig,
+)
 from accounts_server.http import create_app
-from accounts_server.stores import SQLiteStore
+from accounts_server.stores import SQLiteStore, Store
 
 
-def accounts(db: str, algorithm: str) -> Any:
+def _store(location: str) -> Store:
+    if location.startswith("mongodb://"):
+        from accounts_server.stores.mongo import MongoStore
+
+        return MongoStore.from_url(location, f"bench_{secrets.token_hex(4)}")
+    return SQLiteStore(location)
+
+
+def accounts(location: str, algorithm: str, tokens: Path, sessions: int) -> Any:
     key = (
         SigningKey.from_secret(secrets.token_bytes(32))
         if algorithm == "HS256"
         else SigningKey.generate("EdDSA")
     )
     server = AccountsServer(
-        store=SQLiteStore(db),
+        store=_store(location),
         tokens=TokenConfig(keys=KeyRing([key])),
         services=[PasswordService()],
         # The load generator is one client address; per-IP limits would measure 429s.
         rate_limits=RateLimits(enabled=False),
     )
-    return create_app(server)
+    app = create_app(server)
+    serve = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with serve(app):
+            user = await server.create_user(username="bench")
+            info = ConnectionInfo(ip="127.0.0.1", user_agent="bench")
+            lines = []
+            for _ in range(sessions):
+                pair = (await server.login_with_user(user, info)).tokens
+                lines.append(f"{pair.access_token} {pair.refresh_token}\n")
+            tokens.write_text("".join(lines))
+            yield
+
+    app.router.lifespan_context = lifespan
+    return app
 
 
 def bare() -> Any:
@@ -50,7 +89,11 @@ def bare() -> Any:
 
 def main() -> None:
     kind, port = sys.argv[1], int(sys.argv[2])
-    app = accounts(sys.argv[3], sys.argv[4]) if kind == "accounts" else bare()
+    if kind == "accounts":
+        location, algorithm, tokens, sessions = sys.argv[3:7]
+        app = accounts(location, algorithm, Path(tokens), int(sessions))
+    else:
+        app = bare()
     uvicorn.run(
         app,
         host="127.0.0.1",
