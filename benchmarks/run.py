@@ -293,8 +293,8 @@ def database(store: str, tmp: Path) -> Iterator[tuple[str, str | None]]:
         wire.stop()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--store", choices=["sqlite", "mongo"], default="sqlite")
     parser.add_argument("--algorithm", choices=["HS256", "EdDSA"], default="HS256")
     parser.add_argument("--duration", type=int, default=5)
@@ -305,53 +305,25 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, help="sessions seeded per server")
     parser.add_argument("--routes", default=",".join(ROUTES))
     parser.add_argument("--json", type=Path)
-    args = parser.parse_args()
-    for tool in ("wrk", "taskset", "node"):
-        if shutil.which(tool) is None:
-            sys.exit(f"{tool} is needed: run benchmarks/run.sh, which installs what it can")
-    if not (HERE / "peer" / "node_modules").exists():
-        sys.exit("the accounts-js peer is not installed: npm ci --prefix benchmarks/peer")
-    routes = [r for r in ROUTES if r in args.routes.split(",")]
-    # Logout uses a session per request: enough for the fastest plausible run.
-    sessions = args.sessions or (150_000 if args.store == "sqlite" else 20_000)
+    return parser.parse_args()
 
-    results: dict[str, Any] = {
-        "store": args.store
-        + (" (MongoDB-wire test server, in memory)" if args.store == "mongo" else ""),
-        "algorithm": args.algorithm,
-        "connections": args.connections,
-        "hash_connections": args.hash_connections,
-        "duration_s": args.duration,
-        "rounds": args.rounds,
-    }
+
+def measure_http(args: argparse.Namespace, routes: list[str]) -> dict[str, Any]:
+    """Start the three servers, warm up, run the interleaved rounds; medians per route."""
+    # Logout uses a session per request: enough for the fastest plausible run.
+    sessions = str(args.sessions or (150_000 if args.store == "sqlite" else 20_000))
     with tempfile.TemporaryDirectory() as tmp_name, ExitStack() as stack:
         tmp = Path(tmp_name)
         ours_at, peer_mongo = stack.enter_context(database(args.store, tmp))
         python = [sys.executable, str(HERE / "servers.py")]
+        ours_args = [ours_at, args.algorithm, str(tmp / "a"), sessions]
+        peer_args = [str(tmp / "p"), sessions, *([peer_mongo] if peer_mongo else [])]
+        peer_script = str(HERE / "peer" / "server.mjs")
         ours = start(
-            "accounts-server",
-            lambda port: [
-                *python,
-                "accounts",
-                str(port),
-                ours_at,
-                args.algorithm,
-                str(tmp / "a"),
-                str(sessions),
-            ],
-            tmp / "a",
+            "accounts-server", lambda port: [*python, "accounts", str(port), *ours_args], tmp / "a"
         )
         peer = start(
-            "accounts-js",
-            lambda port: [
-                "node",
-                str(HERE / "peer" / "server.mjs"),
-                str(port),
-                str(tmp / "p"),
-                str(sessions),
-                *([peer_mongo] if peer_mongo else []),
-            ],
-            tmp / "p",
+            "accounts-js", lambda port: ["node", peer_script, str(port), *peer_args], tmp / "p"
         )
         bare = start("bare Starlette", lambda port: [*python, "bare", str(port)], tmp / "none")
         stack.enter_context(running(ours, peer, bare))
@@ -362,46 +334,67 @@ def main() -> None:
                 timeout=30,
             ).raise_for_status()
 
-        def connections(route: str) -> int:
-            return args.hash_connections if route in HASHING else args.connections
+        def once(server: Server, route: str, duration: int) -> dict[str, float]:
+            if server is bare:
+                return wrk(f"{bare.base}/json", duration=duration, connections=args.connections)
+            hashing = route in HASHING
+            connections = args.hash_connections if hashing else args.connections
+            return run_route(server, route, duration=duration, connections=connections)
 
-        for route in routes:  # warm-up
-            for server in (ours, peer):
-                run_route(server, route, duration=args.warmup, connections=connections(route))
-        wrk(f"{bare.base}/json", duration=args.warmup, connections=args.connections)
+        plan = [(server, route) for route in routes for server in (ours, peer)]
+        plan.append((bare, "GET /json"))
+        for server, route in plan:
+            once(server, route, args.warmup)
         for _ in range(args.rounds):
-            for route in routes:
-                for server in (ours, peer):
-                    sample = run_route(
-                        server, route, duration=args.duration, connections=connections(route)
-                    )
-                    server.samples.setdefault(route, []).append(sample)
-            bare.samples.setdefault("GET /json", []).append(
-                wrk(f"{bare.base}/json", duration=args.duration, connections=args.connections)
-            )
-        results["rss_after_load_mib"] = {s.name: rss_mib(s.process.pid) for s in (ours, peer)}
+            for server, route in plan:
+                server.samples.setdefault(route, []).append(once(server, route, args.duration))
+        rss = {s.name: rss_mib(s.process.pid) for s in (ours, peer)}
+    return {
+        "http": {
+            s.name: {r: medians(runs) for r, runs in s.samples.items()} for s in (ours, peer, bare)
+        },
+        "rss_after_load_mib": rss,
+    }
 
-    table = {
-        server.name: {route: medians(runs) for route, runs in server.samples.items()}
-        for server in (ours, peer, bare)
-    }
-    results["http"] = table
-    results["argon2_ceiling"] = argon2_ceiling()
-    results["idle_rss_serve_mib"] = idle_rss_of_serve()
-    results["jwt"] = {alg: jwt_micro(alg) for alg in ("HS256", "EdDSA")}
+
+def ratios(table: dict[str, Any], ceiling: float) -> dict[str, float]:
     mine, theirs = table["accounts-server"], table["accounts-js"]
-    ratios = {
-        f"{route} vs accounts-js": mine[route]["rps"] / theirs[route]["rps"] for route in mine
-    }
+    found = {f"{route} vs accounts-js": mine[route]["rps"] / theirs[route]["rps"] for route in mine}
     if "GET /user" in mine:
-        ratios["GET /user vs bare Starlette"] = (
-            mine["GET /user"]["rps"] / table["bare Starlette"]["GET /json"]["rps"]
+        user = mine["GET /user"]
+        found["GET /user vs bare Starlette"] = (
+            user["rps"] / table["bare Starlette"]["GET /json"]["rps"]
         )
-        ratios["GET /user p99 / p50"] = mine["GET /user"]["p99_ms"] / mine["GET /user"]["p50_ms"]
+        found["GET /user p99 / p50"] = user["p99_ms"] / user["p50_ms"]
     if "login" in mine:
-        ceiling = results["argon2_ceiling"]["logins_per_s"]
-        ratios["login vs argon2 ceiling"] = mine["login"]["rps"] / ceiling
-    results["ratios"] = ratios
+        found["login vs argon2 ceiling"] = mine["login"]["rps"] / ceiling
+    return found
+
+
+def main() -> None:
+    args = parse_args()
+    for tool in ("wrk", "taskset", "node"):
+        if shutil.which(tool) is None:
+            sys.exit(f"{tool} is needed: run benchmarks/run.sh, which installs what it can")
+    if not (HERE / "peer" / "node_modules").exists():
+        sys.exit("the accounts-js peer is not installed: npm ci --prefix benchmarks/peer")
+    routes = [r for r in ROUTES if r in args.routes.split(",")]
+    store = (
+        "sqlite" if args.store == "sqlite" else "mongo (the MongoDB-wire test server, in memory)"
+    )
+    results: dict[str, Any] = {
+        "store": store,
+        "algorithm": args.algorithm,
+        "connections": args.connections,
+        "hash_connections": args.hash_connections,
+        "duration_s": args.duration,
+        "rounds": args.rounds,
+        **measure_http(args, routes),
+        "argon2_ceiling": argon2_ceiling(),
+        "idle_rss_serve_mib": idle_rss_of_serve(),
+        "jwt": {alg: jwt_micro(alg) for alg in ("HS256", "EdDSA")},
+    }
+    results["ratios"] = ratios(results["http"], results["argon2_ceiling"]["logins_per_s"])
     report(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
@@ -415,9 +408,8 @@ def report(results: dict[str, Any]) -> None:
     print(f"{'route':12s} {'server':16s} {'req/s':>9s} {'p50 ms':>8s} {'p99 ms':>8s}")
     for name, routes in results["http"].items():
         for route, row in routes.items():
-            print(
-                f"{route:12s} {name:16s} {row['rps']:9.0f} {row['p50_ms']:8.2f} {row['p99_ms']:8.2f}"
-            )
+            rps, p50, p99 = row["rps"], row["p50_ms"], row["p99_ms"]
+            print(f"{route:12s} {name:16s} {rps:9.0f} {p50:8.2f} {p99:8.2f}")
     ceiling = results["argon2_ceiling"]
     print(
         f"\nargon2id verify: {ceiling['verify_ms']:.1f} ms CPU -> ceiling "
@@ -441,9 +433,10 @@ def report(results: dict[str, Any]) -> None:
         else:
             print(f"{name:32s} {ratio:6.2f}x")
     for alg, row in results["jwt"].items():
+        ours, raw, hit = row["verify_us"], row["primitive_us"], row["cache_hit_us"]
         print(
-            f"JWT verify {alg}: {row['verify_us']:.1f} µs vs primitive {row['primitive_us']:.1f} µs"
-            f" ({row['ratio']:.1f}x); a verified token again (cache hit): {row['cache_hit_us']:.2f} µs"
+            f"JWT verify {alg}: {ours:.1f} µs vs primitive {raw:.1f} µs ({ours / raw:.1f}x);"
+            f" a verified token again (cache hit): {hit:.2f} µs"
         )
 
 

@@ -73,7 +73,7 @@ def accounts(location: str, algorithm: str, tokens: Path, sessions: int) -> Any:
             for _ in range(sessions):
                 pair = (await server.login_with_user(user, info)).tokens
                 lines.append(f"{pair.access_token} {pair.refresh_token}\n")
-            tokens.write_text("".join(lines))
+            tokens.write_text("".join(lines))  # noqa: ASYNC240 (once, before serving)
             yield
 
     app.router.lifespan_context = lifespan

@@ -329,3 +329,106 @@ class TestVerifiedTokenCache:
         claims = c.verify_access(access(c)).claims
         with pytest.raises(TypeError):
             claims["sub"] = "admin"  # type: ignore[index]
+
+
+# -- our compact-JWS parsing never accepts what PyJWT's full decode refuses ------------------
+
+_HS = SigningKey.from_secret(b"k" * 32)
+_ANY_VALUE = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**40), max_value=2**40),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=8),
+    st.lists(st.text(max_size=4), max_size=2),
+)
+
+
+_DELETE = object()
+_CLAIMS = ("iss", "aud", "sub", "sid", "jti", "iat", "exp", "nbf")
+_MUTATIONS = st.one_of(
+    st.tuples(st.just("claim"), st.sampled_from(_CLAIMS), st.one_of(st.just(_DELETE), _ANY_VALUE)),
+    st.tuples(
+        st.just("header"),
+        st.sampled_from(["typ", "kid", "crit", "b64", "jku"]),
+        st.one_of(st.just(_DELETE), _ANY_VALUE),
+    ),
+    st.tuples(st.just("alg"), st.sampled_from(["HS256", "EdDSA", "ES256", "none"]), st.none()),
+    st.tuples(
+        st.just("tamper"), st.sampled_from(["signature", "payload", "pad", "dot"]), st.none()
+    ),
+    st.tuples(st.just("none"), st.none(), st.none()),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(key=st.sampled_from([_HS, ED, ES]), mutation=_MUTATIONS)
+def test_never_accepts_a_token_pyjwt_refuses(
+    key: SigningKey, mutation: tuple[str, Any, Any]
+) -> None:
+    """One change to a valid token at a time; our verdict must match PyJWT's full decode
+    (with the header checks PyJWT leaves to the caller), or be the stricter one."""
+    kind, name, value = mutation
+    now = int(time.time())
+    payload: dict[str, Any] = {
+        "iss": "accounts-server",
+        "aud": "accounts-server/api",
+        "sub": "u1",
+        "sid": "s1",
+        "jti": "j" * 22,
+        "iat": now - 5,
+        "exp": now + 600,
+    }
+    header: dict[str, Any] = {"typ": "at+jwt", "kid": key.kid}
+    for target in (payload, header):
+        if kind == ("claim" if target is payload else "header"):
+            if value is _DELETE:
+                target.pop(name, None)
+            else:
+                target[name] = value
+    algorithm = name if kind == "alg" else key.algorithm
+    signer = {"HS256": _HS.signer, "EdDSA": ED.signer, "ES256": ES.signer, "none": None}
+    try:
+        token = jwt.encode(payload, signer[algorithm], algorithm=algorithm, headers=header)
+    except (TypeError, ValueError, jwt.PyJWTError):
+        return  # PyJWT cannot even write it (e.g. a non-string kid)
+    head, body, signature = token.split(".")
+    if kind == "tamper":
+        flip = {"A": "B"}.get(signature[-1], "A")
+        token = {
+            "signature": f"{head}.{body}.{signature[:-1]}{flip}",
+            "payload": f"{head}.{body[:-1]}{ {'A': 'B'}.get(body[-1], 'A') }.{signature}",
+            "pad": f"{token}=",
+            "dot": f"{head}.{body}",
+        }[name]
+
+    try:
+        codec(key).verify_access(token)
+        accepted = True
+    except InvalidToken:
+        accepted = False
+    try:
+        theirs = jwt.api_jwt.decode_complete(
+            token,
+            key.verifier,
+            algorithms=[key.algorithm],
+            audience="accounts-server/api",
+            issuer="accounts-server",
+            leeway=30,
+            options={"require": ["exp", "iat", "iss", "aud", "sub", "jti"], "strict_aud": True},
+        )
+        seen = theirs["header"]
+        pyjwt_accepts = (seen.get("kid"), seen.get("typ")) == (key.kid, "at+jwt") and not (
+            {"crit", "b64"} & set(seen)
+        )
+    except jwt.PyJWTError:
+        pyjwt_accepts = False
+    assert not (accepted and not pyjwt_accepts), (header, payload, mutation)
+    # Where we are stricter on purpose: sid must be a string; times integers, never floats
+    # or booleans; no base64 padding (RFC 7515 §2; PyJWT tolerates it for AWS ALB).
+    stricter = (kind, name) == ("tamper", "pad") or (
+        kind == "claim"
+        and (name == "sid" or (name in ("iat", "exp", "nbf") and type(value) is not int))
+    )
+    if not stricter:
+        assert accepted == pyjwt_accepts, (header, payload, mutation)

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The benchmark, from a fresh clone: installs what it needs, then runs benchmarks/run.py on
+# SQLite with HS256, SQLite with EdDSA, and MongoDB (the MongoDB-wire test server) with HS256.
+#
+#   bash benchmarks/run.sh                  all three (about 15 minutes)
+#   bash benchmarks/run.sh --rounds 1 ...   extra arguments go to every run.py call
+#
+# Installs: wrk and util-linux's taskset (apt-get, with sudo when not root), the accounts-js peer
+# (npm ci in benchmarks/peer), and accounts-server with the password service and the [mongo]
+# extra into .venv. Results: benchmarks/results/{sqlite-hs256,sqlite-eddsa,mongo-hs256}.json.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+if ! command -v wrk >/dev/null || ! command -v taskset >/dev/null; then
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq && $sudo apt-get install -y -qq wrk util-linux >/dev/null
+fi
+npm ci --prefix benchmarks/peer --no-audit --no-fund --silent
+[ -d .venv ] || python3 -m venv .venv
+. .venv/bin/activate
+pip install -q -e '.[mongo]' -e ./services/password
+
+mkdir -p benchmarks/results
+python benchmarks/run.py --json benchmarks/results/sqlite-hs256.json "$@"
+python benchmarks/run.py --algorithm EdDSA --json benchmarks/results/sqlite-eddsa.json "$@"
+python benchmarks/run.py --store mongo --json benchmarks/results/mongo-hs256.json "$@"
