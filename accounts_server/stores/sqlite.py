@@ -256,6 +256,18 @@ class SQLiteStore:
         self._cache[key] = value
         return value
 
+    def _narrow_write(self, evict: tuple[str, str] | None, write: Callable[[], _T]) -> _T:
+        """A write known to touch at most the cached entry `evict` (one session row, or a rate
+        counter: no trigger or cascade reaches further). It empties only that entry, so a
+        refresh or logout leaves every cached user and other session in place."""
+        before = self._db.total_changes
+        result = self._run(write)
+        if self._cache_stamp[1] == before:
+            self._cache_stamp = (self._cache_stamp[0], self._db.total_changes)
+        if evict is not None:
+            self._cache.pop(evict, None)
+        return result
+
     def _user(self, row: tuple[Any, ...] | None) -> User | None:
         if row is None:
             return None
@@ -539,7 +551,7 @@ class SQLiteStore:
         )
         marks = ", ".join("?" * len(row))
         sql = f"INSERT INTO sessions ({_SESSION_COLUMNS}) VALUES ({marks})"  # noqa: S608
-        self._run(lambda: self._db.execute(sql, row))
+        self._narrow_write(("session", s.id), lambda: self._db.execute(sql, row))
 
     async def find_session(self, session_id: str) -> StoredSession | None:
         sql = f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id = ?"  # noqa: S608
@@ -567,17 +579,20 @@ class SQLiteStore:
         )
         t = _ts(now)
         args = (new_hash, t, t, t, session_id, expected_hash)
-        return self._run(lambda: self._db.execute(sql, args).rowcount == 1)
+        write = lambda: self._db.execute(sql, args).rowcount == 1  # noqa: E731
+        return self._narrow_write(("session", session_id), write)
 
     async def touch_session(self, session_id: str, *, now: datetime) -> bool:
         sql = "UPDATE sessions SET last_used_at = ? WHERE id = ? AND valid = 1"
         args = (_ts(now), session_id)
-        return self._run(lambda: self._db.execute(sql, args).rowcount == 1)
+        write = lambda: self._db.execute(sql, args).rowcount == 1  # noqa: E731
+        return self._narrow_write(("session", session_id), write)
 
     async def invalidate_session(self, session_id: str, *, now: datetime) -> bool:
         sql = "UPDATE sessions SET valid = 0, updated_at = ? WHERE id = ? AND valid = 1"
         args = (_ts(now), session_id)
-        return self._run(lambda: self._db.execute(sql, args).rowcount == 1)
+        write = lambda: self._db.execute(sql, args).rowcount == 1  # noqa: E731
+        return self._narrow_write(("session", session_id), write)
 
     async def invalidate_user_sessions(
         self, user_id: str, *, now: datetime, except_ids: Sequence[str] = ()
@@ -658,7 +673,7 @@ class SQLiteStore:
             with self._transaction() as db:
                 return int(db.execute(sql, args).fetchone()[0])
 
-        return self._run(hit)
+        return self._narrow_write(None, hit)
 
     async def get_counter(self, key: str, *, window_start: datetime) -> int:
         sql = "SELECT count FROM counters WHERE key = ? AND window_start = ?"
@@ -666,7 +681,8 @@ class SQLiteStore:
         return 0 if row is None else int(row[0])
 
     async def clear_counter(self, key: str) -> None:
-        self._run(lambda: self._db.execute("DELETE FROM counters WHERE key = ?", (key,)))
+        sql = "DELETE FROM counters WHERE key = ?"
+        self._narrow_write(None, lambda: self._db.execute(sql, (key,)))
 
     async def close(self) -> None:
         self._cache.clear()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -121,9 +121,19 @@ async def test_a_commit_by_another_process_holds_on_the_next_read(
 
 
 async def test_own_writes_hold_on_the_next_read(tmp_path: Path) -> None:
+    from tests.stores.test_contract import h, session
+
     store = SQLiteStore(tmp_path / "a.db")
     user_id, sid = await _user_and_session(store)
-    assert (await store.find_session(sid)).valid  # type: ignore[union-attr]
+    assert await store.find_session("s2") is None  # a miss is remembered too...
+    await store.create_session(session(user_id, "s2"))
+    assert await store.find_session("s2") is not None  # ...until that row is written
+    assert (await store.find_session(sid)).refresh_hash == h("r0")  # type: ignore[union-attr]
+    assert await store.rotate_refresh(sid, expected_hash=h("r0"), new_hash=h("r1"), now=NOW)
+    assert (await store.find_session(sid)).refresh_hash == h("r1")  # type: ignore[union-attr]
+    assert await store.touch_session(sid, now=NOW + timedelta(hours=1))
+    touched = await store.find_session(sid)
+    assert touched is not None and touched.last_used_at == NOW + timedelta(hours=1)
     assert await store.set_user_deactivated(user_id, True, now=NOW)
     assert await store.invalidate_session(sid, now=NOW)
     assert not (await store.find_session(sid)).valid  # type: ignore[union-attr]
