@@ -49,13 +49,16 @@ async def read_json(request: Request, *, max_bytes: int = MAX_BODY_BYTES) -> Map
     declared = request.headers.get("content-length")
     if declared is not None and (not declared.isdigit() or int(declared) > max_bytes):
         raise RequestTooLarge()
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise RequestTooLarge()
-        chunks.append(chunk)
-    raw = b"".join(chunks)
+    if declared is not None:  # the server frames the body by it: no more can arrive
+        raw = await request.body()
+    else:  # chunked: count as it comes
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_bytes:
+                raise RequestTooLarge()
+            chunks.append(chunk)
+        raw = b"".join(chunks)
     if not raw.strip():
         return {}
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -68,7 +71,8 @@ async def read_json(request: Request, *, max_bytes: int = MAX_BODY_BYTES) -> Map
         raise InvalidRequest("body is not valid JSON") from exc
     if not isinstance(body, dict):
         raise InvalidRequest("body must be a JSON object")
-    if _depth(body) > MAX_JSON_DEPTH:
+    # Fewer brackets than the limit cannot nest deeper than it: skip the walk.
+    if raw.count(b"{") + raw.count(b"[") > MAX_JSON_DEPTH and _depth(body) > MAX_JSON_DEPTH:
         raise InvalidRequest(f"JSON nested deeper than {MAX_JSON_DEPTH}")
     return body
 
