@@ -78,14 +78,9 @@ def start(name: str, command: Callable[[int], list[str]], tokens: Path) -> Serve
     raise RuntimeError(f"{name} did not start")
 
 
-@contextmanager
-def running(*servers: Server) -> Iterator[None]:
-    try:
-        yield
-    finally:
-        for server in servers:
-            server.process.terminate()
-            server.process.wait(timeout=10)
+def stop(server: Server) -> None:
+    server.process.terminate()
+    server.process.wait(timeout=10)
 
 
 def wrk(
@@ -322,11 +317,13 @@ def measure_http(args: argparse.Namespace, routes: list[str]) -> dict[str, Any]:
         ours = start(
             "accounts-server", lambda port: [*python, "accounts", str(port), *ours_args], tmp / "a"
         )
+        stack.callback(stop, ours)
         peer = start(
             "accounts-js", lambda port: ["node", peer_script, str(port), *peer_args], tmp / "p"
         )
+        stack.callback(stop, peer)
         bare = start("bare Starlette", lambda port: [*python, "bare", str(port)], tmp / "none")
-        stack.enter_context(running(ours, peer, bare))
+        stack.callback(stop, bare)
         for server in (ours, peer):
             httpx.post(
                 f"{server.base}/accounts/password/register",

@@ -94,8 +94,8 @@ const unsupported = {
 
 async function database() {
   if (!mongoUrl) return new Proxy(new MemoryDatabase(), unsupported);
-  const { MongoClient } = await import('mongodb');
-  const { Mongo } = await import('@accounts/mongo');
+  const { MongoClient } = (await import('mongodb')).default; // CommonJS packages
+  const { Mongo } = (await import('@accounts/mongo')).default;
   const client = await MongoClient.connect(mongoUrl, { useUnifiedTopology: true });
   const db = client.db(`accounts_js_${Date.now()}`);
   const mongo = new Mongo(db);
