@@ -311,7 +311,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--duration", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument(
+        "--connections", type=int, help="50; 10 on MongoDB, where the wire server is the limit"
+    )
     parser.add_argument("--hash-connections", type=int, default=4)
     parser.add_argument("--sessions", type=int, help="sessions seeded per server")
     parser.add_argument("--routes", default=",".join(ROUTES))
@@ -322,7 +324,7 @@ def parse_args() -> argparse.Namespace:
 def measure_http(args: argparse.Namespace, routes: list[str]) -> dict[str, Any]:
     """Start the three servers, warm up, run the interleaved rounds; medians per route."""
     # Logout uses a session per request: enough for the fastest plausible run.
-    sessions = str(args.sessions or (100_000 if args.store == "sqlite" else 10_000))
+    sessions = str(args.sessions or (100_000 if args.store == "sqlite" else 5_000))
     with tempfile.TemporaryDirectory() as tmp_name, ExitStack() as stack:
         tmp = Path(tmp_name)
         ours_at, peer_mongo = stack.enter_context(database(args.store, tmp))
@@ -389,6 +391,9 @@ def ratios(table: dict[str, Any], ceiling: float) -> dict[str, float]:
 
 def main() -> None:
     args = parse_args()
+    args.connections = args.connections or (50 if args.store == "sqlite" else 10)
+    # A SIGTERM unwinds like Ctrl-C, so every server and the wire server are stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     for tool in ("wrk", "taskset", "node"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is needed: run benchmarks/run.sh, which installs what it can")

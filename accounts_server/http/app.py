@@ -15,7 +15,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import BaseRoute, Route
 
 from ..errors import AccountsError, AuthenticationFailed, InvalidRequest, InvalidToken
 from ..server import AccountsServer
@@ -215,6 +215,13 @@ def _routes(server: AccountsServer, handlers: _Routes, prefix: str) -> list[Base
     return routes
 
 
+def _under(prefix: str, route: BaseRoute) -> BaseRoute:
+    """The route at `prefix + path`. Flat routes instead of a `Mount`: one router level less
+    on every request (a few µs of `GET /user`, measured in benchmarks/run.py)."""
+    assert isinstance(route, Route)
+    return Route(prefix + route.path, route.endpoint, methods=route.methods, name=route.name)
+
+
 async def _prune_forever(server: AccountsServer, every: timedelta) -> None:
     while True:
         await asyncio.sleep(every.total_seconds())
@@ -245,14 +252,9 @@ def create_app(
     handlers = _Routes(server, proxies, max_body_size)
     handlers.document = openapi_document(server, prefix.rstrip("/"))
     routes = _routes(server, handlers, prefix.rstrip("/"))
-    app_routes: list[BaseRoute]
+    app_routes: list[BaseRoute] = [_under(prefix.rstrip("/"), route) for route in routes]
     if prefix:
-        app_routes = [
-            Mount(prefix.rstrip("/"), routes=routes),
-            Route("/.well-known/jwks.json", handlers.jwks, methods=["GET"]),
-        ]
-    else:
-        app_routes = routes
+        app_routes.append(Route("/.well-known/jwks.json", handlers.jwks, methods=["GET"]))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
