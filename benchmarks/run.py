@@ -83,8 +83,11 @@ def start(name: str, command: Callable[[int], list[str]], tokens: Path) -> Serve
 @contextmanager
 def alone(server: Server, everyone: tuple[Server, ...]) -> Iterator[None]:
     """The other servers share the pinned core: SIGSTOP them for the run, so an idle one's
-    housekeeping (V8's garbage collector on a heap of seeded sessions) never lands in it."""
+    housekeeping (V8's garbage collector on a heap of seeded sessions) never lands in it.
+    A short pause first lets requests still in flight from the last run finish, rather than
+    freeze mid-query and time out against the store when resumed."""
     others = [s.process.pid for s in everyone if s is not server]
+    time.sleep(0.5)
     for pid in others:
         os.kill(pid, signal.SIGSTOP)
     try:
