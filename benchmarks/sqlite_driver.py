@@ -1,7 +1,8 @@
 """Why the SQLite store runs queries on the event loop's thread (DESIGN §7).
 
-Measures one hot-path point query (`find_session` by primary key) three ways in one run:
-  direct    - SQLiteStore as shipped (stdlib sqlite3 on the loop thread)
+Measures one hot-path point query (`find_session` by primary key) four ways in one run:
+  direct    - SQLiteStore, stdlib sqlite3 on the loop thread, read cache off
+  cached    - SQLiteStore as shipped (its read cache answers repeats while the file is unchanged)
   to_thread - the same query through asyncio.to_thread, the hop every async wrapper pays
   aiosqlite - the aiosqlite package, if installed (pip install aiosqlite)
 Rounds are interleaved; medians are reported, and ratios against `direct`.
@@ -56,8 +57,9 @@ async def timed(run: Callable[[str], Awaitable[object]], ids: list[str], n: int)
 async def main(queries: int, rounds: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bench.db"
-        store = SQLiteStore(path)
+        store = SQLiteStore(path, read_cache_size=0)
         ids = await populate(store, 1000)
+        shipped = SQLiteStore(path)
         sql = "SELECT * FROM sessions WHERE id = ?"
         side = sqlite3.connect(path, check_same_thread=False)
 
@@ -66,6 +68,7 @@ async def main(queries: int, rounds: int) -> None:
 
         ways: dict[str, Callable[[str], Awaitable[object]]] = {
             "direct": store.find_session,
+            "cached": shipped.find_session,
             "to_thread": to_thread,
         }
         try:
@@ -97,6 +100,7 @@ async def main(queries: int, rounds: int) -> None:
             await adb.close()
         side.close()
         await store.close()
+        await shipped.close()
 
 
 if __name__ == "__main__":
