@@ -35,7 +35,11 @@ import httpx
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE.parent))
-from tests.helpers import WireServer, free_port  # noqa: E402  (one way to run the wire server)
+from tests.helpers import (  # noqa: E402  (one way to run the wire server)
+    WireServer,
+    free_port,
+    wire_server_unavailable,
+)
 
 PASSWORD = "correct horse battery staple"
 ROUTES = ("register", "login", "GET /user", "refresh", "logout")
@@ -403,6 +407,11 @@ def main() -> None:
     if not (HERE / "peer" / "node_modules").exists():
         sys.exit("the accounts-js peer is not installed: npm ci --prefix benchmarks/peer")
     routes = [r for r in ROUTES if r in args.routes.split(",")]
+    if args.store == "mongo" and not os.environ.get("MONGODB_URL"):
+        reason = wire_server_unavailable()
+        if reason:  # said, never silently skipped; the SQLite runs stand on their own
+            print(f"MongoDB run skipped: {reason}; set MONGODB_URL to use a mongod instead")
+            return
     store = (
         "sqlite" if args.store == "sqlite" else "mongo (the MongoDB-wire test server, in memory)"
     )
