@@ -87,24 +87,31 @@ def main() -> None:
     """accounts-server: authentication and tokens, accounts-js compatible."""
 
 
+def store_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The database options every management command shares with `serve`."""
+    fn = click.option(
+        "--mongodb-db", default="accounts", show_default=True, help="MongoDB database."
+    )(fn)
+    fn = click.option(
+        "--mongodb-url",
+        envvar="ACCOUNTS_MONGODB_URL",
+        help="Use MongoDB instead of SQLite (needs the [mongo] extra).",
+    )(fn)
+    return click.option(
+        "--db",
+        "db_path",
+        default="accounts.db",
+        show_default=True,
+        envvar="ACCOUNTS_DB",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="SQLite file, created on first start.",
+    )(fn)
+
+
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
-@click.option(
-    "--db",
-    "db_path",
-    default="accounts.db",
-    show_default=True,
-    envvar="ACCOUNTS_DB",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="SQLite file, created on first start.",
-)
-@click.option(
-    "--mongodb-url",
-    envvar="ACCOUNTS_MONGODB_URL",
-    help="Use MongoDB instead of SQLite (needs the [mongo] extra).",
-)
-@click.option("--mongodb-db", default="accounts", show_default=True, help="MongoDB database.")
+@store_options
 @click.option(
     "--key",
     "key_paths",
@@ -230,20 +237,6 @@ def _open_store(db_path: Path, mongodb_url: str | None, mongodb_db: str) -> Stor
     except ImportError as exc:
         raise ConfigurationError(str(exc)) from exc
     return MongoStore.from_url(mongodb_url, mongodb_db)
-
-
-def store_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """The database options every management command shares with `serve`."""
-    fn = click.option("--mongodb-db", default="accounts", show_default=True)(fn)
-    fn = click.option("--mongodb-url", envvar="ACCOUNTS_MONGODB_URL")(fn)
-    return click.option(
-        "--db",
-        "db_path",
-        default="accounts.db",
-        show_default=True,
-        envvar="ACCOUNTS_DB",
-        type=click.Path(dir_okay=False, path_type=Path),
-    )(fn)
 
 
 def _run(
