@@ -16,11 +16,10 @@ from ..errors import InvalidRequest, InvalidToken, UserNotFound
 from ..server import AccountsServer
 from ..types import User
 from .request import access_token, read_json
-from .wire import json_response, to_wire
+from .wire import NO_STORE, json_response, to_wire
 
 __all__ = ["admin_routes"]
 
-_NO_STORE = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 Handler = Callable[[Request, User], Awaitable[object]]
 
 
@@ -45,7 +44,7 @@ def admin_routes(server: AccountsServer, max_body: int) -> list[BaseRoute]:
             subject = await server.find_user_by_id(user_id) if user_id else None
             result = await handler(request, actor)
             await server.audit(actor, action, subject)
-            return json_response(to_wire(result), headers=_NO_STORE)
+            return json_response(to_wire(result), headers=NO_STORE)
 
         return route
 

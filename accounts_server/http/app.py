@@ -25,16 +25,15 @@ from .admin import admin_routes
 from .errors import handle_accounts_error, handle_http_exception, handle_unexpected
 from .openapi import openapi_document
 from .request import MAX_BODY_BYTES, Network, access_token, connection_info, read_json
-from .wire import json_response, to_wire
+from .wire import NO_STORE, json_response, to_wire
 
 __all__ = ["create_app"]
 
 logger = logging.getLogger("accounts_server.http")
-_NO_STORE = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 
 
 def _json(value: object) -> Response:
-    return json_response(to_wire(value), headers=_NO_STORE)
+    return json_response(to_wire(value), headers=NO_STORE)
 
 
 class _Routes:
@@ -167,7 +166,7 @@ class _Routes:
 
 
 def _redirect(redirect: Redirect, *, secure: bool, path: str) -> Response:
-    response = RedirectResponse(redirect.location, status_code=302, headers=_NO_STORE)
+    response = RedirectResponse(redirect.location, status_code=302, headers=NO_STORE)
     for name, value in redirect.cookies.items():
         if value is None:
             response.delete_cookie(name, path=path, secure=secure, httponly=True, samesite="lax")
@@ -250,9 +249,9 @@ def create_app(
     """
     proxies = [ipaddress.ip_network(net, strict=False) for net in trusted_proxies]
     handlers = _Routes(server, proxies, max_body_size)
-    handlers.document = openapi_document(server, prefix.rstrip("/"))
-    routes = _routes(server, handlers, prefix.rstrip("/"))
-    app_routes: list[BaseRoute] = [_under(prefix.rstrip("/"), route) for route in routes]
+    root = prefix.rstrip("/")
+    handlers.document = openapi_document(server, root)
+    app_routes: list[BaseRoute] = [_under(root, r) for r in _routes(server, handlers, root)]
     if prefix:
         app_routes.append(Route("/.well-known/jwks.json", handlers.jwks, methods=["GET"]))
 

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .. import errors as e
-from .wire import json_response
+from .wire import NO_STORE, json_response
 
 __all__ = ["STATUS", "error_response", "status_for"]
 
@@ -34,7 +34,6 @@ STATUS: dict[type[e.AccountsError], int] = {
     e.RateLimited: 429,
     e.TemporarilyUnavailable: 503,
 }
-_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 
 
 def status_for(error: e.AccountsError) -> int:
@@ -53,7 +52,7 @@ def error_response(error: e.AccountsError) -> Response:
         body = {"message": "Internal server error", "code": "InternalError"}
     else:
         body = {"message": error.message, "code": error.code}
-    headers = dict(_HEADERS)
+    headers = dict(NO_STORE)
     if isinstance(error, e.RateLimited | e.TemporarilyUnavailable):
         headers["Retry-After"] = str(error.retry_after)
     return json_response(body, status_code=status, headers=headers)
@@ -85,5 +84,5 @@ async def handle_unexpected(request: Request, exc: Exception) -> Response:
     return json_response(
         {"message": "Internal server error", "code": "InternalError"},
         status_code=500,
-        headers=_HEADERS,
+        headers=NO_STORE,
     )

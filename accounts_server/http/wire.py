@@ -10,7 +10,10 @@ from starlette.responses import Response
 
 from ..types import ImpersonationResult, LoginResult, Session, Tokens, User
 
-__all__ = ["json_response", "to_wire"]
+__all__ = ["NO_STORE", "json_response", "to_wire"]
+
+#: Headers of every answer that carries account data or an error: never cached, never sniffed.
+NO_STORE = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 
 
 def json_response(

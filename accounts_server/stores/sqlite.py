@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from ..errors import (
     EmailAlreadyExists,
@@ -289,11 +289,6 @@ class SQLiteStore:
             extra=json.loads(extra),
         )
 
-    def _find_user(self, where: Literal["id", "username_canonical"], value: str) -> User | None:
-        # `where` is one of our column names, never input.
-        sql = f"SELECT {_USER_COLUMNS} FROM users WHERE {where} = ?"  # noqa: S608
-        return self._run(lambda: self._user(self._db.execute(sql, (value,)).fetchone()))
-
     # -- users ------------------------------------------------------------------------------
 
     async def create_user(
@@ -368,7 +363,9 @@ class SQLiteStore:
         return user if extra == "{}" else replace(user, extra=json.loads(extra))
 
     async def find_user_by_username(self, username: str) -> User | None:
-        return self._find_user("username_canonical", canonical_username(username))
+        sql = f"SELECT {_USER_COLUMNS} FROM users WHERE username_canonical = ?"  # noqa: S608
+        key = canonical_username(username)
+        return self._run(lambda: self._user(self._db.execute(sql, (key,)).fetchone()))
 
     async def find_user_by_email(self, address: str) -> User | None:
         sql = (
