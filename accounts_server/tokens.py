@@ -5,7 +5,8 @@ the `kid` picks the key and `jwk`/`jku`/`x5u`/`x5c` headers are never consulted;
 separates access tokens (`at+jwt`, RFC 9068) from refresh tokens (`rt+jwt`), and their `aud`
 differs too, so neither can pass as the other even at a verifier that skips `typ`.
 
-The compact serialization is parsed here and signed/verified with PyJWT's algorithm objects:
+The compact serialization is parsed here; EdDSA and ES256 signatures go through PyJWT's
+algorithm objects, HS256 through the stdlib's HMAC:
 `jwt.decode` spent ~75 % of an HS256 verify checking the base64url alphabet one character at
 a time, twice (benchmarks/run.py). tests/test_tokens.py checks, one mutation at a time, that
 this parser never accepts a token PyJWT's full decode refuses. Every failure is `InvalidToken`
@@ -201,7 +202,7 @@ def _thumbprint(public: Any) -> str:
     jwk = _jwk(public)
     members = {k: jwk[k] for k in ("crv", "kty", "x", "y") if k in jwk}
     digest = hashlib.sha256(json.dumps(members, separators=(",", ":"), sort_keys=True).encode())
-    return jwt.utils.base64url_encode(digest.digest()).decode()
+    return _b64encode(digest.digest()).decode()
 
 
 class KeyRing:
@@ -418,8 +419,8 @@ class TokenCodec:
     def _decode(self, token: object, typ: str, audience: str) -> dict[str, Any]:
         """RFC 7515 compact serialization, checked in the order RFC 8725 asks: shape, header
         (kid picks the key, whose one algorithm must be the header's), signature, then claims.
-        The signature primitives are PyJWT's algorithm objects; the parsing is ours, so each
-        segment is decoded once and its alphabet checked by one regular expression."""
+        The parsing is ours (`_sign`/`_verify` hold the primitives), so each segment is
+        decoded once and its alphabet checked by one regular expression."""
         if not isinstance(token, str) or len(token) > _MAX_TOKEN_LENGTH:
             raise InvalidToken(reason="malformed")
         if not _COMPACT.fullmatch(token):
