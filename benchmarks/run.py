@@ -68,20 +68,30 @@ class Server:
             return lines.readline().split()[0]
 
 
-def start(name: str, command: Callable[[int], list[str]], tokens: Path) -> Server:
-    """Start a server pinned to CPU 0 and wait until it answers (seeding takes a while)."""
-    port = free_port()
-    process = subprocess.Popen(["taskset", "-c", "0", *command(port)])
-    base = f"http://127.0.0.1:{port}"
+def wait_until_up(url: str, process: subprocess.Popen[bytes], name: str) -> None:
+    """Until `url` answers (seeding takes a while); a process that exits or hangs is killed.
+
+    Raises:
+        RuntimeError: it never answered.
+    """
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline and process.poll() is None:
         try:
-            httpx.get(base + "/", timeout=0.5)
-            return Server(name, process, base, tokens)
+            httpx.get(url, timeout=0.5)
+            return
         except httpx.TransportError:
             time.sleep(0.1)
     process.kill()
     raise RuntimeError(f"{name} did not start")
+
+
+def start(name: str, command: Callable[[int], list[str]], tokens: Path) -> Server:
+    """Start a server pinned to CPU 0 and wait until it answers."""
+    port = free_port()
+    process = subprocess.Popen(["taskset", "-c", "0", *command(port)])
+    base = f"http://127.0.0.1:{port}"
+    wait_until_up(base + "/", process, name)
+    return Server(name, process, base, tokens)
 
 
 @contextmanager
@@ -228,12 +238,8 @@ def idle_rss_of_serve() -> float:
             stderr=subprocess.DEVNULL,
         )
         try:
-            for _ in range(200):
-                try:
-                    httpx.get(f"http://127.0.0.1:{port}/accounts/health", timeout=0.5)
-                    break
-                except httpx.TransportError:
-                    time.sleep(0.1)
+            health = f"http://127.0.0.1:{port}/accounts/health"
+            wait_until_up(health, process, "accounts-server serve")
             time.sleep(1)
             return rss_mib(process.pid)
         finally:
