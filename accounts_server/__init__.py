@@ -6,47 +6,13 @@ import nothing else.
 
 from __future__ import annotations
 
-from .errors import (
-    AccountsError,
-    AdminNotAllowed,
-    AuthenticationFailed,
-    ConfigurationError,
-    Conflict,
-    EmailAlreadyExists,
-    Forbidden,
-    IdentityAlreadyLinked,
-    InvalidCredentials,
-    InvalidEmail,
-    InvalidPassword,
-    InvalidRequest,
-    InvalidToken,
-    InvalidUsername,
-    LoginNotAllowed,
-    MailUnavailable,
-    MethodNotAllowed,
-    NotFound,
-    Overloaded,
-    RateLimited,
-    RequestTooLarge,
-    ResetPasswordLinkExpired,
-    RouteNotFound,
-    ServiceNotFound,
-    SessionNotFound,
-    StoreUnavailable,
-    TemporarilyUnavailable,
-    TokenExpired,
-    TokenReused,
-    UnsupportedMediaType,
-    UserDeactivated,
-    UsernameAlreadyExists,
-    UsernameOrEmailRequired,
-    UserNotFound,
-    ValidationFailed,
-    VerifyEmailLinkExpired,
-)
+from . import errors as _errors
+from .admin import Admin, AdminAction
+from .context import ServiceContext
+from .errors import *  # noqa: F403 (the error tree, listed once: errors.__all__)
 from .hooks import EventName, HookEvent, Listener
 from .mail import Mailer, MailMessage, MailTemplate, SMTPMailer
-from .onetime import LinkTokens, mail_link
+from .onetime import OneTimeTokens
 from .ratelimit import Limit, RateLimiter, RateLimits
 from .server import AccountsServer
 from .services import (
@@ -54,7 +20,7 @@ from .services import (
     EndpointRequest,
     LoginService,
     Redirect,
-    ServiceContext,
+    SecretService,
     ServiceEndpoint,
 )
 from .sessions import SessionConfig
@@ -65,7 +31,7 @@ from .stores.base import (
     canonical_email,
     canonical_username,
 )
-from .tokens import AccessClaims, KeyRing, SigningKey, TokenConfig
+from .tokens import AccessClaims, KeyRing, SigningKey, TokenConfig, VerificationKey
 from .types import ConnectionInfo, Email, ImpersonationResult, LoginResult, Session, Tokens, User
 from .validation import validate_email, validate_username
 
@@ -73,77 +39,46 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AccessClaims",
-    "AccountsError",
     "AccountsServer",
-    "AdminNotAllowed",
-    "AuthenticationFailed",
-    "ConfigurationError",
-    "Conflict",
+    "Admin",
+    "AdminAction",
     "ConnectionInfo",
     "Email",
-    "EmailAlreadyExists",
     "EndpointHandler",
     "EndpointRequest",
     "EventName",
-    "Forbidden",
     "HookEvent",
-    "IdentityAlreadyLinked",
     "ImpersonationResult",
-    "InvalidCredentials",
-    "InvalidEmail",
-    "InvalidPassword",
-    "InvalidRequest",
-    "InvalidToken",
-    "InvalidUsername",
     "KeyRing",
     "Limit",
-    "LinkTokens",
     "Listener",
-    "LoginNotAllowed",
     "LoginResult",
     "LoginService",
     "MailMessage",
     "MailTemplate",
-    "MailUnavailable",
     "Mailer",
-    "MethodNotAllowed",
-    "NotFound",
     "OneTimeToken",
-    "Overloaded",
-    "RateLimited",
+    "OneTimeTokens",
     "RateLimiter",
     "RateLimits",
     "Redirect",
-    "RequestTooLarge",
-    "ResetPasswordLinkExpired",
-    "RouteNotFound",
     "SMTPMailer",
+    "SecretService",
     "ServiceContext",
     "ServiceEndpoint",
-    "ServiceNotFound",
     "Session",
     "SessionConfig",
-    "SessionNotFound",
     "SigningKey",
     "Store",
-    "StoreUnavailable",
     "StoredSession",
-    "TemporarilyUnavailable",
     "TokenConfig",
-    "TokenExpired",
-    "TokenReused",
     "Tokens",
-    "UnsupportedMediaType",
     "User",
-    "UserDeactivated",
-    "UserNotFound",
-    "UsernameAlreadyExists",
-    "UsernameOrEmailRequired",
-    "ValidationFailed",
-    "VerifyEmailLinkExpired",
+    "VerificationKey",
     "canonical_email",
     "canonical_username",
-    "mail_link",
     "validate_email",
     "validate_username",
 ]
+__all__ += _errors.__all__
+__all__.sort()

@@ -4,6 +4,8 @@ SQLite default; `keys` and `prune` are the housekeeping around it."""
 from __future__ import annotations
 
 import asyncio
+import getpass
+import logging
 import os
 import stat
 import sys
@@ -18,13 +20,14 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn
 from rich.table import Table
 
+from .admin import Admin, log_admin_action
 from .errors import AccountsError, ConfigurationError, UserNotFound
 from .server import AccountsServer
-from .services import LoginService
+from .services import LoginService, SecretService
 from .sessions import SessionConfig
 from .stores.base import Store
 from .stores.sqlite import SQLiteStore
-from .tokens import KeyRing, SigningKey, TokenConfig
+from .tokens import DEFAULT_AUDIENCE, DEFAULT_ISSUER, KeyRing, SigningKey, TokenConfig
 from .types import Session, User
 
 _T = TypeVar("_T")
@@ -85,6 +88,9 @@ def _create_key_file(path: Path, algorithm: Literal["EdDSA", "ES256"]) -> Signin
 @click.version_option(package_name="accounts-server")
 def main() -> None:
     """accounts-server: authentication and tokens, accounts-js compatible."""
+    # Admin actions are audited on this logger; an operator sees them on stderr.
+    logging.basicConfig(format="%(name)s: %(message)s")
+    logging.getLogger("accounts_server.audit").setLevel(logging.INFO)
 
 
 def store_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -120,8 +126,8 @@ def store_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     help="PEM private key (Ed25519 or P-256). Repeat to rotate: the first signs, all verify. "
     "Default: accounts.key next to the database, created on first start.",
 )
-@click.option("--issuer", default="accounts-server", show_default=True)
-@click.option("--audience", default="accounts-server/api", show_default=True)
+@click.option("--issuer", default=DEFAULT_ISSUER, show_default=True)
+@click.option("--audience", default=DEFAULT_AUDIENCE, show_default=True)
 @click.option(
     "--access-lifetime",
     default=15,
@@ -204,6 +210,7 @@ def serve(
             ),
             services=load_services(service_names),
         )
+        server.on("admin_action", log_admin_action)
     except ConfigurationError as exc:
         raise click.ClickException(exc.message) from exc
     app = create_app(
@@ -256,6 +263,7 @@ def _run(
             tokens=TokenConfig(keys=KeyRing([SigningKey.generate()])),
             services=load_services(()),
         )
+        server.on("admin_action", log_admin_action)
         try:
             return await work(server)
         finally:
@@ -280,6 +288,30 @@ def _users_table(users: Sequence[User]) -> Table:
         status = "deactivated" if user.deactivated else "active"
         table.add_row(user.id, user.username or "", emails, status, _when(user.created_at))
     return table
+
+
+def _secret_service(server: AccountsServer, name: str | None) -> SecretService:
+    """Raises:
+    ConfigurationError: no such service, or none (or several, and no `name`) taking secrets.
+    """
+    found = [s for s in server.services.values() if isinstance(s, SecretService)]
+    if name is not None:
+        found = [s for s in found if s.name == name]
+    if len(found) != 1:
+        installed = ", ".join(s.name for s in found) or "none"
+        raise ConfigurationError(
+            f"give --service: one login service that takes a password is needed ({installed})"
+        )
+    return found[0]
+
+
+def _console(server: AccountsServer) -> Admin:
+    """Administration as the operator at this console, audited as `console:<login>`."""
+    try:
+        login = getpass.getuser()
+    except (KeyError, OSError):
+        login = str(os.getuid())
+    return server.console_admin(f"console:{login}")
 
 
 async def _find(server: AccountsServer, who: str) -> User:
@@ -319,6 +351,11 @@ def users() -> None:
 @store_options
 @click.option("--username")
 @click.option("--email")
+@click.option(
+    "--service",
+    "service_name",
+    help="The login service the password is for (default: the one installed that takes one).",
+)
 @click.password_option(help="Prompted for when not given.")
 def users_create(
     db_path: Path,
@@ -326,17 +363,20 @@ def users_create(
     mongodb_db: str,
     username: str | None,
     email: str | None,
+    service_name: str | None,
     password: str,
 ) -> None:
-    """Create a user who logs in with a password (needs the password service installed)."""
+    """Create a user who logs in with a password (needs a service that takes one, such as
+    accounts-password)."""
 
     async def create(server: AccountsServer) -> User:
-        service = server.services.get("password")
-        make = getattr(service, "create_user", None)
-        if make is None:
-            raise ConfigurationError("the password service (accounts-password) is not installed")
-        user: User = await make(server, username=username, email=email, password=password)
-        return user
+        service = _secret_service(server, service_name)
+        data = await service.secret_data(password)
+        return await server.create_user(
+            username=username,
+            emails=[email] if email else [],
+            services={service.name: data},
+        )
 
     user = _run(db_path, mongodb_url, mongodb_db, create)
     click.echo(f"created {user.id}")
@@ -388,7 +428,7 @@ def _user_action(name: str, doc: str, action: str) -> None:
     def command(db_path: Path, mongodb_url: str | None, mongodb_db: str, who: str) -> None:
         async def act(server: AccountsServer) -> User:
             user = await _find(server, who)
-            await getattr(server, action)(user.id)
+            await getattr(_console(server), action)(user.id)
             return user
 
         user = _run(db_path, mongodb_url, mongodb_db, act)
@@ -408,7 +448,7 @@ def users_delete(db_path: Path, mongodb_url: str | None, mongodb_db: str, who: s
 
     async def delete(server: AccountsServer) -> User:
         user = await _find(server, who)
-        await server.delete_user(user.id)
+        await _console(server).delete_user(user.id)
         return user
 
     click.echo(f"deleted {_run(db_path, mongodb_url, mongodb_db, delete).id}")
@@ -465,9 +505,10 @@ def sessions_revoke(
 
     async def revoke(server: AccountsServer) -> int:
         user = await _find(server, who)
+        admin = _console(server)
         if everything:
-            return await server.revoke_all_sessions(user.id)
-        await server.revoke_session(user.id, session_id or "")
+            return await admin.revoke_all_sessions(user.id)
+        await admin.revoke_session(user.id, session_id or "")
         return 1
 
     click.echo(f"revoked {_run(db_path, mongodb_url, mongodb_db, revoke)} session(s)")

@@ -63,6 +63,8 @@ class HookEvent:
     actor: User | None = None
     #: What an admin did (`admin_action`), e.g. "users.deactivate".
     action: str | None = None
+    #: Who administered (`admin_action`): `user:<id>` over HTTP, `console:<login>` from the CLI.
+    operator: str | None = None
 
 
 Listener = Callable[[HookEvent], Awaitable[object] | object]

@@ -1,4 +1,5 @@
-"""Single-use link tokens (password reset, email verification, enrollment, magic links).
+"""Single-use tokens: links by mail (password reset, email verification, enrollment, magic
+links), OAuth `state` and one-time codes.
 
 256 random bits go to the user; the store keeps only their SHA-256, and redeeming is one atomic
 delete-and-return, so of two concurrent redemptions exactly one succeeds (ASVS 2.5 / 2.7).
@@ -10,21 +11,17 @@ import hashlib
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .errors import InvalidToken, MailUnavailable
-from .mail import Mailer, MailMessage
-from .stores.base import OneTimeToken, Store, canonical_email
+from .errors import InvalidToken
+from .stores.base import OneTimeToken, Store
 
-if TYPE_CHECKING:
-    from .server import AccountsServer
-
-__all__ = ["LinkTokens", "mail_link"]
+__all__ = ["OneTimeTokens"]
 
 _MAX_TOKEN_LENGTH = 128
 
 
-class LinkTokens:
+class OneTimeTokens:
     def __init__(self, store: Store, clock: Callable[[], datetime]) -> None:
         self.store = store
         self.clock = clock
@@ -101,35 +98,3 @@ class LinkTokens:
 
     async def revoke(self, user_id: str, kinds: Sequence[str]) -> None:
         await self.store.delete_user_tokens(user_id, kinds)
-
-
-async def mail_link(
-    server: AccountsServer,
-    mailer: Mailer | None,
-    *,
-    kind: str,
-    user_id: str,
-    address: str,
-    lifetime: timedelta,
-    message: Callable[[str], MailMessage],
-) -> None:
-    """Issue a link token and mail it (`message(token)` builds the mail). Past the per-address
-    mail limit nothing is sent and nothing is said, so the answer never changes.
-
-    Raises:
-        MailUnavailable: no mailer, or the mail server refused; the unsent token is deleted,
-            so no link stays valid that nobody received.
-    """
-    if mailer is None:
-        raise MailUnavailable("no mail transport is configured")
-    limit = server.limiter.limits.mail_per_account
-    if not await server.limiter.allow(f"mail-{kind}", canonical_email(address), limit):
-        return
-    token = await server.link_tokens.issue(
-        kind=kind, user_id=user_id, email=address, lifetime=lifetime
-    )
-    try:
-        await mailer.send(message(token))
-    except MailUnavailable:
-        await server.link_tokens.discard(token, kind)
-        raise

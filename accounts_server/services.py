@@ -4,8 +4,10 @@ A service needs a `name` and `authenticate`; that is all a custom service (API k
 must provide. A service that wants its own routes, such as password's `register`, also offers
 `endpoints()`: framework-free handlers the HTTP layer mounts at `/<service>/<path>` (or at an
 absolute `/<path>`), so a service never imports a web framework. A handler returns JSON values,
-or a `Redirect` (with cookies) for browser flows such as OAuth. Services find and write users
-only through the store contract handed to them here.
+`User`/`LoginResult` values, or a `Redirect` (with cookies) for browser flows such as OAuth.
+Everything a service uses of the server comes through its `ServiceContext` (`context.py`).
+A service whose users know a secret may also offer `SecretService`, which the core uses
+without naming any service.
 """
 
 from __future__ import annotations
@@ -13,17 +15,11 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
+from .context import ServiceContext
 from .errors import ConfigurationError
-from .hooks import Hooks
-from .ratelimit import RateLimiter
-from .stores.base import Store
 from .types import ConnectionInfo, User
-
-if TYPE_CHECKING:
-    from .server import AccountsServer
 
 __all__ = [
     "EndpointHandler",
@@ -31,25 +27,13 @@ __all__ = [
     "LoginService",
     "ProvidesEndpoints",
     "Redirect",
-    "ServiceContext",
+    "SecretService",
     "ServiceEndpoint",
-    "check_service_name",
 ]
 
-_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
 _SEGMENT = re.compile(r"^([A-Za-z][A-Za-z0-9_-]{0,63}|\{[a-z_]{1,32}\})$")
 #: Paths the protocol already gives every service.
 _PROTOCOL_PATHS = frozenset({"authenticate", "verifyAuthentication"})
-
-
-@dataclass(frozen=True, slots=True)
-class ServiceContext:
-    """What `authenticate` may use: the store, the server's hooks, clock and rate limiter."""
-
-    store: Store
-    hooks: Hooks
-    clock: Callable[[], datetime]
-    limiter: RateLimiter
 
 
 class LoginService(Protocol):
@@ -66,7 +50,6 @@ class EndpointRequest:
     """A service route's call, already parsed: a JSON object body (empty for GET), path and
     query parameters, cookies, and the caller's details."""
 
-    server: AccountsServer
     body: Mapping[str, Any]
     info: ConnectionInfo
     access_token: str | None
@@ -87,18 +70,27 @@ class Redirect:
     cookie_max_age: int = 600
 
 
-#: Returns JSON values, `User`/`LoginResult` (put in wire form by the HTTP layer), or a Redirect.
-EndpointHandler = Callable[[EndpointRequest], Awaitable[object]]
+#: Returns JSON values, `User`/`LoginResult` (sanitized by the server, put in wire form by the
+#: HTTP layer), or a Redirect.
+EndpointHandler = Callable[[EndpointRequest, ServiceContext], Awaitable[object]]
 
 
 @dataclass(frozen=True, slots=True)
 class ServiceEndpoint:
     """`path` is relative to the service (`register`, `{provider}/callback`) or, starting with
-    `/`, to the accounts root (`/magiclink/requestMagicLinkEmail`)."""
+    `/`, to the accounts root (`/magiclink/requestMagicLinkEmail`). `summary`, `body` and
+    `response` (JSON Schemas) document it in the OpenAPI document; `auth` says whether it
+    wants an access token."""
 
     path: str
-    handler: EndpointHandler
+    handler: EndpointHandler = field(repr=False)
     method: Literal["GET", "POST"] = "POST"
+    summary: str = ""
+    body: Mapping[str, Any] = field(default_factory=lambda: {"type": "object"})
+    response: Mapping[str, Any] = field(default_factory=dict)
+    auth: Literal["none", "optional", "required"] = "none"
+    #: May answer with a `Redirect` (browser flows).
+    redirects: bool = False
 
     def __post_init__(self) -> None:
         segments = self.path.removeprefix("/").split("/")
@@ -115,10 +107,30 @@ class ProvidesEndpoints(Protocol):
     def endpoints(self) -> Sequence[ServiceEndpoint]: ...
 
 
-def check_service_name(name: object) -> str:
-    """Raises:
-    ConfigurationError: a name that cannot be a single URL path segment.
-    """
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise ConfigurationError(f"invalid login service name {name!r}")
-    return name
+@runtime_checkable
+class SecretService(Protocol):
+    """A service whose users prove themselves with a secret they know (a password). The core
+    asks every such service to re-check the user before an irreversible step (deleting one's
+    own account), and uses one to give a user an operator creates a first secret."""
+
+    name: str
+
+    async def has_secret(self, user_id: str, ctx: ServiceContext) -> bool:
+        """Whether the user has a secret with this service."""
+        ...
+
+    async def verify_secret(self, user: User, secret: object, ctx: ServiceContext) -> bool:
+        """Whether `secret` is the user's (failures count towards the login lockout).
+
+        Raises:
+            RateLimited: too many failures.
+        """
+        ...
+
+    async def secret_data(self, secret: str) -> Mapping[str, Any]:
+        """The service data that lets a new user log in with `secret`.
+
+        Raises:
+            InvalidPassword (or the service's own `ValidationFailed`): `secret` is refused.
+        """
+        ...

@@ -20,11 +20,10 @@ import hashlib
 import hmac
 import json
 import re
-import time
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, cast
@@ -39,6 +38,8 @@ from .errors import ConfigurationError, InvalidToken, TokenExpired
 
 __all__ = [
     "ACCESS_TOKEN_TYPE",
+    "DEFAULT_AUDIENCE",
+    "DEFAULT_ISSUER",
     "REFRESH_TOKEN_TYPE",
     "RESERVED_CLAIMS",
     "AccessClaims",
@@ -47,9 +48,12 @@ __all__ = [
     "SigningKey",
     "TokenCodec",
     "TokenConfig",
+    "VerificationKey",
 ]
 
 Algorithm = Literal["EdDSA", "ES256", "HS256"]
+DEFAULT_ISSUER = "accounts-server"
+DEFAULT_AUDIENCE = "accounts-server/api"
 ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 (a media type, not a secret)
 REFRESH_TOKEN_TYPE = "rt+jwt"  # noqa: S105
 #: Claims the server owns; `create_jwt_payload` may not set them.
@@ -69,20 +73,24 @@ _FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
 _PrivateKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
 
 
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
 @dataclass(frozen=True, slots=True)
-class SigningKey:
-    """One key, one algorithm, parsed once. Build with `generate`, `from_pem` or `from_secret`."""
+class VerificationKey:
+    """A key that only verifies: one `kid`, one algorithm, parsed once. What a service holding
+    only the JWKS has (`from_jwk`); the server's own keys are `SigningKey`s."""
 
     kid: str
     algorithm: Algorithm
-    signer: Any = field(repr=False)
     verifier: Any = field(repr=False)
 
     def __post_init__(self) -> None:
         """Refuse what RFC 8725 §3.1/§3.5 warn about, whichever constructor was used."""
         if self.algorithm == "HS256":
-            raw = self.signer
-            if not isinstance(raw, bytes) or raw != self.verifier:
+            raw = self.verifier
+            if not isinstance(raw, bytes):
                 raise ConfigurationError("an HS256 key is one secret of bytes")
             if raw == b"secret":
                 raise ConfigurationError(
@@ -93,25 +101,59 @@ class SigningKey:
                     f"an HS256 secret must be at least {_MIN_SECRET_BYTES} bytes, got {len(raw)}"
                 )
         elif self.algorithm == "EdDSA":
-            # signer None: a verify-only key, as a service holding only the JWKS has.
-            if (
-                self.signer is not None and not isinstance(self.signer, ed25519.Ed25519PrivateKey)
-            ) or not isinstance(self.verifier, ed25519.Ed25519PublicKey):
+            if not isinstance(self.verifier, ed25519.Ed25519PublicKey):
                 raise ConfigurationError("an EdDSA key must be an Ed25519 key")
         elif self.algorithm == "ES256":
-            if (
-                (
-                    self.signer is not None
-                    and not isinstance(self.signer, ec.EllipticCurvePrivateKey)
-                )
-                or not isinstance(self.verifier, ec.EllipticCurvePublicKey)
-                or not isinstance(self.verifier.curve, ec.SECP256R1)
+            if not isinstance(self.verifier, ec.EllipticCurvePublicKey) or not isinstance(
+                self.verifier.curve, ec.SECP256R1
             ):
                 raise ConfigurationError("an ES256 key must be a P-256 key")
         else:
             raise ConfigurationError(
                 f"algorithm {self.algorithm!r} is refused; use EdDSA, ES256 or HS256"
             )
+
+    @classmethod
+    def from_jwk(cls, jwk: Mapping[str, Any]) -> VerificationKey:
+        """A key from a published JWK (an `OKP`/Ed25519 or `EC`/P-256 public key).
+
+        Raises:
+            ConfigurationError: not such a key, or its `alg`/`kid` missing or unsupported.
+        """
+        kid, algorithm = jwk.get("kid"), jwk.get("alg")
+        if not isinstance(kid, str) or algorithm not in ("EdDSA", "ES256") or "d" in jwk:
+            raise ConfigurationError(
+                "a JWK needs a kid and alg EdDSA or ES256, and no private part"
+            )
+        try:
+            public = jwt.PyJWK(dict(jwk)).key
+        except jwt.PyJWTError as exc:
+            raise ConfigurationError(f"unreadable JWK: {exc}") from exc
+        return VerificationKey(kid=kid, algorithm=algorithm, verifier=public)
+
+    def public_jwk(self) -> dict[str, Any] | None:
+        """The JWK to publish, or None for a symmetric secret (never published)."""
+        if self.algorithm == "HS256":
+            return None
+        return {**_jwk(self.verifier), "kid": self.kid, "alg": self.algorithm, "use": "sig"}
+
+
+@dataclass(frozen=True, slots=True)
+class SigningKey(VerificationKey):
+    """A key that signs too. Build with `generate`, `from_pem`, `from_file` or `from_secret`."""
+
+    signer: Any = field(repr=False, kw_only=True)
+
+    def __post_init__(self) -> None:
+        VerificationKey.__post_init__(self)
+        if self.algorithm == "HS256":
+            ok = self.signer == self.verifier
+        elif self.algorithm == "EdDSA":
+            ok = isinstance(self.signer, ed25519.Ed25519PrivateKey)
+        else:
+            ok = isinstance(self.signer, ec.EllipticCurvePrivateKey)
+        if not ok:
+            raise ConfigurationError(f"the private part is not a {self.algorithm} key for it")
 
     @classmethod
     def generate(cls, algorithm: Literal["EdDSA", "ES256"] = "EdDSA") -> SigningKey:
@@ -137,24 +179,6 @@ class SigningKey:
         return cls._from_private(key)
 
     @classmethod
-    def from_jwk(cls, jwk: Mapping[str, Any]) -> SigningKey:
-        """A verify-only key from a published JWK (an `OKP`/Ed25519 or `EC`/P-256 public key).
-
-        Raises:
-            ConfigurationError: not such a key, or its `alg`/`kid` missing or unsupported.
-        """
-        kid, algorithm = jwk.get("kid"), jwk.get("alg")
-        if not isinstance(kid, str) or algorithm not in ("EdDSA", "ES256") or "d" in jwk:
-            raise ConfigurationError(
-                "a JWK needs a kid and alg EdDSA or ES256, and no private part"
-            )
-        try:
-            public = jwt.PyJWK(dict(jwk)).key
-        except jwt.PyJWTError as exc:
-            raise ConfigurationError(f"unreadable JWK: {exc}") from exc
-        return cls(kid=kid, algorithm=algorithm, signer=None, verifier=public)
-
-    @classmethod
     def from_file(cls, path: str | Path) -> SigningKey:
         return cls.from_pem(Path(path).read_bytes())
 
@@ -167,28 +191,22 @@ class SigningKey:
         """
         raw = secret.encode() if isinstance(secret, str) else bytes(secret)
         kid = "hs-" + hashlib.sha256(b"accounts-server kid\0" + raw).hexdigest()[:16]
-        return cls(kid=kid, algorithm="HS256", signer=raw, verifier=raw)
+        return cls(kid=kid, algorithm="HS256", verifier=raw, signer=raw)
 
     @classmethod
     def _from_private(cls, key: _PrivateKey) -> SigningKey:
         algorithm: Algorithm = "EdDSA" if isinstance(key, ed25519.Ed25519PrivateKey) else "ES256"
         public = key.public_key()
-        return cls(kid=_thumbprint(public), algorithm=algorithm, signer=key, verifier=public)
+        return cls(kid=_thumbprint(public), algorithm=algorithm, verifier=public, signer=key)
 
     def private_pem(self) -> bytes:
-        if self.algorithm == "HS256" or self.signer is None:
+        if self.algorithm == "HS256":
             raise ConfigurationError("only an asymmetric private key has a PEM form")
         return cast("_PrivateKey", self.signer).private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-
-    def public_jwk(self) -> dict[str, Any] | None:
-        """The JWK to publish, or None for a symmetric secret (never published)."""
-        if self.algorithm == "HS256":
-            return None
-        return {**_jwk(self.verifier), "kid": self.kid, "alg": self.algorithm, "use": "sig"}
 
 
 def _jwk(public: Any) -> dict[str, Any]:
@@ -214,15 +232,16 @@ class KeyRing:
         ConfigurationError: no key, or two keys with one `kid`.
     """
 
-    def __init__(self, keys: Sequence[SigningKey]) -> None:
+    def __init__(self, keys: Sequence[VerificationKey]) -> None:
         if not keys:
             raise ConfigurationError("a key ring needs at least one key")
         self._by_kid = {key.kid: key for key in keys}
         if len(self._by_kid) != len(keys):
             raise ConfigurationError("two keys in the key ring share a kid")
-        self.signing = keys[0]
+        #: The key that signs, or None for a ring that only verifies.
+        self.signing = keys[0] if isinstance(keys[0], SigningKey) else None
 
-    def __iter__(self) -> Iterator[SigningKey]:
+    def __iter__(self) -> Iterator[VerificationKey]:
         return iter(self._by_kid.values())
 
     @classmethod
@@ -235,12 +254,12 @@ class KeyRing:
         keys = []
         for jwk in jwks.get("keys", []) if isinstance(jwks, Mapping) else []:
             try:
-                keys.append(SigningKey.from_jwk(jwk))
+                keys.append(VerificationKey.from_jwk(jwk))
             except (ConfigurationError, TypeError, AttributeError):
                 continue
         return cls(keys)
 
-    def get(self, kid: str) -> SigningKey | None:
+    def get(self, kid: str) -> VerificationKey | None:
         return self._by_kid.get(kid)
 
     def jwks(self) -> dict[str, Any]:
@@ -256,9 +275,9 @@ class TokenConfig:
     """
 
     keys: KeyRing
-    issuer: str = "accounts-server"
+    issuer: str = DEFAULT_ISSUER
     #: The access token's audience; the refresh token's is the issuer itself.
-    audience: str = "accounts-server/api"
+    audience: str = DEFAULT_AUDIENCE
     access_lifetime: timedelta = timedelta(minutes=15)
     leeway: timedelta = timedelta(seconds=30)
 
@@ -303,8 +322,15 @@ class TokenCodec:
     the session and user are still checked on every request by the server, so revocation holds.
     """
 
-    def __init__(self, config: TokenConfig, *, cache_size: int = 4096) -> None:
+    def __init__(
+        self,
+        config: TokenConfig,
+        *,
+        clock: Callable[[], datetime] = _utcnow,
+        cache_size: int = 4096,
+    ) -> None:
         self.config = config
+        self._clock = clock
         self._leeway = config.leeway.total_seconds()
         self._cache: OrderedDict[str, AccessClaims] = OrderedDict()
         self._cache_size = cache_size
@@ -365,7 +391,7 @@ class TokenCodec:
         if isinstance(token, str):
             cached = self._cache.get(token)
             if cached is not None:
-                if cached.exp + self._leeway > time.time():
+                if cached.exp + self._leeway > self._clock().timestamp():
                     self._cache.move_to_end(token)
                     return cached
                 del self._cache[token]
@@ -410,7 +436,7 @@ class TokenCodec:
 
     def _encode(self, payload: dict[str, Any], typ: str) -> str:
         key = self.config.keys.signing
-        if key.signer is None:
+        if key is None:
             raise ConfigurationError("this key ring only verifies (it was built from a JWKS)")
         header = {"alg": key.algorithm, "kid": key.kid, "typ": typ}
         signing_input = _b64encode(orjson.dumps(header)) + b"." + _b64encode(orjson.dumps(payload))
@@ -459,7 +485,7 @@ class TokenCodec:
             raise InvalidToken(reason="InvalidIssuerError")
         if claims["aud"] != audience:
             raise InvalidToken(reason="InvalidAudienceError")
-        now = time.time()
+        now = self._clock().timestamp()
         if claims["iat"] > now + self._leeway or claims.get("nbf", 0) > now + self._leeway:
             raise InvalidToken(reason="ImmatureSignatureError")
         if claims["exp"] <= now - self._leeway:
@@ -474,7 +500,7 @@ def _sign(key: SigningKey, message: bytes) -> bytes:
     return signature
 
 
-def _verify(key: SigningKey, message: bytes, signature: bytes) -> bool:
+def _verify(key: VerificationKey, message: bytes, signature: bytes) -> bool:
     if key.algorithm == "HS256":
         return hmac.compare_digest(hmac.digest(key.verifier, message, "sha256"), signature)
     return bool(_ALGORITHMS[key.algorithm].verify(message, key.verifier, signature))

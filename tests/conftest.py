@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -45,33 +44,13 @@ def smtp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SMTPServer]:
     server.stop()
 
 
-@pytest.fixture(params=["sqlite", "mongo", "motor"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    """Every store the contract covers: SQLite on a real file; MongoDB over TCP through
-    PyMongo's async client and through motor, each test in a database of its own."""
-    if request.param == "sqlite":
-        opened = SQLiteStore(tmp_path / "accounts.db")
-        yield opened
-        await opened.close()
-        return
-    from accounts_server.stores.mongo import MongoStore
-
-    url = request.getfixturevalue("mongodb_url")
-    db_name = f"test_{uuid.uuid4().hex}"
-    if request.param == "mongo":
-        from pymongo import AsyncMongoClient
-
-        client: Any = AsyncMongoClient(url, serverSelectionTimeoutMS=5000)
-        yield MongoStore(client[db_name])
-        await client.drop_database(db_name)
-        await client.close()
-    else:
-        from motor.motor_asyncio import AsyncIOMotorClient
-
-        client = AsyncIOMotorClient(url, serverSelectionTimeoutMS=5000)
-        yield MongoStore(client[db_name])
-        await client.drop_database(db_name)
-        client.close()
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    """SQLite on a real file: what the server, HTTP and service tests run on. Store behaviour
+    is tested on every store by tests/stores/ (its conftest widens this fixture)."""
+    opened = SQLiteStore(tmp_path / "accounts.db")
+    yield opened
+    await opened.close()
 
 
 @pytest.fixture

@@ -57,7 +57,9 @@ async def register(server: AccountsServer, *, password: str = PASSWORD) -> Accou
     username, email = f"user{n}", f"user{n}@example.com"
     service = server.services["password"]
     assert isinstance(service, PasswordService)
-    user = await service.create_user(server, username=username, email=email, password=password)
+    user = await service.create_user(
+        server.context, username=username, email=email, password=password
+    )
     return Account(user.id, username, email, password)
 
 

@@ -20,6 +20,8 @@ def test_accounts_server_exports() -> None:
         "AccessClaims",
         "AccountsError",
         "AccountsServer",
+        "Admin",
+        "AdminAction",
         "AdminNotAllowed",
         "AuthenticationFailed",
         "ConfigurationError",
@@ -31,8 +33,8 @@ def test_accounts_server_exports() -> None:
         "EndpointRequest",
         "EventName",
         "Forbidden",
-        "IdentityAlreadyLinked",
         "HookEvent",
+        "IdentityAlreadyLinked",
         "ImpersonationResult",
         "InvalidCredentials",
         "InvalidEmail",
@@ -42,7 +44,6 @@ def test_accounts_server_exports() -> None:
         "InvalidUsername",
         "KeyRing",
         "Limit",
-        "LinkTokens",
         "Listener",
         "LoginNotAllowed",
         "LoginResult",
@@ -54,6 +55,7 @@ def test_accounts_server_exports() -> None:
         "MethodNotAllowed",
         "NotFound",
         "OneTimeToken",
+        "OneTimeTokens",
         "Overloaded",
         "RateLimited",
         "RateLimiter",
@@ -63,12 +65,13 @@ def test_accounts_server_exports() -> None:
         "ResetPasswordLinkExpired",
         "RouteNotFound",
         "SMTPMailer",
+        "SecretService",
         "ServiceContext",
         "ServiceEndpoint",
         "ServiceNotFound",
-        "SessionNotFound",
         "Session",
         "SessionConfig",
+        "SessionNotFound",
         "SigningKey",
         "Store",
         "StoreUnavailable",
@@ -85,10 +88,10 @@ def test_accounts_server_exports() -> None:
         "UsernameAlreadyExists",
         "UsernameOrEmailRequired",
         "ValidationFailed",
+        "VerificationKey",
         "VerifyEmailLinkExpired",
         "canonical_email",
         "canonical_username",
-        "mail_link",
         "validate_email",
         "validate_username",
     }
@@ -165,3 +168,15 @@ def test_services_import_only_the_public_api() -> None:
             if isinstance(node, ast.Import):
                 for alias in node.names:
                     assert not alias.name.startswith("accounts_server."), f"{path}: {alias.name}"
+
+
+def test_nothing_a_service_imports_refers_back_to_the_server() -> None:
+    """The service contract is the context: no module a service imports names the server."""
+    for module in ("services", "context", "onetime", "hooks", "types", "mail", "ratelimit"):
+        tree = ast.parse((ROOT / "accounts_server" / f"{module}.py").read_text())
+        imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        assert "server" not in imported and "accounts_server.server" not in imported, module
+    for folder in ("services", "examples"):
+        for path in (ROOT / folder).rglob("*.py"):
+            text = path.read_text()
+            assert ".server." not in text and "request.server" not in text, path

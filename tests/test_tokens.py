@@ -26,6 +26,7 @@ from accounts_server import (
 )
 from accounts_server.tokens import RESERVED_CLAIMS, TokenCodec
 
+from .conftest import Clock
 from .helpers import load_key
 
 ED = load_key("ed25519")
@@ -33,12 +34,14 @@ OLD = load_key("ed25519-old")
 ES = load_key("es256")
 
 
-def codec(*keys: SigningKey, **options: Any) -> TokenCodec:
-    return TokenCodec(TokenConfig(keys=KeyRing(list(keys) or [ED]), **options))
+def codec(*keys: SigningKey, clock: Clock | None = None, **options: Any) -> TokenCodec:
+    """A codec on `keys` (default the Ed25519 test key); `clock` for tests about time."""
+    config = TokenConfig(keys=KeyRing(list(keys) or [ED]), **options)
+    return TokenCodec(config, clock=clock) if clock else TokenCodec(config)
 
 
-def access(c: TokenCodec, *, ago: timedelta = timedelta(0), **extra: Any) -> str:
-    now = datetime.now(UTC) - ago
+def access(c: TokenCodec, *, at: datetime | None = None, **extra: Any) -> str:
+    now = at or datetime.now(UTC)
     return c.issue_access(
         subject="u1",
         session_id="s1",
@@ -175,18 +178,26 @@ class TestRefusedTokens:
             codec().verify_access(resign(access(codec()), ED.signer, "EdDSA", typ="JWT"))
         assert caught.value.reason == "typ"
 
-    def test_expired(self) -> None:
+    def test_expired(self, clock: Clock) -> None:
+        c = codec(clock=clock)
+        token = access(c, at=clock())
+        clock.advance(timedelta(minutes=16))
         with pytest.raises(TokenExpired):
-            codec().verify_access(access(codec(), ago=timedelta(minutes=16)))
+            c.verify_access(token)
 
-    def test_expiry_has_30_seconds_leeway(self) -> None:
-        token = access(codec(), ago=timedelta(minutes=15, seconds=20))
-        assert codec().verify_access(token).sub == "u1"
+    def test_expiry_has_30_seconds_leeway(self, clock: Clock) -> None:
+        c = codec(clock=clock)
+        token = access(c, at=clock())
+        clock.advance(timedelta(minutes=15, seconds=20))
+        assert c.verify_access(token).sub == "u1"
+        clock.advance(timedelta(seconds=11))
+        with pytest.raises(TokenExpired):
+            c.verify_access(token)
 
     def test_wrong_audience_or_issuer(self) -> None:
-        for options in ({"audience": "other-api"}, {"issuer": "evil"}):
+        for other in (codec(audience="other-api"), codec(issuer="evil")):
             with pytest.raises(InvalidToken):
-                codec().verify_access(access(codec(**options)))
+                codec().verify_access(access(other))
 
     def test_missing_claim(self) -> None:
         claims = claims_of(access(codec()))
@@ -296,9 +307,9 @@ def test_round_trip(subject: str, extra: dict[str, Any]) -> None:
 
 
 class TestVerifiedTokenCache:
-    def test_a_cached_token_still_expires(self) -> None:
-        c = codec(leeway=timedelta(0))
-        now = datetime.now(UTC)
+    def test_a_cached_token_still_expires(self, clock: Clock) -> None:
+        c = codec(clock=clock, leeway=timedelta(0))
+        now = clock()
         token = c.issue_access(
             subject="u",
             session_id="s",
@@ -307,7 +318,7 @@ class TestVerifiedTokenCache:
             expires_at=now + timedelta(seconds=1),
         )
         assert c.verify_access(token) is c.verify_access(token)  # the second is a cache hit
-        time.sleep(1.1)  # waits for expiry; asserts no duration
+        clock.advance(timedelta(seconds=1))
         with pytest.raises(TokenExpired):
             c.verify_access(token)
         with pytest.raises(TokenExpired):
@@ -320,7 +331,8 @@ class TestVerifiedTokenCache:
             c.verify_access(token)
         head, body, sig = tokens[0].split(".")
         with pytest.raises(InvalidToken):
-            c.verify_access(f"{head}.{body}.{sig[:-2]}AA")
+            other = "B" if sig[0] == "A" else "A"  # the first signature byte changes
+            c.verify_access(f"{head}.{body}.{other}{sig[1:]}")
         with pytest.raises(InvalidToken):
             c.verify_refresh(tokens[1])  # cached as an access token, still not a refresh token
 

@@ -1,26 +1,25 @@
 """The admin surface under `/admin`: list/search users with paging, get, update, deactivate,
-activate, delete, and a user's sessions. Every call is authorized by the server's
-`authorize_admin(user, action)` hook (default: nobody) before anything is read or changed,
-and every completed action is emitted as `admin_action` for an audit trail. Glue only."""
+activate, delete, and a user's sessions. Glue only: authorization (`authorize_admin`, default
+nobody) and the `admin_action` audit are the core's (`accounts_server.admin`), shared with the
+management CLI."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
 
-from ..errors import InvalidRequest, InvalidToken, UserNotFound
+from ..admin import Admin
+from ..errors import InvalidRequest, InvalidToken
 from ..server import AccountsServer
-from ..types import User
+from .operations import Handler, Operation
 from .request import access_token, read_json
-from .wire import NO_STORE, json_response, to_wire
+from .wire import ref
 
-__all__ = ["admin_routes"]
+__all__ = ["admin_operations"]
 
-Handler = Callable[[Request, User], Awaitable[object]]
+_NULL = {"type": "null"}
+_USER = "/admin/users/{user_id}"
 
 
 def _int(request: Request, name: str, default: int) -> int:
@@ -32,76 +31,94 @@ def _int(request: Request, name: str, default: int) -> int:
     return int(raw)
 
 
-def admin_routes(server: AccountsServer, max_body: int) -> list[BaseRoute]:
-    def guarded(action: str, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
-        async def route(request: Request) -> Response:
-            token = access_token(request)
-            if token is None:
-                raise InvalidToken(reason="missing")
-            actor = await server.authorize_admin(token, action)
-            user_id = request.path_params.get("user_id")
-            # Looked up first, so the audit event still names a user this call deletes.
-            subject = await server.find_user_by_id(user_id) if user_id else None
-            result = await handler(request, actor)
-            await server.audit(actor, action, subject)
-            return json_response(to_wire(result), headers=NO_STORE)
+def admin_operations(server: AccountsServer, max_body: int) -> list[Operation]:
+    async def admin(request: Request) -> Admin:
+        token = access_token(request)
+        if token is None:
+            raise InvalidToken(reason="missing")
+        return await server.admin(token)
 
-        return route
-
-    async def target(request: Request) -> User:
-        user = await server.find_user_by_id(request.path_params["user_id"])
-        if user is None:
-            raise UserNotFound()
-        return user
-
-    async def list_users(request: Request, actor: User) -> object:
-        search = request.query_params.get("search") or None
-        if search is not None and len(search) > 254:
-            raise InvalidRequest("search too long")
-        users = await server.list_users(
-            search=search, offset=_int(request, "offset", 0), limit=_int(request, "limit", 50)
+    async def list_users(request: Request) -> object:
+        found = await (await admin(request)).list_users(
+            search=request.query_params.get("search") or None,
+            offset=_int(request, "offset", 0),
+            limit=_int(request, "limit", 50),
         )
-        return {"users": to_wire(users)}
+        return {"users": found}
 
-    async def get_user(request: Request, actor: User) -> object:
-        return await target(request)
+    async def get_user(request: Request) -> object:
+        return await (await admin(request)).get_user(request.path_params["user_id"])
 
-    async def update_user(request: Request, actor: User) -> object:
+    async def update_user(request: Request) -> object:
+        acting = await admin(request)
         body: Any = await read_json(request, max_bytes=max_body)
-        unknown = set(body) - {"username", "extra"}
-        if unknown:
-            raise InvalidRequest(f"only username and extra can be changed here: {sorted(unknown)}")
-        return await server.update_user(
-            (await target(request)).id, username=body.get("username"), extra=body.get("extra")
+        return await acting.update_user(request.path_params["user_id"], body)
+
+    async def deactivate(request: Request) -> object:
+        await (await admin(request)).deactivate_user(request.path_params["user_id"])
+        return None
+
+    async def activate(request: Request) -> object:
+        await (await admin(request)).activate_user(request.path_params["user_id"])
+        return None
+
+    async def delete(request: Request) -> object:
+        await (await admin(request)).delete_user(request.path_params["user_id"])
+        return None
+
+    async def sessions(request: Request) -> object:
+        return await (await admin(request)).list_sessions(request.path_params["user_id"])
+
+    async def revoke(request: Request) -> object:
+        user_id, sid = request.path_params["user_id"], request.path_params["sid"]
+        await (await admin(request)).revoke_session(user_id, sid)
+        return None
+
+    def op(method: Any, path: str, handler: Handler, summary: str, response: Any) -> Operation:
+        return Operation(
+            method=method,
+            path=path,
+            handler=handler,
+            summary=f"Admin: {summary}",
+            response=response,
+            admin=True,
         )
 
-    async def deactivate(request: Request, actor: User) -> object:
-        await server.deactivate_user((await target(request)).id)
-        return None
-
-    async def activate(request: Request, actor: User) -> object:
-        await server.activate_user((await target(request)).id)
-        return None
-
-    async def delete(request: Request, actor: User) -> object:
-        await server.delete_user((await target(request)).id)
-        return None
-
-    async def sessions(request: Request, actor: User) -> object:
-        return await server.list_sessions((await target(request)).id)
-
-    async def revoke(request: Request, actor: User) -> object:
-        await server.revoke_session((await target(request)).id, request.path_params["sid"])
-        return None
-
-    user = "/admin/users/{user_id}"
     return [
-        Route("/admin/users", guarded("users.list", list_users), methods=["GET"]),
-        Route(user, guarded("users.get", get_user), methods=["GET"]),
-        Route(user, guarded("users.update", update_user), methods=["PATCH"]),
-        Route(user, guarded("users.delete", delete), methods=["DELETE"]),
-        Route(f"{user}/deactivate", guarded("users.deactivate", deactivate), methods=["POST"]),
-        Route(f"{user}/activate", guarded("users.activate", activate), methods=["POST"]),
-        Route(f"{user}/sessions", guarded("sessions.list", sessions), methods=["GET"]),
-        Route(f"{user}/sessions/{{sid}}", guarded("sessions.revoke", revoke), methods=["DELETE"]),
+        Operation(
+            method="GET",
+            path="/admin/users",
+            handler=list_users,
+            summary="Admin: list users (search: username or email prefix; offset, limit)",
+            response={
+                "type": "object",
+                "properties": {"users": {"type": "array", "items": ref("User")}},
+            },
+            admin=True,
+        ),
+        op("GET", _USER, get_user, "a user", ref("User")),
+        Operation(
+            method="PATCH",
+            path=_USER,
+            handler=update_user,
+            summary="Admin: change username/extra",
+            body={
+                "type": "object",
+                "properties": {"username": {"type": "string"}, "extra": {"type": "object"}},
+                "additionalProperties": False,
+            },
+            response=ref("User"),
+            admin=True,
+        ),
+        op("DELETE", _USER, delete, "delete a user", _NULL),
+        op("POST", f"{_USER}/deactivate", deactivate, "deactivate a user", _NULL),
+        op("POST", f"{_USER}/activate", activate, "activate a user", _NULL),
+        op(
+            "GET",
+            f"{_USER}/sessions",
+            sessions,
+            "a user's sessions",
+            {"type": "array", "items": ref("Session")},
+        ),
+        op("DELETE", f"{_USER}/sessions/{{sid}}", revoke, "end a user's session", _NULL),
     ]

@@ -1,12 +1,14 @@
 """The Starlette app speaking the accounts-js REST protocol. Glue only: each route parses the
-request, calls one server method and serializes the result; the rules are in the core."""
+request, calls one server method and serializes the result; the rules are in the core. Every
+route is one `Operation` in the table below (login services' endpoints and the admin surface
+included), from which both the routes and the OpenAPI document are derived."""
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
@@ -14,29 +16,28 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
 from ..errors import AccountsError, AuthenticationFailed, InvalidRequest, InvalidToken
 from ..server import AccountsServer
-from ..services import EndpointHandler, EndpointRequest, ProvidesEndpoints, Redirect
-from ..types import Session, User
-from .admin import admin_routes
+from ..services import EndpointHandler, EndpointRequest, ProvidesEndpoints
+from .admin import admin_operations
 from .errors import handle_accounts_error, handle_http_exception, handle_unexpected
-from .openapi import openapi_document
+from .operations import Handler, Operation, openapi_document, route
 from .request import MAX_BODY_BYTES, Network, access_token, connection_info, read_json
-from .wire import NO_STORE, json_response, to_wire
+from .wire import ref
 
 __all__ = ["create_app"]
 
 logger = logging.getLogger("accounts_server.http")
 
+_STRING = {"type": "string"}
+_OBJECT = {"type": "object"}
+_NULL = {"type": "null"}
+_SESSIONS = {"type": "array", "items": ref("Session")}
 
-def _json(value: object) -> Response:
-    return json_response(to_wire(value), headers=NO_STORE)
 
-
-class _Routes:
+class _Handlers:
     def __init__(
         self, server: AccountsServer, trusted_proxies: Sequence[Network], max_body: int
     ) -> None:
@@ -48,42 +49,6 @@ class _Routes:
     async def _body(self, request: Request) -> Any:
         return await read_json(request, max_bytes=self.max_body)
 
-    async def authenticate(self, request: Request) -> Response:
-        body = await self._body(request)
-        service = request.path_params["service"]
-        info = connection_info(request, self.proxies)
-        return _json(await self.server.login_with_service(service, body, info))
-
-    async def verify_authentication(self, request: Request) -> Response:
-        body = await self._body(request)
-        service = request.path_params["service"]
-        info = connection_info(request, self.proxies)
-        return _json(await self.server.authenticate_with_service(service, body, info))
-
-    async def refresh_tokens(self, request: Request) -> Response:
-        body = await self._body(request)
-        refresh, access = body.get("refreshToken"), body.get("accessToken")
-        if not isinstance(refresh, str) or not (access is None or isinstance(access, str)):
-            raise InvalidRequest("refreshToken (and accessToken, if given) must be strings")
-        info = connection_info(request, self.proxies)
-        return _json(await self.server.refresh_tokens(access, refresh, info))
-
-    async def logout(self, request: Request) -> Response:
-        await self.server.logout(self._token(request, await self._body(request)))
-        return _json(None)
-
-    async def user(self, request: Request) -> Response:
-        """200 `null` without a valid token: the accounts-js client's "am I logged in" check
-        relies on it. A store outage is still a 503, never a silent `null`."""
-        body = await self._body(request) if request.method == "POST" else {}
-        token = access_token(request, body)
-        if token is None:
-            return _json(None)
-        try:
-            return _json(await self.server.resume_session(token))
-        except AuthenticationFailed:
-            return _json(None)
-
     @staticmethod
     def _token(request: Request, body: Any = None) -> str:
         token = access_token(request, body)
@@ -91,36 +56,64 @@ class _Routes:
             raise InvalidToken(reason="missing")
         return token
 
-    async def _caller(self, request: Request) -> tuple[User, Session]:
-        return await self.server.resume(self._token(request))
+    async def authenticate(self, request: Request) -> object:
+        body = await self._body(request)
+        info = connection_info(request, self.proxies)
+        return await self.server.login_with_service(request.path_params["service"], body, info)
 
-    async def list_sessions(self, request: Request) -> Response:
-        """The caller's own sessions only; no secret or hash in any field."""
-        user, session = await self._caller(request)
-        return _json(await self.server.list_sessions(user.id, current_session_id=session.id))
+    async def verify_authentication(self, request: Request) -> object:
+        body = await self._body(request)
+        info = connection_info(request, self.proxies)
+        service = request.path_params["service"]
+        return await self.server.authenticate_with_service(service, body, info)
 
-    async def revoke_session(self, request: Request) -> Response:
-        """Another user's session id answers exactly as an unknown one: 404."""
-        user, _ = await self._caller(request)
-        await self.server.revoke_session(user.id, request.path_params["sid"])
-        return _json(None)
+    async def refresh_tokens(self, request: Request) -> object:
+        body = await self._body(request)
+        refresh, access = body.get("refreshToken"), body.get("accessToken")
+        if not isinstance(refresh, str) or not (access is None or isinstance(access, str)):
+            raise InvalidRequest("refreshToken (and accessToken, if given) must be strings")
+        info = connection_info(request, self.proxies)
+        return await self.server.refresh_tokens(access, refresh, info)
 
-    async def freshen_session(self, request: Request) -> Response:
-        """Mark this session used now (pushes back its idle expiry, never its absolute one)."""
-        return _json(await self.server.freshen_session(self._token(request)))
+    async def logout(self, request: Request) -> object:
+        await self.server.logout(self._token(request, await self._body(request)))
+        return None
 
-    async def revoke_other_sessions(self, request: Request) -> Response:
-        user, session = await self._caller(request)
-        revoked = await self.server.revoke_all_sessions(user.id, except_=[session.id])
-        return _json({"revoked": revoked})
+    async def user(self, request: Request) -> object:
+        """200 `null` without a valid token: the accounts-js client's "am I logged in" check
+        relies on it. A store outage is still a 503, never a silent `null`."""
+        body = await self._body(request) if request.method == "POST" else {}
+        token = access_token(request, body)
+        if token is None:
+            return None
+        try:
+            return await self.server.resume_session(token)
+        except AuthenticationFailed:
+            return None
 
-    async def delete_user(self, request: Request) -> Response:
+    async def delete_user(self, request: Request) -> object:
         """`DELETE /user {password}`: delete one's own account."""
         body = await self._body(request)
         await self.server.delete_own_account(self._token(request, body), body.get("password"))
-        return _json(None)
+        return None
 
-    async def impersonate(self, request: Request) -> Response:
+    async def list_sessions(self, request: Request) -> object:
+        """The caller's own sessions only; no secret or hash in any field."""
+        return await self.server.list_own_sessions(self._token(request))
+
+    async def revoke_session(self, request: Request) -> object:
+        """Another user's session id answers exactly as an unknown one: 404."""
+        await self.server.revoke_own_session(self._token(request), request.path_params["sid"])
+        return None
+
+    async def freshen_session(self, request: Request) -> object:
+        """Mark this session used now (pushes back its idle expiry, never its absolute one)."""
+        return await self.server.freshen_session(self._token(request))
+
+    async def revoke_other_sessions(self, request: Request) -> object:
+        return {"revoked": await self.server.revoke_other_sessions(self._token(request))}
+
+    async def impersonate(self, request: Request) -> object:
         body = await self._body(request)
         token = body.get("accessToken")
         token = token if isinstance(token, str) and token else access_token(request)
@@ -130,25 +123,22 @@ class _Routes:
         if not isinstance(target, dict):
             raise InvalidRequest("impersonated must be an object")
         info = connection_info(request, self.proxies)
-        return _json(await self.server.impersonate(token, target, info))
+        return await self.server.impersonate(token, target, info)
 
-    async def jwks(self, request: Request) -> Response:
-        return json_response(self.server.jwks(), headers={"Cache-Control": "public, max-age=300"})
+    async def jwks(self, request: Request) -> object:
+        return self.server.jwks()
 
-    async def openapi(self, request: Request) -> Response:
-        return json_response(self.document)
+    async def openapi(self, request: Request) -> object:
+        return self.document
 
-    async def health(self, request: Request) -> Response:
+    async def health(self, request: Request) -> object:
         await self.server.store.find_user_by_id("")  # StoreUnavailable → 503
-        return _json({"status": "ok"})
+        return {"status": "ok"}
 
-    def endpoint(
-        self, handler: EndpointHandler, cookie_path: str
-    ) -> Callable[[Request], Awaitable[Response]]:
-        async def route(request: Request) -> Response:
+    def endpoint(self, handler: EndpointHandler) -> Handler:
+        async def call(request: Request) -> object:
             body = await self._body(request) if request.method == "POST" else {}
-            call = EndpointRequest(
-                server=self.server,
+            endpoint_request = EndpointRequest(
                 body=body,
                 info=connection_info(request, self.proxies),
                 access_token=access_token(request, body),
@@ -157,68 +147,171 @@ class _Routes:
                 cookies=dict(request.cookies),
                 url=str(request.url),
             )
-            result = await handler(call)
-            if isinstance(result, Redirect):
-                return _redirect(result, secure=request.url.scheme == "https", path=cookie_path)
-            return _json(result)
+            return await self.server.call_endpoint(handler, endpoint_request)
 
-        return route
+        return call
 
 
-def _redirect(redirect: Redirect, *, secure: bool, path: str) -> Response:
-    response = RedirectResponse(redirect.location, status_code=302, headers=NO_STORE)
-    for name, value in redirect.cookies.items():
-        if value is None:
-            response.delete_cookie(name, path=path, secure=secure, httponly=True, samesite="lax")
-        else:
-            response.set_cookie(
-                name,
-                value,
-                max_age=redirect.cookie_max_age,
-                path=path,
-                secure=secure,
-                httponly=True,
-                samesite="lax",
+def _operations(server: AccountsServer, h: _Handlers) -> list[Operation]:
+    """Every route, in matching order (services' own paths before `/{service}/...`)."""
+    bearer_or_body = {"type": "object", "properties": {"accessToken": _STRING}}
+    operations = [
+        Operation(
+            method="POST",
+            path="/refreshTokens",
+            handler=h.refresh_tokens,
+            summary="Rotate the refresh token and issue a new pair",
+            body={
+                "type": "object",
+                "required": ["refreshToken"],
+                "properties": {"accessToken": _STRING, "refreshToken": _STRING},
+            },
+            response=ref("LoginResult"),
+        ),
+        Operation(
+            method="POST",
+            path="/logout",
+            handler=h.logout,
+            summary="End this session",
+            body=bearer_or_body,
+            body_required=False,
+            response=_NULL,
+            auth="required",
+        ),
+        *(
+            Operation(
+                method=method,
+                path="/user",
+                handler=h.user,
+                summary="The logged-in user, or null",
+                body=bearer_or_body if method == "POST" else None,
+                body_required=False,
+                response={"oneOf": [ref("User"), _NULL]},
+                auth="optional",
             )
-    return response
-
-
-def _routes(server: AccountsServer, handlers: _Routes, prefix: str) -> list[BaseRoute]:
-    routes: list[BaseRoute] = [
-        Route("/refreshTokens", handlers.refresh_tokens, methods=["POST"]),
-        Route("/logout", handlers.logout, methods=["POST"]),
-        Route("/user", handlers.user, methods=["GET", "POST"]),
-        Route("/user", handlers.delete_user, methods=["DELETE"]),
-        Route("/sessions", handlers.list_sessions, methods=["GET"]),
-        Route("/sessions", handlers.revoke_other_sessions, methods=["DELETE"]),
-        Route("/sessions/freshen", handlers.freshen_session, methods=["POST"]),
-        Route("/sessions/{sid}", handlers.revoke_session, methods=["DELETE"]),
-        Route("/impersonate", handlers.impersonate, methods=["POST"]),
-        Route("/.well-known/jwks.json", handlers.jwks, methods=["GET"]),
-        Route("/health", handlers.health, methods=["GET"]),
-        Route("/openapi.json", handlers.openapi, methods=["GET"]),
-        *admin_routes(server, handlers.max_body),
+            for method in ("GET", "POST")
+        ),
+        Operation(
+            method="DELETE",
+            path="/user",
+            handler=h.delete_user,
+            summary="Delete one's own account (users with a password give it)",
+            body={"type": "object", "properties": {"password": _STRING}},
+            body_required=False,
+            response=_NULL,
+            auth="required",
+        ),
+        Operation(
+            method="GET",
+            path="/sessions",
+            handler=h.list_sessions,
+            summary="One's own live sessions",
+            response=_SESSIONS,
+            auth="required",
+        ),
+        Operation(
+            method="DELETE",
+            path="/sessions",
+            handler=h.revoke_other_sessions,
+            summary="End all one's other sessions",
+            response={"type": "object", "properties": {"revoked": {"type": "integer"}}},
+            auth="required",
+        ),
+        Operation(
+            method="POST",
+            path="/sessions/freshen",
+            handler=h.freshen_session,
+            summary="Mark this session used now",
+            response=ref("Session"),
+            auth="required",
+        ),
+        Operation(
+            method="DELETE",
+            path="/sessions/{sid}",
+            handler=h.revoke_session,
+            summary="End one of one's sessions",
+            response=_NULL,
+            auth="required",
+        ),
+        Operation(
+            method="POST",
+            path="/impersonate",
+            handler=h.impersonate,
+            summary="Open a session as another user, if allowed",
+            body={
+                "type": "object",
+                "required": ["accessToken", "impersonated"],
+                "properties": {
+                    "accessToken": _STRING,
+                    "impersonated": {
+                        "type": "object",
+                        "properties": {"userId": _STRING, "username": _STRING, "email": _STRING},
+                    },
+                },
+            },
+            response=ref("ImpersonationResult"),
+        ),
+        Operation(
+            method="GET",
+            path="/.well-known/jwks.json",
+            handler=h.jwks,
+            summary="Public keys",
+            response=ref("JWKS"),
+            max_age=300,
+        ),
+        Operation(
+            method="GET",
+            path="/health",
+            handler=h.health,
+            summary="Liveness, including the store",
+            response={"type": "object", "properties": {"status": _STRING}},
+        ),
+        Operation(
+            method="GET",
+            path="/openapi.json",
+            handler=h.openapi,
+            summary="This document",
+            response=_OBJECT,
+        ),
+        *admin_operations(server, h.max_body),
     ]
     for name, service in server.services.items():
         if isinstance(service, ProvidesEndpoints):
             for endpoint in service.endpoints():
-                route = handlers.endpoint(endpoint.handler, cookie_path=prefix or "/")
-                path = (
-                    endpoint.path if endpoint.path.startswith("/") else f"/{name}/{endpoint.path}"
+                path = endpoint.path
+                operations.append(
+                    Operation(
+                        method=endpoint.method,
+                        path=path if path.startswith("/") else f"/{name}/{path}",
+                        handler=h.endpoint(endpoint.handler),
+                        summary=endpoint.summary or f"{name}: {path}",
+                        body=endpoint.body if endpoint.method == "POST" else None,
+                        body_required=False,
+                        response=endpoint.response,
+                        auth=endpoint.auth,
+                        redirects=endpoint.redirects,
+                    )
                 )
-                routes.append(Route(path, route, methods=[endpoint.method]))
-    routes += [
-        Route("/{service}/authenticate", handlers.authenticate, methods=["POST"]),
-        Route("/{service}/verifyAuthentication", handlers.verify_authentication, methods=["POST"]),
+    service_body = {"type": "object"}
+    operations += [
+        Operation(
+            method="POST",
+            path="/{service}/authenticate",
+            handler=h.authenticate,
+            summary="Log in with a login service",
+            body=service_body,
+            response=ref("LoginResult"),
+        ),
+        Operation(
+            method="POST",
+            path="/{service}/verifyAuthentication",
+            handler=h.verify_authentication,
+            summary="Check credentials without opening a session",
+            body=service_body,
+            response={"type": "boolean"},
+        ),
     ]
-    return routes
-
-
-def _under(prefix: str, route: BaseRoute) -> BaseRoute:
-    """The route at `prefix + path`. Flat routes instead of a `Mount`: one router level less
-    on every request (a few µs of `GET /user`, measured in benchmarks/run.py)."""
-    assert isinstance(route, Route)
-    return Route(prefix + route.path, route.endpoint, methods=route.methods, name=route.name)
+    return operations
 
 
 async def _prune_forever(server: AccountsServer, every: timedelta) -> None:
@@ -248,12 +341,14 @@ def create_app(
         ConfigurationError: never; `ValueError` for an unparsable proxy network.
     """
     proxies = [ipaddress.ip_network(net, strict=False) for net in trusted_proxies]
-    handlers = _Routes(server, proxies, max_body_size)
+    handlers = _Handlers(server, proxies, max_body_size)
     root = prefix.rstrip("/")
-    handlers.document = openapi_document(server, root)
-    app_routes: list[BaseRoute] = [_under(root, r) for r in _routes(server, handlers, root)]
-    if prefix:
-        app_routes.append(Route("/.well-known/jwks.json", handlers.jwks, methods=["GET"]))
+    operations = _operations(server, handlers)
+    handlers.document = openapi_document(operations, root)
+    routes: list[BaseRoute] = [route(op, root, cookie_path=root or "/") for op in operations]
+    if root:
+        jwks = next(op for op in operations if op.handler == handlers.jwks)
+        routes.append(route(jwks, "", cookie_path="/"))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -270,7 +365,7 @@ def create_app(
                 await server.close()
 
     return Starlette(
-        routes=app_routes,
+        routes=routes,
         exception_handlers={
             AccountsError: handle_accounts_error,
             HTTPException: handle_http_exception,

@@ -1,6 +1,6 @@
 """Protecting a host app's routes: a Starlette `AuthenticationBackend` and FastAPI
-dependencies, both on the server's stateful `resume` (revocation holds on the next request),
-and a backend on the stateless `TokenVerifier` for services that hold only the JWKS.
+dependencies, both on the server's stateful `resume_user_and_session` (revocation holds on the
+next request), and a backend on the stateless `TokenVerifier` for services that hold only the JWKS.
 
 Starlette's convention: `authenticate` returns None for an anonymous request and raises
 `AuthenticationError` for a bad token; `on_auth_error` turns that into our JSON 401.
@@ -93,7 +93,7 @@ class AccountsBackend(AuthenticationBackend):
         if token is None:
             return None
         try:
-            user, session = await self.server.resume(token)
+            user, session = await self.server.resume_user_and_session(token)
         except AuthenticationFailed as exc:
             raise AuthenticationError(exc.code) from exc
         return _scopes(session.impersonator_id is not None), AccountsUser(user, session)
@@ -141,7 +141,7 @@ class CurrentUser:
         try:
             if token is None:
                 raise AuthenticationFailed("Not authenticated")
-            user, _ = await self.server.resume(token)
+            user, _ = await self.server.resume_user_and_session(token)
         except AuthenticationFailed as exc:
             if self.optional:
                 return None

@@ -14,7 +14,14 @@ from datetime import timedelta
 import httpx
 
 from ..errors import InvalidToken, TemporarilyUnavailable
-from ..tokens import AccessClaims, KeyRing, TokenCodec, TokenConfig
+from ..tokens import (
+    DEFAULT_AUDIENCE,
+    DEFAULT_ISSUER,
+    AccessClaims,
+    KeyRing,
+    TokenCodec,
+    TokenConfig,
+)
 
 __all__ = ["TokenVerifier"]
 
@@ -28,8 +35,8 @@ class TokenVerifier:
         self,
         jwks_url: str,
         *,
-        issuer: str = "accounts-server",
-        audience: str = "accounts-server/api",
+        issuer: str = DEFAULT_ISSUER,
+        audience: str = DEFAULT_AUDIENCE,
         refetch_interval: timedelta = timedelta(seconds=30),
         timeout: float = 5.0,
     ) -> None:

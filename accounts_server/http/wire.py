@@ -1,4 +1,5 @@
-"""The accounts-js wire shapes (camelCase) of the server's results, and their JSON encoding."""
+"""The accounts-js wire shapes (camelCase) of the server's results, their JSON Schemas (for the
+OpenAPI document) and their JSON encoding. Each shape's converter and schema sit together."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from starlette.responses import Response
 
 from ..types import ImpersonationResult, LoginResult, Session, Tokens, User
 
-__all__ = ["NO_STORE", "json_response", "to_wire"]
+__all__ = ["NO_STORE", "SCHEMAS", "json_response", "ref", "to_wire"]
 
 #: Headers of every answer that carries account data or an error: never cached, never sniffed.
 NO_STORE = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
@@ -30,6 +31,44 @@ def _ms(value: Any) -> int | None:
     return None if value is None else int(value.timestamp() * 1000)
 
 
+def ref(name: str) -> dict[str, Any]:
+    """A reference to one of `SCHEMAS`.
+
+    Raises:
+        KeyError: no such schema (a typo in a route table fails at import).
+    """
+    SCHEMAS[name]
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+_STRING = {"type": "string"}
+_TIME = {"type": ["integer", "null"]}
+SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["message", "code"],
+        "properties": {"message": _STRING, "code": _STRING},
+    },
+    "Email": {
+        "type": "object",
+        "required": ["address", "verified"],
+        "properties": {"address": _STRING, "verified": {"type": "boolean"}},
+    },
+}
+SCHEMAS["User"] = {
+    "type": "object",
+    "required": ["id", "emails", "deactivated"],
+    "properties": {
+        "id": _STRING,
+        "username": {"type": ["string", "null"]},
+        "emails": {"type": "array", "items": ref("Email")},
+        "deactivated": {"type": "boolean"},
+        "createdAt": _TIME,
+        "updatedAt": _TIME,
+    },
+}
+
+
 def _user(user: User) -> dict[str, Any]:
     return {
         **user.extra,
@@ -46,6 +85,23 @@ def _tokens(tokens: Tokens) -> dict[str, str]:
     return {"accessToken": tokens.access_token, "refreshToken": tokens.refresh_token}
 
 
+SCHEMAS["Tokens"] = {
+    "type": "object",
+    "required": ["accessToken", "refreshToken"],
+    "properties": {"accessToken": _STRING, "refreshToken": _STRING},
+}
+SCHEMAS["LoginResult"] = {
+    "type": "object",
+    "required": ["sessionId", "tokens", "user"],
+    "properties": {"sessionId": _STRING, "tokens": ref("Tokens"), "user": ref("User")},
+}
+SCHEMAS["ImpersonationResult"] = {
+    "type": "object",
+    "required": ["authorized"],
+    "properties": {"authorized": {"type": "boolean"}, "tokens": ref("Tokens"), "user": ref("User")},
+}
+
+
 def _session(session: Session) -> dict[str, Any]:
     return {
         "id": session.id,
@@ -60,6 +116,30 @@ def _session(session: Session) -> dict[str, Any]:
         "impersonatorId": session.impersonator_id,
         "current": session.current,
     }
+
+
+SCHEMAS["Session"] = {
+    "type": "object",
+    "required": ["id", "userId", "valid", "createdAt", "expiresAt", "current"],
+    "properties": {
+        "id": _STRING,
+        "userId": _STRING,
+        "valid": {"type": "boolean"},
+        "createdAt": {"type": "integer"},
+        "updatedAt": {"type": "integer"},
+        "lastUsedAt": {"type": "integer"},
+        "expiresAt": {"type": "integer"},
+        "ip": {"type": ["string", "null"]},
+        "userAgent": {"type": ["string", "null"]},
+        "impersonatorId": {"type": ["string", "null"]},
+        "current": {"type": "boolean"},
+    },
+}
+SCHEMAS["JWKS"] = {
+    "type": "object",
+    "required": ["keys"],
+    "properties": {"keys": {"type": "array", "items": {"type": "object"}}},
+}
 
 
 def to_wire(value: object) -> Any:

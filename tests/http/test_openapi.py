@@ -74,3 +74,47 @@ def test_api_conforms(case: schemathesis.Case[Any]) -> None:
     (Not "every schema-valid body succeeds": a blocklisted password is schema-valid and a 422.)"""
     response = case.call()
     case.validate_response(response, checks=CHECKS)
+
+
+def _served(app: Any, prefix: str) -> set[tuple[str, str]]:
+    """(method, path) of every route the app serves under `prefix` (HEAD is GET's twin)."""
+    return {
+        (method, route.path.removeprefix(prefix))
+        for route in app.routes
+        if route.path.startswith(prefix + "/")
+        for method in route.methods
+        if method != "HEAD"
+    }
+
+
+async def test_routes_served_are_exactly_the_routes_documented() -> None:
+    """Every route is declared once, in one table: an undocumented route (or a documented one
+    that is not served) fails here. Login services' endpoints and the admin surface included."""
+    app: Any = APP
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        document = (await client.get("/accounts/openapi.json")).json()
+    documented = {
+        (method.upper(), path)
+        for path, operations in document["paths"].items()
+        for method in operations
+    }
+    served = _served(app, "/accounts")
+    assert served == documented
+    assert ("POST", "/password/register") in served and ("GET", "/admin/users") in served
+    # The one route outside the prefix is the JWKS alias at the root.
+    outside = {r.path for r in app.routes if not r.path.startswith("/accounts/")}
+    assert outside == {"/.well-known/jwks.json"}
+
+
+async def test_a_service_endpoint_is_documented_from_its_declaration() -> None:
+    app: Any = APP
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        document = (await client.get("/accounts/openapi.json")).json()
+    change = document["paths"]["/password/changePassword"]["post"]
+    assert change["security"] == [{"bearer": []}]
+    body = change["requestBody"]["content"]["application/json"]["schema"]
+    assert set(body["properties"]) == {"oldPassword", "newPassword"}
+    admin = document["paths"]["/admin/users/{user_id}"]["delete"]
+    assert admin["x-admin"] is True and admin["parameters"][0]["name"] == "user_id"

@@ -10,8 +10,8 @@ import secrets
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, get_args
 from urllib.parse import parse_qs, urlencode, urljoin, urlsplit, urlunsplit
 
 import httpx
@@ -21,7 +21,7 @@ from joserfc import jwt
 from joserfc.jwk import RSAKey
 
 from accounts_oauth import OAuthService, OIDCProvider
-from accounts_server import AccountsServer, HookEvent, Store
+from accounts_server import AccountsServer, EventName, HookEvent, Store, User
 from accounts_server.http import create_app
 
 from ..conftest import MakeServer
@@ -96,7 +96,8 @@ class Browser:
 async def browser(
     make_server: MakeServer, provider: Provider, request: pytest.FixtureRequest
 ) -> AsyncIterator[Browser]:
-    options: dict[str, Any] = getattr(request, "param", {})
+    options: dict[str, Any] = dict(getattr(request, "param", {}))
+    server_options: dict[str, Any] = options.pop("server", {})
     oidc = OIDCProvider(
         name="test",
         issuer=provider.issuer,
@@ -104,7 +105,7 @@ async def browser(
         client_secret=CLIENT_SECRET,
         redirect_uri=CALLBACK,
     )
-    server = make_server(services=[OAuthService([oidc], **options)])
+    server = make_server(services=[OAuthService([oidc], **options)], **server_options)
     transport = httpx.ASGITransport(app=create_app(server))
     async with (
         httpx.AsyncClient(transport=transport, base_url="http://testserver") as app,
@@ -133,6 +134,31 @@ async def test_happy_path_creates_then_finds_the_user(browser: Browser, store: S
     assert len(created) == 1
     found = await store.find_user_by_identity("test", "user-verified")
     assert found is not None and found.id == result["user"]["id"]
+
+
+def _without_emails(user: User) -> User:
+    return replace(user, emails=())
+
+
+@pytest.mark.parametrize(
+    "browser", [{"server": {"user_sanitizer": _without_emails}}], indirect=True
+)
+async def test_the_user_sanitizer_holds_for_users_the_provider_creates(
+    browser: Browser, store: Store
+) -> None:
+    """A user created by the OIDC service reaches listeners and the client sanitized, like
+    every other user: here the sanitizer hides the addresses."""
+    events: list[HookEvent] = []
+    for name in get_args(EventName):
+        if name != "validate_login":
+            browser.server.on(name, events.append)
+    response = await browser.login()
+    assert response.status_code == 200, response.text
+    assert response.json()["user"]["emails"] == []
+    assert "create_user_success" in {e.name for e in events}
+    assert all(e.user is None or e.user.emails == () for e in events), events
+    stored = await store.find_user_by_identity("test", "user-verified")
+    assert stored is not None and stored.emails  # stored as given, hidden only on the way out
 
 
 async def test_authorize_uses_pkce_state_and_nonce(browser: Browser) -> None:

@@ -1,8 +1,8 @@
 """A complete custom login service: log in with an API key.
 
-It needs only `name` and `authenticate`, plus (optionally) routes; everything comes from the
-public `accounts_server` API. Keys are stored as SHA-256 (a 256-bit random key needs no slow
-hash), looked up by an 8-character public prefix and compared in constant time.
+It needs only `name` and `authenticate`, plus (optionally) routes; everything it uses of the
+server comes through the `ServiceContext` it is handed. Keys are stored as SHA-256 (a 256-bit
+random key needs no slow hash), found by the user id they carry and compared in constant time.
 
     pip install -e examples/api_key_service
     accounts-server serve --service password --service apikey
@@ -18,14 +18,7 @@ import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from accounts_server import (
-    EndpointRequest,
-    InvalidRequest,
-    InvalidToken,
-    ServiceContext,
-    ServiceEndpoint,
-    User,
-)
+from accounts_server import EndpointRequest, InvalidRequest, ServiceContext, ServiceEndpoint, User
 
 __all__ = ["ApiKeyService"]
 
@@ -34,7 +27,15 @@ class ApiKeyService:
     name = "apikey"
 
     def endpoints(self) -> Sequence[ServiceEndpoint]:
-        return (ServiceEndpoint("createKey", self._create_key),)
+        return (
+            ServiceEndpoint(
+                "createKey",
+                self._create_key,
+                summary="A new API key for the logged-in user, shown once",
+                response={"type": "object", "properties": {"apiKey": {"type": "string"}}},
+                auth="required",
+            ),
+        )
 
     async def authenticate(self, params: Mapping[str, Any], ctx: ServiceContext) -> User | None:
         key = params.get("apiKey")
@@ -49,14 +50,10 @@ class ApiKeyService:
             return None  # the server answers InvalidCredentials
         return user
 
-    async def _create_key(self, request: EndpointRequest) -> dict[str, str]:
+    async def _create_key(self, request: EndpointRequest, ctx: ServiceContext) -> dict[str, str]:
         """A new key for the logged-in user (replacing any previous one); shown once."""
-        if request.access_token is None:
-            raise InvalidToken(reason="missing")
-        user, _ = await request.server.resume(request.access_token)
+        user, _ = await ctx.authenticated(request.access_token)
         secret = secrets.token_urlsafe(32)
         data = {"sha256": hashlib.sha256(secret.encode()).hexdigest()}
-        await request.server.store.set_service_data(
-            user.id, self.name, data, now=request.server.clock()
-        )
+        await ctx.store.set_service_data(user.id, self.name, data, now=ctx.clock())
         return {"apiKey": f"ak_{user.id}.{secret}"}

@@ -15,10 +15,8 @@ from datetime import timedelta
 from typing import Any
 
 from accounts_server import (
-    AccountsServer,
     EndpointRequest,
     InvalidToken,
-    LinkTokens,
     Mailer,
     MailTemplate,
     MailUnavailable,
@@ -27,7 +25,6 @@ from accounts_server import (
     SMTPMailer,
     User,
     canonical_email,
-    mail_link,
     validate_email,
 )
 
@@ -68,14 +65,21 @@ class MagicLinkService:
         self.template = template
 
     def endpoints(self) -> Sequence[ServiceEndpoint]:
-        return (ServiceEndpoint("/magiclink/requestMagicLinkEmail", self._request),)
+        return (
+            ServiceEndpoint(
+                "/magiclink/requestMagicLinkEmail",
+                self._request,
+                summary="Mail a login link (the answer is the same for any address)",
+                body={"type": "object", "properties": {"email": {"type": "string"}}},
+                response={"type": "null"},
+            ),
+        )
 
     async def authenticate(self, params: Mapping[str, Any], ctx: ServiceContext) -> User | None:
         """Raises:
         InvalidToken: unknown or used link; MagicLinkExpired.
         """
-        tokens = LinkTokens(ctx.store, ctx.clock)
-        user_id, record = await tokens.redeem_for_user(
+        user_id, record = await ctx.one_time.redeem_for_user(
             params.get("token"), [KIND], expired=MagicLinkExpired
         )
         user = await ctx.store.find_user_by_id(user_id)
@@ -84,19 +88,18 @@ class MagicLinkService:
         await ctx.store.set_email_verified(user.id, record.email, now=ctx.clock())
         return await ctx.store.find_user_by_id(user.id)
 
-    async def request_link(self, server: AccountsServer, address: str) -> None:
+    async def request_link(self, ctx: ServiceContext, address: str) -> None:
         """Mail a login link if `address` belongs to a user; silently nothing otherwise.
 
         Raises:
             MailUnavailable: the mail could not be sent (the link was not kept).
         """
-        user = await server.store.find_user_by_email(address)
+        user = await ctx.store.find_user_by_email(address)
         if user is None:
             return
         key = canonical_email(address)
         email = next(e.address for e in user.emails if canonical_email(e.address) == key)
-        await mail_link(
-            server,
+        await ctx.mail_link(
             self.mailer,
             kind=KIND,
             user_id=user.id,
@@ -107,12 +110,12 @@ class MagicLinkService:
             ),
         )
 
-    async def _request(self, request: EndpointRequest) -> None:
+    async def _request(self, request: EndpointRequest, ctx: ServiceContext) -> None:
         """`{email}` → `null`, whatever the address."""
         if self.mailer is None:
             raise MailUnavailable("no mail transport is configured")
         address = validate_email(request.body.get("email"))
-        request.server.after_response(self.request_link(request.server, address))
+        ctx.after_response(self.request_link(ctx, address))
 
 
 def from_environment() -> MagicLinkService:

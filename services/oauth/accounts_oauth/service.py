@@ -39,13 +39,11 @@ from joserfc.jwk import KeySet
 from joserfc.jwt import JWTClaimsRegistry
 
 from accounts_server import (
-    AccountsServer,
     AuthenticationFailed,
     ConfigurationError,
     Email,
     EmailAlreadyExists,
     EndpointRequest,
-    HookEvent,
     IdentityAlreadyLinked,
     InvalidEmail,
     InvalidRequest,
@@ -174,9 +172,28 @@ class OAuthService:
 
     def endpoints(self) -> Sequence[ServiceEndpoint]:
         return (
-            ServiceEndpoint("{provider}/authorize", self._authorize, method="GET"),
-            ServiceEndpoint("{provider}/callback", self._callback, method="GET"),
-            ServiceEndpoint("exchange", self._exchange),
+            ServiceEndpoint(
+                "{provider}/authorize",
+                self._authorize,
+                method="GET",
+                summary="Start a login: 302 to the identity provider",
+                redirects=True,
+            ),
+            ServiceEndpoint(
+                "{provider}/callback",
+                self._callback,
+                method="GET",
+                summary="The provider's redirect: a LoginResult, or a 302 with a one-time code",
+                response={"$ref": "#/components/schemas/LoginResult"},
+                redirects=True,
+            ),
+            ServiceEndpoint(
+                "exchange",
+                self._exchange,
+                summary="Exchange the one-time code for a LoginResult",
+                body={"type": "object", "properties": {"code": {"type": "string"}}},
+                response={"$ref": "#/components/schemas/LoginResult"},
+            ),
         )
 
     # -- provider metadata ------------------------------------------------------------------
@@ -338,14 +355,7 @@ class OAuthService:
         # belongs to someone whose address we have not verified, the new user goes without it.
         for emails in ([Email(email, verified=True)] if email else [], []):
             try:
-                user = await ctx.store.create_user(
-                    username=None,
-                    emails=emails,
-                    extra={},
-                    services={},
-                    now=ctx.clock(),
-                    identities=[(provider.name, subject)],
-                )
+                return await ctx.create_user(emails=emails, identities=[(provider.name, subject)])
             except EmailAlreadyExists:
                 continue
             except IdentityAlreadyLinked:
@@ -353,13 +363,9 @@ class OAuthService:
                 if found is None:
                     raise
                 return found
-            await ctx.hooks.emit(HookEvent(name="create_user_success", user=user))
-            return user
         raise OAuthFailed("could not create a user for this identity")
 
-    async def link(
-        self, server: AccountsServer, user_id: str, provider: str, id_token: str
-    ) -> None:
+    async def link(self, ctx: ServiceContext, user_id: str, provider: str, id_token: str) -> None:
         """Explicit linking by a logged-in user (the caller checked who they are): the
         identity in `id_token` now logs into `user_id`.
 
@@ -368,7 +374,7 @@ class OAuthService:
         """
         chosen = self._provider(provider)
         claims = await self.verify_id_token(chosen, id_token, nonce=None)
-        await server.store.add_identity(user_id, chosen.name, str(claims["sub"]))
+        await ctx.store.add_identity(user_id, chosen.name, str(claims["sub"]))
 
     # -- native clients ---------------------------------------------------------------------
 
@@ -387,12 +393,12 @@ class OAuthService:
 
     # -- browser flow -----------------------------------------------------------------------
 
-    async def _authorize(self, request: EndpointRequest) -> Redirect:
+    async def _authorize(self, request: EndpointRequest, ctx: ServiceContext) -> Redirect:
         provider = self._provider(request.path_params.get("provider"))
         metadata = await self._discover(provider)
         nonce, verifier, binding = (secrets.token_urlsafe(n) for n in (32, 48, 32))
         # The single-use token *is* the state; what the callback needs rides with it.
-        state = await request.server.link_tokens.issue(
+        state = await ctx.one_time.issue(
             kind=STATE_KIND,
             user_id=None,
             lifetime=STATE_LIFETIME,
@@ -421,7 +427,7 @@ class OAuthService:
         )
         return Redirect(location, cookies={COOKIE: binding})
 
-    async def _callback(self, request: EndpointRequest) -> object:
+    async def _callback(self, request: EndpointRequest, ctx: ServiceContext) -> object:
         provider = self._provider(request.path_params.get("provider"))
         query = request.query
         if "error" in query:
@@ -429,9 +435,8 @@ class OAuthService:
         state, code = query.get("state"), query.get("code")
         if not isinstance(code, str) or not code:
             raise InvalidRequest("the callback needs code and state")
-        server = request.server
-        await server.limiter.hit("token-ip", request.info.ip, server.limiter.limits.token_per_ip)
-        record = await server.link_tokens.redeem(state, [STATE_KIND])
+        await ctx.limiter.hit("token-ip", request.info.ip, ctx.limiter.limits.token_per_ip)
+        record = await ctx.one_time.redeem(state, [STATE_KIND])
         data = record.data
         binding = request.cookies.get(COOKIE, "")
         if data.get("provider") != provider.name or not hmac.compare_digest(
@@ -441,15 +446,10 @@ class OAuthService:
         if "iss" in query and query["iss"] != provider.issuer:  # RFC 9207 mix-up defence
             raise OAuthFailed("the response names another issuer")
         claims = await self._redeem_code(provider, code, str(data["verifier"]), str(data["nonce"]))
-        ctx = ServiceContext(
-            store=server.store, hooks=server.hooks, clock=server.clock, limiter=server.limiter
-        )
         user = await self.user_for(ctx, provider, claims)
         if self.frontend_url is None:
-            return await server.login_with_user(user, request.info)
-        one_time = await server.link_tokens.issue(
-            kind=CODE_KIND, user_id=user.id, lifetime=CODE_LIFETIME
-        )
+            return await ctx.login(user, request.info)
+        one_time = await ctx.one_time.issue(kind=CODE_KIND, user_id=user.id, lifetime=CODE_LIFETIME)
         separator = "&" if "?" in self.frontend_url else "?"
         location = f"{self.frontend_url}{separator}{urlencode({'code': one_time})}"
         return Redirect(location, cookies={COOKIE: None})
@@ -480,12 +480,11 @@ class OAuthService:
         )
         return await self.verify_id_token(provider, answer.get("id_token"), nonce=nonce)
 
-    async def _exchange(self, request: EndpointRequest) -> LoginResult:
+    async def _exchange(self, request: EndpointRequest, ctx: ServiceContext) -> LoginResult:
         """`{code}` → LoginResult: the front end's half of the redirect flow."""
-        server = request.server
-        await server.limiter.hit("token-ip", request.info.ip, server.limiter.limits.token_per_ip)
-        user_id, _ = await server.link_tokens.redeem_for_user(request.body.get("code"), [CODE_KIND])
-        user = await server.find_user_by_id(user_id)
+        await ctx.limiter.hit("token-ip", request.info.ip, ctx.limiter.limits.token_per_ip)
+        user_id, _ = await ctx.one_time.redeem_for_user(request.body.get("code"), [CODE_KIND])
+        user = await ctx.store.find_user_by_id(user_id)
         if user is None:
             raise InvalidToken(reason="user")
-        return await server.login_with_user(user, request.info)
+        return await ctx.login(user, request.info)

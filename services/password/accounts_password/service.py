@@ -13,15 +13,13 @@ from __future__ import annotations
 import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from accounts_server import (
-    AccountsServer,
     Email,
     EndpointRequest,
     Forbidden,
-    HookEvent,
     InvalidCredentials,
     InvalidRequest,
     InvalidToken,
@@ -33,14 +31,12 @@ from accounts_server import (
     ServiceContext,
     ServiceEndpoint,
     SMTPMailer,
-    Store,
     User,
     UsernameOrEmailRequired,
     UserNotFound,
     VerifyEmailLinkExpired,
     canonical_email,
     canonical_username,
-    mail_link,
     validate_email,
     validate_username,
 )
@@ -56,7 +52,6 @@ RESET_LIFETIME = timedelta(minutes=60)
 VERIFY_LIFETIME = timedelta(hours=24)
 ENROLL_LIFETIME = timedelta(days=7)
 _FAILED_LOGIN = "login-fail"
-Clock = Callable[[], datetime]
 Lookup = Callable[[ServiceContext], Awaitable[User | None]]
 
 
@@ -108,7 +103,8 @@ class MailSettings:
 
 class PasswordService:
     """Password login. Without a `mailer`, the mail flows answer `MailUnavailable` for every
-    request alike (so even that does not enumerate)."""
+    request alike (so even that does not enumerate). Offers `SecretService`, so the server
+    re-checks the password before an account is deleted and the CLI can create users."""
 
     name = "password"
 
@@ -127,13 +123,57 @@ class PasswordService:
 
     def endpoints(self) -> Sequence[ServiceEndpoint]:
         return (
-            ServiceEndpoint("register", self._register),
-            ServiceEndpoint("verifyEmail", self._verify_email),
-            ServiceEndpoint("resetPassword", self._reset_password),
-            ServiceEndpoint("sendVerificationEmail", self._send_verification_email),
-            ServiceEndpoint("sendResetPasswordEmail", self._send_reset_password_email),
-            ServiceEndpoint("addEmail", self._add_email),
-            ServiceEndpoint("changePassword", self._change_password),
+            ServiceEndpoint(
+                "register",
+                self._register,
+                summary="Create a user with a password: {user: {username?, email?, password}}",
+                body=_object(user=_object(username=_STRING, email=_STRING, password=_STRING)),
+                response=_object(userId=_STRING),
+            ),
+            ServiceEndpoint(
+                "verifyEmail",
+                self._verify_email,
+                summary="Verify an address with the token mailed to it",
+                body=_object(token=_STRING),
+                response=_NULL,
+            ),
+            ServiceEndpoint(
+                "resetPassword",
+                self._reset_password,
+                summary="Set a new password with a reset or enrollment token",
+                body=_object(token=_STRING, newPassword=_STRING),
+                response=_NULL,
+            ),
+            ServiceEndpoint(
+                "sendVerificationEmail",
+                self._send_verification_email,
+                summary="Mail a verification link (the answer is the same for any address)",
+                body=_object(email=_STRING),
+                response=_NULL,
+            ),
+            ServiceEndpoint(
+                "sendResetPasswordEmail",
+                self._send_reset_password_email,
+                summary="Mail a reset link (the answer is the same for any address)",
+                body=_object(email=_STRING),
+                response=_NULL,
+            ),
+            ServiceEndpoint(
+                "addEmail",
+                self._add_email,
+                summary="Add an address to the logged-in user",
+                body=_object(newEmail=_STRING),
+                response=_NULL,
+                auth="required",
+            ),
+            ServiceEndpoint(
+                "changePassword",
+                self._change_password,
+                summary="Change the logged-in user's password; other sessions end",
+                body=_object(oldPassword=_STRING, newPassword=_STRING),
+                response=_NULL,
+                auth="required",
+            ),
         )
 
     # -- login ------------------------------------------------------------------------------
@@ -151,18 +191,16 @@ class PasswordService:
         user = await lookup(ctx)
         if user is None:
             await self.hasher.verify_dummy(password)  # the same one hash as a wrong password
-        if user is None or not await self._verify(ctx.store, ctx.clock, user, password, raw):
+        if user is None or not await self._verify(ctx, user, password, raw):
             await ctx.limiter.count(_FAILED_LOGIN, key, tiers)
             return None
         await ctx.limiter.clear(_FAILED_LOGIN, key, tiers)
         return user
 
-    async def _verify(
-        self, store: Store, clock: Clock, user: User, password: str, raw: object
-    ) -> bool:
+    async def _verify(self, ctx: ServiceContext, user: User, password: str, raw: object) -> bool:
         """One hash verification whatever happens; legacy bcrypt and outdated argon2 hashes are
         replaced by current argon2id on success."""
-        data = await store.get_service_data(user.id, self.name) or {}
+        data = await ctx.store.get_service_data(user.id, self.name) or {}
         encoded, legacy = data.get(_ARGON2), data.get(_BCRYPT)
         if isinstance(encoded, str):
             if not await self.hasher.verify(encoded, password):
@@ -177,7 +215,7 @@ class PasswordService:
             await self.hasher.verify_dummy(password)
             return False
         if upgrade:
-            await self._store_password(store, clock, user.id, password)
+            await self._store_password(ctx, user.id, password)
         return True
 
     def _identity(self, identity: object) -> tuple[Lookup, str]:
@@ -209,17 +247,45 @@ class PasswordService:
         canonical = {"email": canonical_email, "username": canonical_username}.get(kind, str)
         return lookup, f"{kind}:{canonical(value)}"
 
-    async def _store_password(
-        self, store: Store, clock: Clock, user_id: str, password: str
-    ) -> bool:
+    async def _store_password(self, ctx: ServiceContext, user_id: str, password: str) -> bool:
         encoded = await self.hasher.hash(password)
-        return await store.set_service_data(user_id, self.name, {_ARGON2: encoded}, now=clock())
+        return await ctx.store.set_service_data(
+            user_id, self.name, {_ARGON2: encoded}, now=ctx.clock()
+        )
+
+    # -- SecretService: what the server asks of a service whose users know a secret -----------
+
+    async def has_secret(self, user_id: str, ctx: ServiceContext) -> bool:
+        return bool(await ctx.store.get_service_data(user_id, self.name))
+
+    async def verify_secret(self, user: User, secret: object, ctx: ServiceContext) -> bool:
+        """Raises:
+        RateLimited: too many failures for this user.
+        """
+        tiers = ctx.limiter.limits.failed_logins
+        key = f"id:{user.id}"
+        await ctx.limiter.check(_FAILED_LOGIN, key, tiers)
+        if not isinstance(secret, str):
+            await self.hasher.verify_dummy("")
+            ok = False
+        else:
+            password = normalize(secret, max_length=self.policy.max_length)
+            ok = await self._verify(ctx, user, password, secret)
+        if not ok:
+            await ctx.limiter.count(_FAILED_LOGIN, key, tiers)
+        return ok
+
+    async def secret_data(self, secret: str) -> Mapping[str, Any]:
+        """Raises:
+        InvalidPassword.
+        """
+        return {_ARGON2: await self.hasher.hash(self.policy.check(secret))}
 
     # -- users and passwords ----------------------------------------------------------------
 
     async def create_user(
         self,
-        server: AccountsServer,
+        ctx: ServiceContext,
         *,
         password: str,
         username: str | None = None,
@@ -237,132 +303,127 @@ class PasswordService:
         email = None if email is None else validate_email(email)
         if username is None and email is None:
             raise UsernameOrEmailRequired()
-        return await server.create_user(
+        return await ctx.create_user(
             username=username,
             emails=[email] if email is not None else [],
             services={self.name: {_ARGON2: await self.hasher.hash(password)}},
         )
 
-    async def set_password(self, server: AccountsServer, user_id: str, new_password: str) -> None:
+    async def set_password(self, ctx: ServiceContext, user_id: str, new_password: str) -> None:
         """Admin: replace the password; every session and outstanding reset link ends.
 
         Raises:
             InvalidPassword, UserNotFound.
         """
         password = self.policy.check(new_password)
-        if not await self._store_password(server.store, server.clock, user_id, password):
+        if not await self._store_password(ctx, user_id, password):
             raise UserNotFound()
-        await self._after_password_change(server, user_id)
+        await self._after_password_change(ctx, user_id)
 
     async def change_password(
-        self, server: AccountsServer, access_token: str, old_password: object, new_password: object
+        self,
+        ctx: ServiceContext,
+        access_token: str | None,
+        old_password: object,
+        new_password: object,
     ) -> None:
         """The logged-in user changes their password; other sessions end, this one stays.
 
         Raises:
             InvalidToken, InvalidCredentials (wrong current password), InvalidPassword.
         """
-        user, session = await server.resume(access_token)
+        user, session = await ctx.authenticated(access_token)
         new = self.policy.check(new_password)
-        old = normalize(old_password, max_length=self.policy.max_length)
-        tiers = server.limiter.limits.failed_logins
-        await server.limiter.check(_FAILED_LOGIN, f"id:{user.id}", tiers)
-        if not await self._verify(server.store, server.clock, user, old, old_password):
-            await server.limiter.count(_FAILED_LOGIN, f"id:{user.id}", tiers)
+        normalize(old_password, max_length=self.policy.max_length)  # InvalidRequest first
+        if not await self.verify_secret(user, old_password, ctx):
             raise InvalidCredentials()
-        await self._store_password(server.store, server.clock, user.id, new)
-        await self._after_password_change(server, user.id, keep_session=session.id)
-        await server.hooks.emit(
-            HookEvent(name="change_password_success", user=user, session_id=session.id)
-        )
+        await self._store_password(ctx, user.id, new)
+        await self._after_password_change(ctx, user.id, keep_session=session.id)
+        await ctx.emit("change_password_success", user=user, session_id=session.id)
 
     async def _after_password_change(
-        self, server: AccountsServer, user_id: str, *, keep_session: str | None = None
+        self, ctx: ServiceContext, user_id: str, *, keep_session: str | None = None
     ) -> None:
-        await server.link_tokens.revoke(user_id, ["reset", "enroll"])
-        await server.revoke_all_sessions(user_id, except_=[keep_session] if keep_session else [])
+        await ctx.one_time.revoke(user_id, ["reset", "enroll"])
+        await ctx.revoke_sessions(user_id, except_=[keep_session] if keep_session else [])
 
     # -- emails -----------------------------------------------------------------------------
 
-    async def add_email(self, server: AccountsServer, user_id: str, address: str) -> None:
+    async def add_email(self, ctx: ServiceContext, user_id: str, address: str) -> None:
         """Raises:
         InvalidEmail, EmailAlreadyExists, UserNotFound.
         """
         email = validate_email(address)
-        if not await server.store.add_email(user_id, Email(email), now=server.clock()):
+        if not await ctx.store.add_email(user_id, Email(email), now=ctx.clock()):
             raise UserNotFound()
 
-    async def remove_email(self, server: AccountsServer, user_id: str, address: str) -> None:
+    async def remove_email(self, ctx: ServiceContext, user_id: str, address: str) -> None:
         """Raises:
         UserNotFound; CannotRemoveLastEmail when it is the user's only way to log in.
         """
-        user = await server.find_user_by_id(user_id)
+        user = await ctx.store.find_user_by_id(user_id)
         if user is None:
             raise UserNotFound()
         others = [e for e in user.emails if canonical_email(e.address) != canonical_email(address)]
         if user.username is None and not others:
             raise CannotRemoveLastEmail()
-        await server.store.remove_email(user_id, address, now=server.clock())
+        await ctx.store.remove_email(user_id, address, now=ctx.clock())
 
-    async def verify_email(self, server: AccountsServer, token: object) -> None:
+    async def verify_email(self, ctx: ServiceContext, token: object) -> None:
         """Raises:
         InvalidToken, VerifyEmailLinkExpired.
         """
-        user_id, record = await server.link_tokens.redeem_for_user(
+        user_id, record = await ctx.one_time.redeem_for_user(
             token, ["verify"], expired=VerifyEmailLinkExpired
         )
-        await self._mark_verified(server, user_id, record.email)
-
-    async def _mark_verified(self, server: AccountsServer, user_id: str, email: str | None) -> None:
-        if email is None or not await server.store.set_email_verified(
-            user_id, email, now=server.clock()
+        if record.email is None or not await ctx.store.set_email_verified(
+            user_id, record.email, now=ctx.clock()
         ):
             raise InvalidToken(reason="address")  # the address was removed since
-        user = await server.find_user_by_id(user_id)
-        await server.hooks.emit(HookEvent(name="email_verified", user=user))
+        await ctx.emit("email_verified", user=await ctx.store.find_user_by_id(user_id))
 
     # -- links by mail ----------------------------------------------------------------------
 
-    async def send_verification_email(self, server: AccountsServer, address: str) -> None:
+    async def send_verification_email(self, ctx: ServiceContext, address: str) -> None:
         """Mail a verification link if `address` belongs to a user and is unverified; silently
         nothing otherwise, or past 3 mails an hour for the address.
 
         Raises:
             MailUnavailable: the mail could not be sent (the link was not kept).
         """
-        user = await server.store.find_user_by_email(address)
+        user = await ctx.store.find_user_by_email(address)
         email = self._email_of(user, address)
         if user is None or email is None or email.verified:
             return
-        await self._send_link(server, "verify", user.id, email.address, VERIFY_LIFETIME)
+        await self._send_link(ctx, "verify", user.id, email.address, VERIFY_LIFETIME)
 
-    async def send_reset_password_email(self, server: AccountsServer, address: str) -> None:
+    async def send_reset_password_email(self, ctx: ServiceContext, address: str) -> None:
         """Mail a reset link if `address` belongs to a user; silently nothing otherwise.
 
         Raises:
             MailUnavailable: the mail could not be sent (the link was not kept).
         """
-        user = await server.store.find_user_by_email(address)
+        user = await ctx.store.find_user_by_email(address)
         email = self._email_of(user, address)
         if user is None or email is None:
             return
-        await self._send_link(server, "reset", user.id, email.address, RESET_LIFETIME)
+        await self._send_link(ctx, "reset", user.id, email.address, RESET_LIFETIME)
 
     async def send_enrollment_email(
-        self, server: AccountsServer, user_id: str, address: str | None = None
+        self, ctx: ServiceContext, user_id: str, address: str | None = None
     ) -> None:
         """Admin: mail a 7-day link to set a first password; following it verifies the address.
 
         Raises:
             UserNotFound, InvalidRequest (no such address), MailUnavailable.
         """
-        user = await server.find_user_by_id(user_id)
+        user = await ctx.store.find_user_by_id(user_id)
         if user is None:
             raise UserNotFound()
         email = self._email_of(user, address) if address else (user.emails or (None,))[0]
         if email is None:
             raise InvalidRequest("the user has no such email address")
-        await self._send_link(server, "enroll", user.id, email.address, ENROLL_LIFETIME)
+        await self._send_link(ctx, "enroll", user.id, email.address, ENROLL_LIFETIME)
 
     @staticmethod
     def _email_of(user: User | None, address: str | None) -> Email | None:
@@ -372,10 +433,9 @@ class PasswordService:
         return next((e for e in user.emails if canonical_email(e.address) == key), None)
 
     async def _send_link(
-        self, server: AccountsServer, kind: str, user_id: str, address: str, lifetime: timedelta
+        self, ctx: ServiceContext, kind: str, user_id: str, address: str, lifetime: timedelta
     ) -> None:
-        await mail_link(
-            server,
+        await ctx.mail_link(
             self.mailer,
             kind=kind,
             user_id=user_id,
@@ -385,7 +445,7 @@ class PasswordService:
         )
 
     async def reset_password(
-        self, server: AccountsServer, token: object, new_password: object
+        self, ctx: ServiceContext, token: object, new_password: object
     ) -> None:
         """Set a new password with a reset or enrollment link; the address it was sent to
         becomes verified, and every session and other link of the user ends.
@@ -396,26 +456,22 @@ class PasswordService:
         password = self.policy.check(new_password)
         # Hash before spending the link: if hashing is refused (Overloaded), the link survives.
         encoded = await self.hasher.hash(password)
-        user_id, record = await server.link_tokens.redeem_for_user(
+        user_id, record = await ctx.one_time.redeem_for_user(
             token, ["reset", "enroll"], expired=ResetPasswordLinkExpired
         )
         data = {_ARGON2: encoded}
-        if not await server.store.set_service_data(user_id, self.name, data, now=server.clock()):
+        if not await ctx.store.set_service_data(user_id, self.name, data, now=ctx.clock()):
             raise InvalidToken(reason="user")
-        await self._after_password_change(server, user_id)
+        await self._after_password_change(ctx, user_id)
         if record.email is not None:
-            await server.store.set_email_verified(user_id, record.email, now=server.clock())
-        user = await server.find_user_by_id(user_id)
-        await server.hooks.emit(HookEvent(name="reset_password_success", user=user))
+            await ctx.store.set_email_verified(user_id, record.email, now=ctx.clock())
+        await ctx.emit("reset_password_success", user=await ctx.store.find_user_by_id(user_id))
 
     # -- routes -----------------------------------------------------------------------------
 
-    async def _register(self, request: EndpointRequest) -> dict[str, str]:
+    async def _register(self, request: EndpointRequest, ctx: ServiceContext) -> dict[str, str]:
         """`{user: {username?, email?, password}}` → `{userId}`."""
-        server = request.server
-        await server.limiter.hit(
-            "register-ip", request.info.ip, server.limiter.limits.register_per_ip
-        )
+        await ctx.limiter.hit("register-ip", request.info.ip, ctx.limiter.limits.register_per_ip)
         fields = request.body.get("user")
         if not isinstance(fields, Mapping):
             raise InvalidRequest("user must be an object")
@@ -426,57 +482,62 @@ class PasswordService:
         if not isinstance(password, str):
             raise InvalidRequest("password must be a string")
         user = await self.create_user(
-            server, password=password, username=fields.get("username"), email=fields.get("email")
+            ctx, password=password, username=fields.get("username"), email=fields.get("email")
         )
         return {"userId": user.id}
 
-    async def _requested_address(self, request: EndpointRequest) -> str:
+    def _requested_address(self, request: EndpointRequest) -> str:
         if self.mailer is None:
             raise MailUnavailable("no mail transport is configured")
         return validate_email(request.body.get("email"))
 
-    async def _send_verification_email(self, request: EndpointRequest) -> None:
+    async def _send_verification_email(self, request: EndpointRequest, ctx: ServiceContext) -> None:
         """`{email}` → `null`, whatever the address."""
-        address = await self._requested_address(request)
-        request.server.after_response(self.send_verification_email(request.server, address))
+        address = self._requested_address(request)
+        ctx.after_response(self.send_verification_email(ctx, address))
 
-    async def _send_reset_password_email(self, request: EndpointRequest) -> None:
+    async def _send_reset_password_email(
+        self, request: EndpointRequest, ctx: ServiceContext
+    ) -> None:
         """`{email}` → `null`, whatever the address."""
-        address = await self._requested_address(request)
-        request.server.after_response(self.send_reset_password_email(request.server, address))
+        address = self._requested_address(request)
+        ctx.after_response(self.send_reset_password_email(ctx, address))
 
-    async def _token_submission(self, request: EndpointRequest) -> None:
-        limits = request.server.limiter.limits
-        await request.server.limiter.hit("token-ip", request.info.ip, limits.token_per_ip)
+    @staticmethod
+    async def _token_submission(request: EndpointRequest, ctx: ServiceContext) -> None:
+        await ctx.limiter.hit("token-ip", request.info.ip, ctx.limiter.limits.token_per_ip)
 
-    async def _verify_email(self, request: EndpointRequest) -> None:
+    async def _verify_email(self, request: EndpointRequest, ctx: ServiceContext) -> None:
         """`{token}` → `null`."""
-        await self._token_submission(request)
-        await self.verify_email(request.server, request.body.get("token"))
+        await self._token_submission(request, ctx)
+        await self.verify_email(ctx, request.body.get("token"))
 
-    async def _reset_password(self, request: EndpointRequest) -> None:
+    async def _reset_password(self, request: EndpointRequest, ctx: ServiceContext) -> None:
         """`{token, newPassword}` → `null`."""
-        await self._token_submission(request)
+        await self._token_submission(request, ctx)
         body = request.body
-        await self.reset_password(request.server, body.get("token"), body.get("newPassword"))
+        await self.reset_password(ctx, body.get("token"), body.get("newPassword"))
 
-    def _token(self, request: EndpointRequest) -> str:
-        if request.access_token is None:
-            raise InvalidToken(reason="missing")
-        return request.access_token
-
-    async def _add_email(self, request: EndpointRequest) -> None:
+    async def _add_email(self, request: EndpointRequest, ctx: ServiceContext) -> None:
         """`{newEmail}` with an access token → `null`."""
-        user, _ = await request.server.resume(self._token(request))
+        user, _ = await ctx.authenticated(request.access_token)
         address = validate_email(request.body.get("newEmail"))
-        await self.add_email(request.server, user.id, address)
+        await self.add_email(ctx, user.id, address)
 
-    async def _change_password(self, request: EndpointRequest) -> None:
+    async def _change_password(self, request: EndpointRequest, ctx: ServiceContext) -> None:
         """`{oldPassword, newPassword}` with an access token → `null`."""
         body = request.body
         await self.change_password(
-            request.server, self._token(request), body.get("oldPassword"), body.get("newPassword")
+            ctx, request.access_token, body.get("oldPassword"), body.get("newPassword")
         )
+
+
+_STRING = {"type": "string"}
+_NULL = {"type": "null"}
+
+
+def _object(**properties: Mapping[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "properties": properties}
 
 
 def from_environment() -> PasswordService:

@@ -1,0 +1,182 @@
+"""Administration: what an operator may do to users and sessions, authorized and audited in
+one place for both the HTTP admin surface and the management CLI.
+
+Every action is authorized before anything is read or changed, and every completed action is
+emitted as `admin_action` (actor, operator, action, the user acted on) for an audit trail.
+Must not import a web framework; the server builds an `Admin` with `AccountsServer.admin`
+(an access token) or `AccountsServer.console_admin` (the operator at the console).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+from .errors import AdminNotAllowed, InvalidRequest, UserNotFound
+from .hooks import HookEvent
+from .types import Session, User
+
+if TYPE_CHECKING:
+    from .server import AccountsServer
+
+__all__ = ["Admin", "AdminAction", "log_admin_action"]
+
+audit_logger = logging.getLogger("accounts_server.audit")
+
+_T = TypeVar("_T")
+
+AdminAction = Literal[
+    "users.list",
+    "users.get",
+    "users.update",
+    "users.delete",
+    "users.deactivate",
+    "users.activate",
+    "sessions.list",
+    "sessions.revoke",
+]
+Authorize = Callable[[AdminAction], Awaitable[bool]]
+Audit = Callable[[AdminAction, "User | None"], Awaitable[None]]
+_MAX_SEARCH = 254
+
+
+class Admin:
+    """One operator's administration of the server."""
+
+    def __init__(
+        self,
+        server: AccountsServer,
+        *,
+        actor: User | None,
+        operator: str,
+        authorize: Authorize,
+        audit: Audit,
+    ) -> None:
+        self._server = server
+        #: The admin user (None at the console).
+        self.actor = actor
+        #: Who acts, for the audit trail: `user:<id>` or `console:<login>`.
+        self.operator = operator
+        self._authorize = authorize
+        self._audit = audit
+
+    async def _run(
+        self, action: AdminAction, user_id: str | None, work: Callable[[], Awaitable[_T]]
+    ) -> _T:
+        """Authorize, look the user up (so the audit still names a user this call deletes),
+        act, audit.
+
+        Raises:
+            AdminNotAllowed, UserNotFound.
+        """
+        if not await self._authorize(action):
+            raise AdminNotAllowed()
+        subject = None
+        if user_id is not None:
+            subject = await self._server.store.find_user_by_id(user_id)
+            if subject is None:
+                raise UserNotFound()
+        result = await work()
+        await self._audit(action, subject)
+        return result
+
+    async def list_users(
+        self, *, search: str | None = None, offset: int = 0, limit: int = 50
+    ) -> list[User]:
+        """Raises:
+        AdminNotAllowed, InvalidRequest: a search over 254 characters, a bad page.
+        """
+
+        async def listing() -> list[User]:
+            if search is not None and len(search) > _MAX_SEARCH:
+                raise InvalidRequest("search too long")
+            return await self._server.list_users(search=search, offset=offset, limit=limit)
+
+        return await self._run("users.list", None, listing)
+
+    async def get_user(self, user_id: str) -> User:
+        """Raises:
+        AdminNotAllowed, UserNotFound.
+        """
+
+        async def get() -> User:
+            user = await self._server.find_user_by_id(user_id)
+            if user is None:
+                raise UserNotFound()
+            return user
+
+        return await self._run("users.get", user_id, get)
+
+    async def update_user(self, user_id: str, changes: Mapping[str, Any]) -> User:
+        """Change `username` and/or `extra`, nothing else.
+
+        Raises:
+            AdminNotAllowed, UserNotFound, InvalidRequest, InvalidUsername,
+            UsernameAlreadyExists.
+        """
+
+        async def update() -> User:
+            unknown = set(changes) - {"username", "extra"}
+            if unknown:
+                raise InvalidRequest(
+                    f"only username and extra can be changed here: {sorted(unknown)}"
+                )
+            return await self._server.update_user(
+                user_id, username=changes.get("username"), extra=changes.get("extra")
+            )
+
+        return await self._run("users.update", user_id, update)
+
+    async def deactivate_user(self, user_id: str) -> None:
+        """Raises:
+        AdminNotAllowed, UserNotFound.
+        """
+        await self._run("users.deactivate", user_id, lambda: self._server.deactivate_user(user_id))
+
+    async def activate_user(self, user_id: str) -> None:
+        """Raises:
+        AdminNotAllowed, UserNotFound.
+        """
+        await self._run("users.activate", user_id, lambda: self._server.activate_user(user_id))
+
+    async def delete_user(self, user_id: str) -> None:
+        """Raises:
+        AdminNotAllowed, UserNotFound.
+        """
+        await self._run("users.delete", user_id, lambda: self._server.delete_user(user_id))
+
+    async def list_sessions(self, user_id: str) -> list[Session]:
+        """Raises:
+        AdminNotAllowed, UserNotFound.
+        """
+        return await self._run(
+            "sessions.list", user_id, lambda: self._server.list_sessions(user_id)
+        )
+
+    async def revoke_session(self, user_id: str, session_id: str) -> None:
+        """Raises:
+        AdminNotAllowed, UserNotFound, SessionNotFound.
+        """
+        await self._run(
+            "sessions.revoke", user_id, lambda: self._server.revoke_session(user_id, session_id)
+        )
+
+    async def revoke_all_sessions(self, user_id: str) -> int:
+        """Raises:
+        AdminNotAllowed, UserNotFound.
+        """
+        return await self._run(
+            "sessions.revoke", user_id, lambda: self._server.revoke_all_sessions(user_id)
+        )
+
+
+def log_admin_action(event: HookEvent) -> None:
+    """An `admin_action` listener writing one line per action to the `accounts_server.audit`
+    logger (ids only, nothing secret); `serve` and the management commands install it."""
+    audit_logger.info(
+        "admin_action operator=%s action=%s user=%s",
+        event.operator,
+        event.action,
+        event.user.id if event.user is not None else "-",
+    )

@@ -1,0 +1,42 @@
+"""The store contract runs on every store: this `store` replaces the SQLite-only one."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from accounts_server import Store
+from accounts_server.stores import SQLiteStore
+
+
+@pytest.fixture(params=["sqlite", "mongo", "motor"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    """Every store the contract covers: SQLite on a real file; MongoDB over TCP through
+    PyMongo's async client and through motor, each test in a database of its own."""
+    if request.param == "sqlite":
+        opened = SQLiteStore(tmp_path / "accounts.db")
+        yield opened
+        await opened.close()
+        return
+    from accounts_server.stores.mongo import MongoStore
+
+    url = request.getfixturevalue("mongodb_url")
+    db_name = f"test_{uuid.uuid4().hex}"
+    if request.param == "mongo":
+        from pymongo import AsyncMongoClient
+
+        client: Any = AsyncMongoClient(url, serverSelectionTimeoutMS=5000)
+        yield MongoStore(client[db_name])
+        await client.drop_database(db_name)
+        await client.close()
+    else:
+        from motor.motor_asyncio import AsyncIOMotorClient
+
+        client = AsyncIOMotorClient(url, serverSelectionTimeoutMS=5000)
+        yield MongoStore(client[db_name])
+        await client.drop_database(db_name)
+        client.close()
