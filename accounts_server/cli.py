@@ -10,6 +10,7 @@ import os
 import stat
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -84,6 +85,26 @@ def _create_key_file(path: Path, algorithm: Literal["EdDSA", "ES256"]) -> Signin
     return key
 
 
+_SESSIONS = SessionConfig()
+_TOKEN_DEFAULTS = {f.name: f.default for f in fields(TokenConfig)}
+_UNITS = {"seconds": 1, "minutes": 60, "hours": 3600, "days": 86400}
+
+
+def _duration(
+    flag: str, default: object, unit: str, help: str
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """An integer option in `unit`s whose default is the config class's own (one fact, one
+    place); the config class checks the range and says what is allowed."""
+    assert isinstance(default, timedelta)
+    return click.option(
+        flag,
+        default=int(default.total_seconds()) // _UNITS[unit],
+        show_default=True,
+        type=click.IntRange(0),
+        help=f"{help}, in {unit}.",
+    )
+
+
 @click.group()
 @click.version_option(package_name="accounts-server")
 def main() -> None:
@@ -128,34 +149,22 @@ def store_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 )
 @click.option("--issuer", default=DEFAULT_ISSUER, show_default=True)
 @click.option("--audience", default=DEFAULT_AUDIENCE, show_default=True)
-@click.option(
-    "--access-lifetime",
-    default=15,
-    show_default=True,
-    type=click.IntRange(1, 60),
-    help="Access-token lifetime, minutes.",
+@_duration(
+    "--access-lifetime", _TOKEN_DEFAULTS["access_lifetime"], "minutes", "Access-token lifetime"
 )
-@click.option(
-    "--session-lifetime",
-    default=30,
-    show_default=True,
-    type=click.IntRange(1, 365),
-    help="Absolute session lifetime, days.",
-)
-@click.option(
+@_duration("--session-lifetime", _SESSIONS.lifetime, "days", "Absolute session lifetime")
+@_duration(
     "--short-session-lifetime",
-    default=8,
-    show_default=True,
-    type=click.IntRange(1, 24 * 365),
-    help="Session lifetime, hours, for a login that says remember: false.",
+    _SESSIONS.short_lifetime,
+    "hours",
+    "Session lifetime for a login that says remember: false",
 )
-@click.option(
+@_duration(
     "--reuse-grace",
-    default=0,
-    show_default=True,
-    type=click.IntRange(0, 30),
-    help="Seconds a rotated refresh token still yields the same successor (the accounts-js "
-    "client refreshes concurrently; 0 is strict).",
+    _SESSIONS.reuse_grace,
+    "seconds",
+    "How long a rotated refresh token still yields the same successor (the accounts-js client "
+    "refreshes concurrently; 0 is strict)",
 )
 @click.option(
     "--service",

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from ..admin import Admin
 from ..errors import InvalidRequest, InvalidToken
 from ..server import AccountsServer
-from .operations import Handler, Operation
+from .operations import Operation
 from .request import access_token, read_json
 from .wire import ref
 
@@ -74,51 +74,30 @@ def admin_operations(server: AccountsServer, max_body: int) -> list[Operation]:
         await (await admin(request)).revoke_session(user_id, sid)
         return None
 
-    def op(method: Any, path: str, handler: Handler, summary: str, response: Any) -> Operation:
-        return Operation(
-            method=method,
-            path=path,
-            handler=handler,
-            summary=f"Admin: {summary}",
-            response=response,
-            admin=True,
-        )
-
+    users = {"type": "object", "properties": {"users": {"type": "array", "items": ref("User")}}}
+    sessions_list = {"type": "array", "items": ref("Session")}
+    update = {
+        "type": "object",
+        "properties": {"username": {"type": "string"}, "extra": {"type": "object"}},
+        "additionalProperties": False,
+    }
+    # A table: one operation per entry (fmt: off keeps its columns).
+    # fmt: off
     return [
-        Operation(
-            method="GET",
-            path="/admin/users",
-            handler=list_users,
-            summary="Admin: list users (search: username or email prefix; offset, limit)",
-            response={
-                "type": "object",
-                "properties": {"users": {"type": "array", "items": ref("User")}},
-            },
-            admin=True,
-        ),
-        op("GET", _USER, get_user, "a user", ref("User")),
-        Operation(
-            method="PATCH",
-            path=_USER,
-            handler=update_user,
-            summary="Admin: change username/extra",
-            body={
-                "type": "object",
-                "properties": {"username": {"type": "string"}, "extra": {"type": "object"}},
-                "additionalProperties": False,
-            },
-            response=ref("User"),
-            admin=True,
-        ),
-        op("DELETE", _USER, delete, "delete a user", _NULL),
-        op("POST", f"{_USER}/deactivate", deactivate, "deactivate a user", _NULL),
-        op("POST", f"{_USER}/activate", activate, "activate a user", _NULL),
-        op(
-            "GET",
-            f"{_USER}/sessions",
-            sessions,
-            "a user's sessions",
-            {"type": "array", "items": ref("Session")},
-        ),
-        op("DELETE", f"{_USER}/sessions/{{sid}}", revoke, "end a user's session", _NULL),
+        Operation("GET", "/admin/users", list_users,
+                  "Admin: list users (search: username or email prefix; offset, limit)", users,
+                  admin=True),
+        Operation("GET", _USER, get_user, "Admin: a user", ref("User"), admin=True),
+        Operation("PATCH", _USER, update_user, "Admin: change username/extra", ref("User"),
+                  admin=True, body=update),
+        Operation("DELETE", _USER, delete, "Admin: delete a user", _NULL, admin=True),
+        Operation("POST", f"{_USER}/deactivate", deactivate, "Admin: deactivate a user", _NULL,
+                  admin=True),
+        Operation("POST", f"{_USER}/activate", activate, "Admin: activate a user", _NULL,
+                  admin=True),
+        Operation("GET", f"{_USER}/sessions", sessions, "Admin: a user's sessions",
+                  sessions_list, admin=True),
+        Operation("DELETE", f"{_USER}/sessions/{{sid}}", revoke, "Admin: end a user's session",
+                  _NULL, admin=True),
     ]
+    # fmt: on

@@ -32,9 +32,9 @@ __all__ = ["create_app"]
 logger = logging.getLogger("accounts_server.http")
 
 _STRING = {"type": "string"}
-_OBJECT = {"type": "object"}
 _NULL = {"type": "null"}
-_SESSIONS = {"type": "array", "items": ref("Session")}
+_WHO = "The logged-in user, or null"
+_USER_OR_NULL = {"oneOf": [ref("User"), _NULL]}
 
 
 class _Handlers:
@@ -154,164 +154,80 @@ class _Handlers:
 
 def _operations(server: AccountsServer, h: _Handlers) -> list[Operation]:
     """Every route, in matching order (services' own paths before `/{service}/...`)."""
-    bearer_or_body = {"type": "object", "properties": {"accessToken": _STRING}}
+    token_body = _object(accessToken=_STRING)
+    refresh_body = {
+        **_object(accessToken=_STRING, refreshToken=_STRING),
+        "required": ["refreshToken"],
+    }
+    target = _object(userId=_STRING, username=_STRING, email=_STRING)
+    impersonate_body = {
+        **_object(accessToken=_STRING, impersonated=target),
+        "required": ["accessToken", "impersonated"],
+    }
+    # A table: one operation per entry (fmt: off keeps its columns).
+    # fmt: off
     operations = [
-        Operation(
-            method="POST",
-            path="/refreshTokens",
-            handler=h.refresh_tokens,
-            summary="Rotate the refresh token and issue a new pair",
-            body={
-                "type": "object",
-                "required": ["refreshToken"],
-                "properties": {"accessToken": _STRING, "refreshToken": _STRING},
-            },
-            response=ref("LoginResult"),
-        ),
-        Operation(
-            method="POST",
-            path="/logout",
-            handler=h.logout,
-            summary="End this session",
-            body=bearer_or_body,
-            body_required=False,
-            response=_NULL,
-            auth="required",
-        ),
-        *(
-            Operation(
-                method=method,
-                path="/user",
-                handler=h.user,
-                summary="The logged-in user, or null",
-                body=bearer_or_body if method == "POST" else None,
-                body_required=False,
-                response={"oneOf": [ref("User"), _NULL]},
-                auth="optional",
-            )
-            for method in ("GET", "POST")
-        ),
-        Operation(
-            method="DELETE",
-            path="/user",
-            handler=h.delete_user,
-            summary="Delete one's own account (users with a password give it)",
-            body={"type": "object", "properties": {"password": _STRING}},
-            body_required=False,
-            response=_NULL,
-            auth="required",
-        ),
-        Operation(
-            method="GET",
-            path="/sessions",
-            handler=h.list_sessions,
-            summary="One's own live sessions",
-            response=_SESSIONS,
-            auth="required",
-        ),
-        Operation(
-            method="DELETE",
-            path="/sessions",
-            handler=h.revoke_other_sessions,
-            summary="End all one's other sessions",
-            response={"type": "object", "properties": {"revoked": {"type": "integer"}}},
-            auth="required",
-        ),
-        Operation(
-            method="POST",
-            path="/sessions/freshen",
-            handler=h.freshen_session,
-            summary="Mark this session used now",
-            response=ref("Session"),
-            auth="required",
-        ),
-        Operation(
-            method="DELETE",
-            path="/sessions/{sid}",
-            handler=h.revoke_session,
-            summary="End one of one's sessions",
-            response=_NULL,
-            auth="required",
-        ),
-        Operation(
-            method="POST",
-            path="/impersonate",
-            handler=h.impersonate,
-            summary="Open a session as another user, if allowed",
-            body={
-                "type": "object",
-                "required": ["accessToken", "impersonated"],
-                "properties": {
-                    "accessToken": _STRING,
-                    "impersonated": {
-                        "type": "object",
-                        "properties": {"userId": _STRING, "username": _STRING, "email": _STRING},
-                    },
-                },
-            },
-            response=ref("ImpersonationResult"),
-        ),
-        Operation(
-            method="GET",
-            path="/.well-known/jwks.json",
-            handler=h.jwks,
-            summary="Public keys",
-            response=ref("JWKS"),
-            max_age=300,
-        ),
-        Operation(
-            method="GET",
-            path="/health",
-            handler=h.health,
-            summary="Liveness, including the store",
-            response={"type": "object", "properties": {"status": _STRING}},
-        ),
-        Operation(
-            method="GET",
-            path="/openapi.json",
-            handler=h.openapi,
-            summary="This document",
-            response=_OBJECT,
-        ),
+        Operation("POST", "/refreshTokens", h.refresh_tokens,
+                  "Rotate the refresh token and issue a new pair", ref("LoginResult"),
+                  body=refresh_body),
+        Operation("POST", "/logout", h.logout, "End this session", _NULL,
+                  auth="required", body=token_body, body_required=False),
+        Operation("GET", "/user", h.user, _WHO, _USER_OR_NULL, auth="optional"),
+        Operation("POST", "/user", h.user, _WHO, _USER_OR_NULL,
+                  auth="optional", body=token_body, body_required=False),
+        Operation("DELETE", "/user", h.delete_user,
+                  "Delete one's own account (users with a password give it)", _NULL,
+                  auth="required", body=_object(password=_STRING), body_required=False),
+        Operation("GET", "/sessions", h.list_sessions, "One's own live sessions",
+                  {"type": "array", "items": ref("Session")}, auth="required"),
+        Operation("DELETE", "/sessions", h.revoke_other_sessions, "End all one's other sessions",
+                  _object(revoked={"type": "integer"}), auth="required"),
+        Operation("POST", "/sessions/freshen", h.freshen_session, "Mark this session used now",
+                  ref("Session"), auth="required"),
+        Operation("DELETE", "/sessions/{sid}", h.revoke_session, "End one of one's sessions",
+                  _NULL, auth="required"),
+        Operation("POST", "/impersonate", h.impersonate,
+                  "Open a session as another user, if allowed", ref("ImpersonationResult"),
+                  body=impersonate_body),
+        Operation("GET", "/.well-known/jwks.json", h.jwks, "Public keys", ref("JWKS"),
+                  max_age=300),
+        Operation("GET", "/health", h.health, "Liveness, including the store",
+                  _object(status=_STRING)),
+        Operation("GET", "/openapi.json", h.openapi, "This document", {"type": "object"}),
         *admin_operations(server, h.max_body),
     ]
+    # fmt: on
     for name, service in server.services.items():
         if isinstance(service, ProvidesEndpoints):
             for endpoint in service.endpoints():
                 path = endpoint.path
                 operations.append(
                     Operation(
-                        method=endpoint.method,
-                        path=path if path.startswith("/") else f"/{name}/{path}",
-                        handler=h.endpoint(endpoint.handler),
-                        summary=endpoint.summary or f"{name}: {path}",
+                        endpoint.method,
+                        path if path.startswith("/") else f"/{name}/{path}",
+                        h.endpoint(endpoint.handler),
+                        endpoint.summary or f"{name}: {path}",
+                        endpoint.response,
                         body=endpoint.body if endpoint.method == "POST" else None,
                         body_required=False,
-                        response=endpoint.response,
                         auth=endpoint.auth,
                         redirects=endpoint.redirects,
                     )
                 )
-    service_body = {"type": "object"}
+    # fmt: off
     operations += [
-        Operation(
-            method="POST",
-            path="/{service}/authenticate",
-            handler=h.authenticate,
-            summary="Log in with a login service",
-            body=service_body,
-            response=ref("LoginResult"),
-        ),
-        Operation(
-            method="POST",
-            path="/{service}/verifyAuthentication",
-            handler=h.verify_authentication,
-            summary="Check credentials without opening a session",
-            body=service_body,
-            response={"type": "boolean"},
-        ),
+        Operation("POST", "/{service}/authenticate", h.authenticate,
+                  "Log in with a login service", ref("LoginResult"), body={"type": "object"}),
+        Operation("POST", "/{service}/verifyAuthentication", h.verify_authentication,
+                  "Check credentials without opening a session", {"type": "boolean"},
+                  body={"type": "object"}),
     ]
+    # fmt: on
     return operations
+
+
+def _object(**properties: object) -> dict[str, Any]:
+    return {"type": "object", "properties": properties}
 
 
 async def _prune_forever(server: AccountsServer, every: timedelta) -> None:

@@ -6,7 +6,7 @@ OpenAPI 3.1 document (served at `{prefix}/openapi.json`). A route exists only as
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, Literal
 
 from starlette.requests import Request
@@ -25,18 +25,20 @@ Schema = Mapping[str, Any]
 _ERROR_STATUSES = (400, 401, 403, 404, 409, 413, 415, 422, 429, 503)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True)
 class Operation:
-    """One route: what serves it and how it is documented. `path` is under the prefix."""
+    """One route: what serves it and how it is documented. `path` is under the prefix;
+    `response` is the 200 answer's JSON Schema."""
 
     method: Literal["GET", "POST", "PATCH", "DELETE"]
     path: str
     handler: Handler = field(repr=False)
     summary: str
+    response: Schema
+    _: KW_ONLY
     #: The JSON body's schema; None for routes that read no body.
     body: Schema | None = None
     body_required: bool = True
-    response: Schema = field(default_factory=dict)
     #: Whether an access token is wanted: `optional` routes answer anonymous callers too.
     auth: Literal["none", "optional", "required"] = "none"
     #: Authorized by `authorize_admin` and audited.

@@ -122,59 +122,34 @@ class PasswordService:
         self.mail = mail or MailSettings()
 
     def endpoints(self) -> Sequence[ServiceEndpoint]:
+        user = _object(username=_STRING, email=_STRING, password=_STRING)
+        # A table: one endpoint per entry (fmt: off keeps its columns).
+        # fmt: off
         return (
-            ServiceEndpoint(
-                "register",
-                self._register,
-                summary="Create a user with a password: {user: {username?, email?, password}}",
-                body=_object(user=_object(username=_STRING, email=_STRING, password=_STRING)),
-                response=_object(userId=_STRING),
-            ),
-            ServiceEndpoint(
-                "verifyEmail",
-                self._verify_email,
-                summary="Verify an address with the token mailed to it",
-                body=_object(token=_STRING),
-                response=_NULL,
-            ),
-            ServiceEndpoint(
-                "resetPassword",
-                self._reset_password,
-                summary="Set a new password with a reset or enrollment token",
-                body=_object(token=_STRING, newPassword=_STRING),
-                response=_NULL,
-            ),
-            ServiceEndpoint(
-                "sendVerificationEmail",
-                self._send_verification_email,
-                summary="Mail a verification link (the answer is the same for any address)",
-                body=_object(email=_STRING),
-                response=_NULL,
-            ),
-            ServiceEndpoint(
-                "sendResetPasswordEmail",
-                self._send_reset_password_email,
-                summary="Mail a reset link (the answer is the same for any address)",
-                body=_object(email=_STRING),
-                response=_NULL,
-            ),
-            ServiceEndpoint(
-                "addEmail",
-                self._add_email,
-                summary="Add an address to the logged-in user",
-                body=_object(newEmail=_STRING),
-                response=_NULL,
-                auth="required",
-            ),
-            ServiceEndpoint(
-                "changePassword",
-                self._change_password,
-                summary="Change the logged-in user's password; other sessions end",
-                body=_object(oldPassword=_STRING, newPassword=_STRING),
-                response=_NULL,
-                auth="required",
-            ),
+            ServiceEndpoint("register", self._register,
+                            summary="Create a user with a password",
+                            body=_object(user=user), response=_object(userId=_STRING)),
+            ServiceEndpoint("verifyEmail", self._verify_email,
+                            summary="Verify an address with the token mailed to it",
+                            body=_object(token=_STRING), response=_NULL),
+            ServiceEndpoint("resetPassword", self._reset_password,
+                            summary="Set a new password with a reset or enrollment token",
+                            body=_object(token=_STRING, newPassword=_STRING), response=_NULL),
+            ServiceEndpoint("sendVerificationEmail", self._send_verification_email,
+                            summary="Mail a verification link (one answer for any address)",
+                            body=_object(email=_STRING), response=_NULL),
+            ServiceEndpoint("sendResetPasswordEmail", self._send_reset_password_email,
+                            summary="Mail a reset link (one answer for any address)",
+                            body=_object(email=_STRING), response=_NULL),
+            ServiceEndpoint("addEmail", self._add_email, auth="required",
+                            summary="Add an address to the logged-in user",
+                            body=_object(newEmail=_STRING), response=_NULL),
+            ServiceEndpoint("changePassword", self._change_password, auth="required",
+                            summary="Change the logged-in user's password; other sessions end",
+                            body=_object(oldPassword=_STRING, newPassword=_STRING),
+                            response=_NULL),
         )
+        # fmt: on
 
     # -- login ------------------------------------------------------------------------------
 
