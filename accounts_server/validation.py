@@ -1,4 +1,5 @@
-"""Checks on identifiers every login service shares: usernames and email addresses.
+"""Checks on identifiers every login service shares: usernames, email addresses, and the
+login service names that become URL path segments and store keys.
 
 Only shape is checked here; an address is proven by the verification mail, not by a regex,
 so the rule is deliberately loose (RFC 5321 length limits, one `@`, a dotted domain).
@@ -9,13 +10,21 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from .errors import InvalidEmail, InvalidUsername
+from .errors import ConfigurationError, InvalidEmail, InvalidUsername
 
-__all__ = ["MAX_EMAIL_LENGTH", "MAX_USERNAME_LENGTH", "validate_email", "validate_username"]
+__all__ = [
+    "MAX_EMAIL_LENGTH",
+    "MAX_USERNAME_LENGTH",
+    "check_service_name",
+    "validate_email",
+    "validate_username",
+]
 
 MAX_EMAIL_LENGTH = 254
 MAX_USERNAME_LENGTH = 64
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s.]+(\.[^@\s.]+)+$")
+#: One URL path segment (`/accounts/<name>/...`) and one store key (no `.`, no `$`).
+_SERVICE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
 
 
 def _has_control(value: str) -> bool:
@@ -51,3 +60,12 @@ def validate_username(value: object) -> str:
     ):
         raise InvalidUsername()
     return username
+
+
+def check_service_name(name: object) -> str:
+    """Raises:
+    ConfigurationError: a name that cannot be a single URL path segment.
+    """
+    if not isinstance(name, str) or not _SERVICE_NAME.match(name):
+        raise ConfigurationError(f"invalid login service name {name!r}")
+    return name

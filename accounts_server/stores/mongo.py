@@ -32,8 +32,8 @@ from ..errors import (
     StoreUnavailable,
     UsernameAlreadyExists,
 )
-from ..services import check_service_name
 from ..types import Email, User
+from ..validation import check_service_name
 from .base import (
     OneTimeToken,
     StoredSession,

@@ -7,6 +7,7 @@ import hashlib
 import os
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -15,6 +16,7 @@ from pymongo import AsyncMongoClient
 from accounts_password import PasswordService
 from accounts_server import (
     AccountsServer,
+    ConfigurationError,
     InvalidRequest,
     KeyRing,
     StoredSession,
@@ -28,6 +30,7 @@ from ..helpers import PASSWORD, WireServer, load_key, wire_server_unavailable
 
 #: Generous: a hang fails the test, a slow machine does not. Not a performance assertion.
 BOUND = 20.0
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -143,3 +146,15 @@ async def test_unreachable_server_fails_within_the_selection_timeout() -> None:
         with pytest.raises(StoreUnavailable):
             await store.find_user_by_id("x")
     await store.close()
+
+
+@pytest.mark.parametrize("name", ["a.b", "$set", "", "x" * 33, 1])
+async def test_service_names_never_become_field_paths(mongo: MongoStore, name: object) -> None:
+    user = await mongo.create_user(username="svc", emails=[], extra={}, services={}, now=NOW)
+    with pytest.raises(ConfigurationError):
+        await mongo.get_service_data(user.id, name)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError):
+        await mongo.set_service_data(user.id, name, {}, now=NOW)  # type: ignore[arg-type]
+    services: Any = {name: {}}
+    with pytest.raises(ConfigurationError):
+        await mongo.create_user(username="svc2", emails=[], extra={}, services=services, now=NOW)
