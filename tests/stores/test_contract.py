@@ -138,11 +138,22 @@ class TestUsers:
 
 class TestSessions:
     async def test_round_trip(self, store: Store) -> None:
+        """Every field, the optional ones set too, comes back as it went in."""
         user_id = await make_user(store)
-        stored = session(user_id, impersonator_id="admin")
+        stored = session(
+            user_id,
+            updated_at=NOW + timedelta(seconds=1),
+            last_used_at=NOW + timedelta(seconds=2),
+            impersonator_id="admin",
+            previous_hash=h("p"),
+            rotated_at=NOW + timedelta(seconds=3),
+        )
         await store.create_session(stored)
         assert await store.find_session("s1") == stored
         assert await store.find_session("nope") is None
+        bare = session(user_id, "s2", ip=None, user_agent=None)
+        await store.create_session(bare)
+        assert await store.find_session("s2") == bare
 
     async def test_rotate_is_compare_and_set(self, store: Store) -> None:
         user_id = await make_user(store)
