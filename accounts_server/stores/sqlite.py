@@ -26,6 +26,7 @@ from ..errors import (
     UsernameAlreadyExists,
 )
 from ..types import Email, User
+from ._common import search_ranges, unique_conflict
 from .base import (
     OneTimeToken,
     StoredSession,
@@ -337,11 +338,8 @@ class SQLiteStore:
         try:
             self._run(insert)
         except sqlite3.IntegrityError as exc:
-            if "emails." in str(exc):
-                raise EmailAlreadyExists() from exc
-            if "identities." in str(exc):
-                raise IdentityAlreadyLinked() from exc
-            raise UsernameAlreadyExists() from exc
+            # "UNIQUE constraint failed: emails.address_canonical": columns, never values.
+            raise unique_conflict(str(exc)) from exc
         user = await self.find_user_by_id(user_id)
         assert user is not None
         return user
@@ -433,14 +431,13 @@ class SQLiteStore:
         sql = f"SELECT {columns} FROM users u"  # noqa: S608 (our columns)
         args: list[Any] = []
         if search:
-            # Prefix ranges, not LIKE, so '%' and '_' in the search are plain characters.
             sql += (
                 " WHERE (u.username_canonical >= ? AND u.username_canonical < ?) OR EXISTS ("
                 "SELECT 1 FROM emails e WHERE e.user_id = u.id"
                 " AND e.address_canonical >= ? AND e.address_canonical < ?)"
             )
-            name, mail = canonical_username(search), canonical_email(search)
-            args += [name, name + "\U0010ffff", mail, mail + "\U0010ffff"]
+            name, mail = search_ranges(search)
+            args += [*name, *mail]
         sql += " ORDER BY u.created_at, u.id LIMIT ? OFFSET ?"
         args += [max(0, limit), max(0, offset)]
 

@@ -90,6 +90,33 @@ class TestUsers:
             await make_user(store, "carol2", "CAROL@example.com")
         assert await store.find_user_by_username("carol2") is None
 
+    @pytest.mark.parametrize("value", ["emails", "email_unique", "identities", "identity_unique"])
+    async def test_a_conflict_is_told_by_its_constraint_not_by_the_value(
+        self, store: Store, value: str
+    ) -> None:
+        """The duplicated value is user input and may spell a field or index name."""
+        await store.create_user(
+            username=value,
+            emails=[Email(f"{value}@example.com")],
+            extra={},
+            services={},
+            now=NOW,
+            identities=[(value, value)],
+        )
+        with pytest.raises(UsernameAlreadyExists):
+            await make_user(store, value.upper())
+        with pytest.raises(EmailAlreadyExists):
+            await make_user(store, f"{value}2", f"{value}@example.com")
+        with pytest.raises(IdentityAlreadyLinked):
+            await store.create_user(
+                username=f"{value}3",
+                emails=[],
+                extra={},
+                services={},
+                now=NOW,
+                identities=[(value, value)],
+            )
+
     async def test_users_without_username_do_not_collide(self, store: Store) -> None:
         await make_user(store, None, "a@example.com")
         await make_user(store, None, "b@example.com")
