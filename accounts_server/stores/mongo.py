@@ -285,19 +285,36 @@ class MongoStore:
         return await self._find_user({"identities": _identity(provider, subject)})
 
     async def add_identity(self, user_id: str, provider: str, subject: str) -> bool:
-        await self._ensure_indexes()
         key = _identity(provider, subject)
         query = {"_id": _key(user_id), "identities": {"$ne": key}}
         update = {"$push": {"identities": key}}
+        return await self._push_unique(user_id, query, update, IdentityAlreadyLinked)
+
+    async def _push_unique(
+        self,
+        user_id: str,
+        query: Mapping[str, Any],
+        update: Mapping[str, Any],
+        conflict: type[EmailAlreadyExists | IdentityAlreadyLinked],
+    ) -> bool:
+        """Append to one of the user's arrays a value no user may share. The unique index
+        refuses it when another user has it; `query` (`{"$ne": value}`) when this one has, as a
+        multikey unique index does not look inside one document. Returns False when no such
+        user exists.
+
+        Raises:
+            `conflict`: some user, this one included, has the value already.
+        """
+        await self._ensure_indexes()
         try:
-            result = await self._run(lambda: self._users.update_one(query, update))
+            result = await self._run(partial(self._users.update_one, query, update))
         except DuplicateKeyError as exc:
-            raise IdentityAlreadyLinked() from exc
+            raise conflict() from exc
         if result.matched_count == 1:
             return True
         if await self.find_user_by_id(user_id) is None:
             return False
-        raise IdentityAlreadyLinked()  # this user has it already
+        raise conflict()  # this user has it already
 
     async def set_user_deactivated(self, user_id: str, deactivated: bool, *, now: datetime) -> bool:
         update = {"$set": {"deactivated": bool(deactivated), "updated_at": now}}
@@ -379,7 +396,7 @@ class MongoStore:
         result = await self._run(lambda: self._users.update_one({"_id": _key(user_id)}, update))
         return bool(result.matched_count == 1)
 
-    # -- sessions ---------------------------------------------------------------------------
+    # -- emails -----------------------------------------------------------------------------
 
     async def add_email(self, user_id: str, email: Email, *, now: datetime) -> bool:
         canonical = canonical_email(email.address)
@@ -390,15 +407,7 @@ class MongoStore:
         }
         query = {"_id": _key(user_id), "emails.address_canonical": {"$ne": canonical}}
         update = {"$push": {"emails": entry}, "$set": {"updated_at": now}}
-        try:
-            result = await self._run(lambda: self._users.update_one(query, update))
-        except DuplicateKeyError as exc:
-            raise EmailAlreadyExists() from exc
-        if result.matched_count == 1:
-            return True
-        if await self.find_user_by_id(user_id) is None:
-            return False
-        raise EmailAlreadyExists()  # this user has it already
+        return await self._push_unique(user_id, query, update, EmailAlreadyExists)
 
     async def remove_email(self, user_id: str, address: str, *, now: datetime) -> bool:
         canonical = canonical_email(_key(address))
@@ -439,6 +448,8 @@ class MongoStore:
             if result.matched_count == 1:
                 return True
         raise StoreUnavailable("too much contention on one user's emails")
+
+    # -- sessions ---------------------------------------------------------------------------
 
     async def create_session(self, session: StoredSession) -> None:
         await self._ensure_indexes()
