@@ -118,8 +118,13 @@ class TestUsers:
             )
 
     async def test_users_without_username_do_not_collide(self, store: Store) -> None:
-        await make_user(store, None, "a@example.com")
-        await make_user(store, None, "b@example.com")
+        first = await make_user(store, None, "a@example.com")
+        second = await make_user(store, None, "b@example.com")
+        assert first != second
+        for user_id, address in ((first, "a@example.com"), (second, "b@example.com")):
+            found = await store.find_user_by_email(address)
+            assert found is not None and found.id == user_id and found.username is None
+            assert await store.find_user_by_id(user_id) == found
 
     async def test_concurrent_creates_of_one_email_have_one_winner(self, store: Store) -> None:
         results = await asyncio.gather(
@@ -306,6 +311,8 @@ class TestOneTimeTokens:
         await store.create_token(self.token(user_id, "b", "reset"))
         await store.create_token(self.token(user_id, "c", "verify"))
         assert await store.delete_user_tokens(user_id, ["reset", "enroll"]) == 2
+        assert await store.consume_token(h("a"), "reset") is None
+        assert await store.consume_token(h("b"), "reset") is None
         assert await store.consume_token(h("c"), "verify") is not None
 
     async def test_tokens_go_with_their_user(self, store: Store) -> None:

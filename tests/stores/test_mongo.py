@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -53,7 +53,8 @@ async def test_setup_is_idempotent_and_creates_the_indexes(
     users = {ix["name"]: ix async for ix in await db["users"].list_indexes()}
     sessions = {ix["name"]: ix async for ix in await db["sessions"].list_indexes()}
     await client.close()
-    assert users["username_unique"]["unique"] and users["email_unique"]["unique"]
+    assert all(users[name]["unique"] for name in ("username_unique", "email_unique"))
+    assert users["identity_unique"]["unique"]
     assert sessions["ttl"]["expireAfterSeconds"] == 0
 
 
@@ -79,14 +80,20 @@ async def test_ttl_index_removes_expired_sessions(mongo: MongoStore) -> None:
 
 @pytest.mark.parametrize("value", [{"$ne": None}, {"$gt": ""}, {"$where": "1"}, ["a"], 1, None])
 async def test_operators_never_reach_a_filter(mongo: MongoStore, value: object) -> None:
-    for lookup in (
+    lookups: list[Callable[[Any], Awaitable[object]]] = [
         mongo.find_user_by_id,
         mongo.find_user_by_email,
         mongo.find_user_by_username,
         mongo.find_session,
-    ):
+        lambda v: mongo.find_user_by_identity("oidc", v),
+        lambda v: mongo.find_user_by_identity(v, "sub"),
+    ]
+    for lookup in lookups:
         with pytest.raises(InvalidRequest):
-            await lookup(value)  # type: ignore[arg-type]
+            await lookup(value)
+    if value is not None:  # no search at all
+        with pytest.raises(InvalidRequest):
+            await mongo.list_users(search=value)  # type: ignore[arg-type]
 
 
 async def test_server_killed_mid_run_is_503_then_recovers() -> None:
