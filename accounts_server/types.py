@@ -4,6 +4,10 @@ They carry no secret by construction: password hashes and other service data liv
 store under the service's name and never become a field here, refresh-token hashes stay in
 `stores.base.StoredSession`. So anything built from these types is safe to return or to hand
 to a hook.
+
+A session's fields are declared once, in `SessionFields`: `Session` adds what a listing says,
+`StoredSession` what the store keeps. Neither is the other, so a stored session (with its
+hashes) can never be passed off as a public one; `StoredSession.public()` makes the copy.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ __all__ = [
     "ImpersonationResult",
     "LoginResult",
     "Session",
+    "SessionFields",
     "Tokens",
     "User",
 ]
@@ -51,7 +56,9 @@ class User:
 
 
 @dataclass(frozen=True, slots=True)
-class Session:
+class SessionFields:
+    """What a session is, public and stored alike. Not used on its own."""
+
     id: str
     user_id: str
     valid: bool
@@ -62,6 +69,10 @@ class Session:
     ip: str | None = None
     user_agent: str | None = None
     impersonator_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Session(SessionFields):
     #: True for the session of the request that asked (in listings).
     current: bool = False
 

@@ -1,5 +1,5 @@
-"""Checks on identifiers: usernames and email addresses (shared by every login service), and
-login service names (a URL path segment and a storage key).
+"""Checks on identifiers every login service shares: usernames, email addresses, and the
+login service names that become URL path segments and store keys.
 
 Only shape is checked here; an address is proven by the verification mail, not by a regex,
 so the rule is deliberately loose (RFC 5321 length limits, one `@`, a dotted domain).
@@ -23,6 +23,7 @@ __all__ = [
 MAX_EMAIL_LENGTH = 254
 MAX_USERNAME_LENGTH = 64
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s.]+(\.[^@\s.]+)+$")
+#: One URL path segment (`/accounts/<name>/...`) and one store key (no `.`, no `$`).
 _SERVICE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
 
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 import secrets
 import unicodedata
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
+from operator import attrgetter
 from typing import Any, Protocol
 
-from ..types import Email, Session, User
+from ..types import Email, Session, SessionFields, User
 
 __all__ = [
     "OneTimeToken",
@@ -46,37 +47,24 @@ def new_session_id() -> str:
     return secrets.token_urlsafe(16)
 
 
-@dataclass(frozen=True, slots=True)
-class StoredSession:
-    """A session as stored: the public fields plus the refresh-token state (hashes only)."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredSession(SessionFields):
+    """A session as stored: the session's fields plus the refresh-token state (hashes only).
 
-    id: str
-    user_id: str
-    valid: bool
-    created_at: datetime
-    updated_at: datetime
-    last_used_at: datetime
-    expires_at: datetime
+    The added fields are keyword-only (they follow fields with defaults)."""
+
     refresh_hash: bytes
     previous_hash: bytes | None = None
     rotated_at: datetime | None = None
-    ip: str | None = None
-    user_agent: str | None = None
-    impersonator_id: str | None = None
 
     def public(self) -> Session:
-        return Session(
-            id=self.id,
-            user_id=self.user_id,
-            valid=self.valid,
-            created_at=self.created_at,
-            updated_at=self.updated_at,
-            last_used_at=self.last_used_at,
-            expires_at=self.expires_at,
-            ip=self.ip,
-            user_agent=self.user_agent,
-            impersonator_id=self.impersonator_id,
-        )
+        """The same session without its hashes, safe to return or to hand to a hook."""
+        return Session(*_session_fields(self))
+
+
+#: The values of every `SessionFields` field, in declaration order: `Session`'s positional
+#: parameters begin with exactly these.
+_session_fields = attrgetter(*(f.name for f in fields(SessionFields)))
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ a query operator.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import partial
@@ -34,6 +35,7 @@ from ..errors import (
 )
 from ..types import Email, User
 from ..validation import check_service_name
+from ._common import search_ranges, unique_conflict
 from .base import (
     OneTimeToken,
     StoredSession,
@@ -50,6 +52,9 @@ _T = TypeVar("_T")
 _USERNAME_INDEX = "username_unique"
 _EMAIL_INDEX = "email_unique"
 _IDENTITY_INDEX = "identity_unique"
+#: "E11000 duplicate key error collection: db.users index: email_unique dup key: {...}": a
+#: database name holds no space and the collection is ours, so the first match is the index.
+_INDEX_IN_MESSAGE = re.compile(r" index: (\S+)")
 #: Identities are stored as one string per (provider, subject): a plain multikey unique index,
 #: which every MongoDB-wire server enforces, unlike compound multikey ones.
 _SEP = "\x1f"
@@ -68,6 +73,13 @@ def _key(value: object) -> str:
     if not isinstance(value, str):
         raise InvalidRequest("identifiers must be strings")
     return value
+
+
+def _violated_index(exc: DuplicateKeyError) -> str:
+    """The name of the unique index a duplicate-key error reports (MongoDB and the wire server
+    both put it in the message); not the whole message, which quotes the duplicated value."""
+    found = _INDEX_IN_MESSAGE.search(str((exc.details or {}).get("errmsg", exc)))
+    return "" if found is None else found.group(1)
 
 
 def _session(doc: Mapping[str, Any]) -> StoredSession:
@@ -255,11 +267,7 @@ class MongoStore:
         try:
             await self._run(lambda: self._users.insert_one(doc))
         except DuplicateKeyError as exc:
-            if _EMAIL_INDEX in str(exc) or "emails" in str(exc):
-                raise EmailAlreadyExists() from exc
-            if _IDENTITY_INDEX in str(exc) or "identities" in str(exc):
-                raise IdentityAlreadyLinked() from exc
-            raise UsernameAlreadyExists() from exc
+            raise unique_conflict(_violated_index(exc)) from exc
         user = self._user(doc)
         assert user is not None
         return user
@@ -277,19 +285,36 @@ class MongoStore:
         return await self._find_user({"identities": _identity(provider, subject)})
 
     async def add_identity(self, user_id: str, provider: str, subject: str) -> bool:
-        await self._ensure_indexes()
         key = _identity(provider, subject)
         query = {"_id": _key(user_id), "identities": {"$ne": key}}
         update = {"$push": {"identities": key}}
+        return await self._push_unique(user_id, query, update, IdentityAlreadyLinked)
+
+    async def _push_unique(
+        self,
+        user_id: str,
+        query: Mapping[str, Any],
+        update: Mapping[str, Any],
+        conflict: type[EmailAlreadyExists | IdentityAlreadyLinked],
+    ) -> bool:
+        """Append to one of the user's arrays a value no user may share. The unique index
+        refuses it when another user has it; `query` (`{"$ne": value}`) when this one has, as a
+        multikey unique index does not look inside one document. Returns False when no such
+        user exists.
+
+        Raises:
+            `conflict`: some user, this one included, has the value already.
+        """
+        await self._ensure_indexes()
         try:
-            result = await self._run(lambda: self._users.update_one(query, update))
+            result = await self._run(partial(self._users.update_one, query, update))
         except DuplicateKeyError as exc:
-            raise IdentityAlreadyLinked() from exc
+            raise conflict() from exc
         if result.matched_count == 1:
             return True
         if await self.find_user_by_id(user_id) is None:
             return False
-        raise IdentityAlreadyLinked()  # this user has it already
+        raise conflict()  # this user has it already
 
     async def set_user_deactivated(self, user_id: str, deactivated: bool, *, now: datetime) -> bool:
         update = {"$set": {"deactivated": bool(deactivated), "updated_at": now}}
@@ -327,12 +352,11 @@ class MongoStore:
     ) -> list[User]:
         query: dict[str, Any] = {}
         if search:
-            # Ranges on the canonical fields (no regex: nothing in `search` is syntax).
-            name, mail = canonical_username(_key(search)), canonical_email(search)
+            (name_low, name_high), (mail_low, mail_high) = search_ranges(_key(search))
             query = {
                 "$or": [
-                    {"username_canonical": {"$gte": name, "$lt": name + "\U0010ffff"}},
-                    {"emails.address_canonical": {"$gte": mail, "$lt": mail + "\U0010ffff"}},
+                    {"username_canonical": {"$gte": name_low, "$lt": name_high}},
+                    {"emails.address_canonical": {"$gte": mail_low, "$lt": mail_high}},
                 ]
             }
 
@@ -372,7 +396,7 @@ class MongoStore:
         result = await self._run(lambda: self._users.update_one({"_id": _key(user_id)}, update))
         return bool(result.matched_count == 1)
 
-    # -- sessions ---------------------------------------------------------------------------
+    # -- emails -----------------------------------------------------------------------------
 
     async def add_email(self, user_id: str, email: Email, *, now: datetime) -> bool:
         canonical = canonical_email(email.address)
@@ -383,15 +407,7 @@ class MongoStore:
         }
         query = {"_id": _key(user_id), "emails.address_canonical": {"$ne": canonical}}
         update = {"$push": {"emails": entry}, "$set": {"updated_at": now}}
-        try:
-            result = await self._run(lambda: self._users.update_one(query, update))
-        except DuplicateKeyError as exc:
-            raise EmailAlreadyExists() from exc
-        if result.matched_count == 1:
-            return True
-        if await self.find_user_by_id(user_id) is None:
-            return False
-        raise EmailAlreadyExists()  # this user has it already
+        return await self._push_unique(user_id, query, update, EmailAlreadyExists)
 
     async def remove_email(self, user_id: str, address: str, *, now: datetime) -> bool:
         canonical = canonical_email(_key(address))
@@ -432,6 +448,8 @@ class MongoStore:
             if result.matched_count == 1:
                 return True
         raise StoreUnavailable("too much contention on one user's emails")
+
+    # -- sessions ---------------------------------------------------------------------------
 
     async def create_session(self, session: StoredSession) -> None:
         await self._ensure_indexes()

@@ -26,6 +26,7 @@ from ..errors import (
     UsernameAlreadyExists,
 )
 from ..types import Email, User
+from ._common import search_ranges, unique_conflict
 from .base import (
     OneTimeToken,
     StoredSession,
@@ -130,6 +131,8 @@ _MIGRATIONS: tuple[str, ...] = (
 )
 
 _USER_COLUMNS = "id, username, deactivated, extra, created_at, updated_at"
+#: The same, for queries that join `users u` to another table.
+_U_COLUMNS = ", ".join("u." + column for column in _USER_COLUMNS.split(", "))
 _SESSION_COLUMNS = (
     "id, user_id, valid, created_at, updated_at, last_used_at, expires_at, refresh_hash, "
     "previous_hash, rotated_at, ip, user_agent, impersonator_id"
@@ -337,11 +340,8 @@ class SQLiteStore:
         try:
             self._run(insert)
         except sqlite3.IntegrityError as exc:
-            if "emails." in str(exc):
-                raise EmailAlreadyExists() from exc
-            if "identities." in str(exc):
-                raise IdentityAlreadyLinked() from exc
-            raise UsernameAlreadyExists() from exc
+            # "UNIQUE constraint failed: emails.address_canonical": columns, never values.
+            raise unique_conflict(str(exc)) from exc
         user = await self.find_user_by_id(user_id)
         assert user is not None
         return user
@@ -369,15 +369,15 @@ class SQLiteStore:
 
     async def find_user_by_email(self, address: str) -> User | None:
         sql = (
-            "SELECT u.id, u.username, u.deactivated, u.extra, u.created_at, u.updated_at "
-            "FROM emails e JOIN users u ON u.id = e.user_id WHERE e.address_canonical = ?"
+            f"SELECT {_U_COLUMNS} FROM emails e "  # noqa: S608 (our columns)
+            "JOIN users u ON u.id = e.user_id WHERE e.address_canonical = ?"
         )
         key = canonical_email(address)
         return self._run(lambda: self._user(self._db.execute(sql, (key,)).fetchone()))
 
     async def find_user_by_identity(self, provider: str, subject: str) -> User | None:
         sql = (
-            f"SELECT {', '.join('u.' + c for c in _USER_COLUMNS.split(', '))} FROM identities i "  # noqa: S608
+            f"SELECT {_U_COLUMNS} FROM identities i "  # noqa: S608 (our columns)
             "JOIN users u ON u.id = i.user_id WHERE i.provider = ? AND i.subject = ?"
         )
         return self._run(lambda: self._user(self._db.execute(sql, (provider, subject)).fetchone()))
@@ -429,18 +429,16 @@ class SQLiteStore:
     async def list_users(
         self, *, search: str | None = None, offset: int = 0, limit: int = 50
     ) -> list[User]:
-        columns = ", ".join("u." + c for c in _USER_COLUMNS.split(", "))
-        sql = f"SELECT {columns} FROM users u"  # noqa: S608 (our columns)
+        sql = f"SELECT {_U_COLUMNS} FROM users u"  # noqa: S608 (our columns)
         args: list[Any] = []
         if search:
-            # Prefix ranges, not LIKE, so '%' and '_' in the search are plain characters.
             sql += (
                 " WHERE (u.username_canonical >= ? AND u.username_canonical < ?) OR EXISTS ("
                 "SELECT 1 FROM emails e WHERE e.user_id = u.id"
                 " AND e.address_canonical >= ? AND e.address_canonical < ?)"
             )
-            name, mail = canonical_username(search), canonical_email(search)
-            args += [name, name + "\U0010ffff", mail, mail + "\U0010ffff"]
+            name, mail = search_ranges(search)
+            args += [*name, *mail]
         sql += " ORDER BY u.created_at, u.id LIMIT ? OFFSET ?"
         args += [max(0, limit), max(0, offset)]
 
@@ -463,46 +461,39 @@ class SQLiteStore:
     async def set_service_data(
         self, user_id: str, service: str, data: Mapping[str, Any], *, now: datetime
     ) -> bool:
+        sql = (
+            "INSERT INTO user_services (user_id, service, data) VALUES (?, ?, ?) "
+            "ON CONFLICT (user_id, service) DO UPDATE SET data = excluded.data"
+        )
+        return self._user_write(user_id, now, sql, (user_id, service, json.dumps(dict(data))))
+
+    def _user_write(self, user_id: str, now: datetime, sql: str, args: tuple[Any, ...]) -> bool:
+        """In one transaction: move the user's `updated_at`, then, if there is such a user, run
+        `sql` (a write to one of its records). Returns whether the user exists."""
+
         def write() -> bool:
             with self._transaction() as db:
                 found = db.execute(
                     "UPDATE users SET updated_at = ? WHERE id = ?", (_ts(now), user_id)
                 ).rowcount
                 if found:
-                    db.execute(
-                        "INSERT INTO user_services (user_id, service, data) VALUES (?, ?, ?) "
-                        "ON CONFLICT (user_id, service) DO UPDATE SET data = excluded.data",
-                        (user_id, service, json.dumps(dict(data))),
-                    )
+                    db.execute(sql, args)
                 return found == 1
 
         return self._run(write)
 
-    # -- sessions ---------------------------------------------------------------------------
+    # -- emails -----------------------------------------------------------------------------
 
     async def add_email(self, user_id: str, email: Email, *, now: datetime) -> bool:
-        def add() -> bool:
-            with self._transaction() as db:
-                found = db.execute(
-                    "UPDATE users SET updated_at = ? WHERE id = ?", (_ts(now), user_id)
-                ).rowcount
-                if found:
-                    db.execute(
-                        "INSERT INTO emails (address_canonical, address, user_id, verified, "
-                        "position) VALUES (?, ?, ?, ?, (SELECT COALESCE(MAX(position), -1) + 1 "
-                        "FROM emails WHERE user_id = ?))",
-                        (
-                            canonical_email(email.address),
-                            email.address,
-                            user_id,
-                            int(email.verified),
-                            user_id,
-                        ),
-                    )
-                return found == 1
-
+        sql = (
+            "INSERT INTO emails (address_canonical, address, user_id, verified, position) "
+            "VALUES (?, ?, ?, ?, (SELECT COALESCE(MAX(position), -1) + 1 "
+            "FROM emails WHERE user_id = ?))"
+        )
+        canonical = canonical_email(email.address)
+        args = (canonical, email.address, user_id, int(email.verified), user_id)
         try:
-            return self._run(add)
+            return self._user_write(user_id, now, sql, args)
         except sqlite3.IntegrityError as exc:
             raise EmailAlreadyExists() from exc
 
@@ -528,6 +519,8 @@ class SQLiteStore:
                 return changed == 1
 
         return self._run(update)
+
+    # -- sessions ---------------------------------------------------------------------------
 
     async def create_session(self, session: StoredSession) -> None:
         s = session
@@ -575,21 +568,22 @@ class SQLiteStore:
             "last_used_at = ?, updated_at = ? WHERE id = ? AND refresh_hash = ? AND valid = 1"
         )
         t = _ts(now)
-        args = (new_hash, t, t, t, session_id, expected_hash)
-        write = lambda: self._db.execute(sql, args).rowcount == 1  # noqa: E731
-        return self._narrow_write(("session", session_id), write)
+        return self._session_write(session_id, sql, (new_hash, t, t, t, session_id, expected_hash))
 
     async def touch_session(self, session_id: str, *, now: datetime) -> bool:
         sql = "UPDATE sessions SET last_used_at = ? WHERE id = ? AND valid = 1"
-        args = (_ts(now), session_id)
-        write = lambda: self._db.execute(sql, args).rowcount == 1  # noqa: E731
-        return self._narrow_write(("session", session_id), write)
+        return self._session_write(session_id, sql, (_ts(now), session_id))
 
     async def invalidate_session(self, session_id: str, *, now: datetime) -> bool:
         sql = "UPDATE sessions SET valid = 0, updated_at = ? WHERE id = ? AND valid = 1"
-        args = (_ts(now), session_id)
-        write = lambda: self._db.execute(sql, args).rowcount == 1  # noqa: E731
-        return self._narrow_write(("session", session_id), write)
+        return self._session_write(session_id, sql, (_ts(now), session_id))
+
+    def _session_write(self, session_id: str, sql: str, args: tuple[Any, ...]) -> bool:
+        """One conditional UPDATE of one session row (the compare-and-set is its WHERE).
+        Returns whether it changed the row."""
+        return self._narrow_write(
+            ("session", session_id), lambda: self._db.execute(sql, args).rowcount == 1
+        )
 
     async def invalidate_user_sessions(
         self, user_id: str, *, now: datetime, except_ids: Sequence[str] = ()

@@ -90,9 +90,41 @@ class TestUsers:
             await make_user(store, "carol2", "CAROL@example.com")
         assert await store.find_user_by_username("carol2") is None
 
+    @pytest.mark.parametrize("value", ["emails", "email_unique", "identities", "identity_unique"])
+    async def test_a_conflict_is_told_by_its_constraint_not_by_the_value(
+        self, store: Store, value: str
+    ) -> None:
+        """The duplicated value is user input and may spell a field or index name."""
+        await store.create_user(
+            username=value,
+            emails=[Email(f"{value}@example.com")],
+            extra={},
+            services={},
+            now=NOW,
+            identities=[(value, value)],
+        )
+        with pytest.raises(UsernameAlreadyExists):
+            await make_user(store, value.upper())
+        with pytest.raises(EmailAlreadyExists):
+            await make_user(store, f"{value}2", f"{value}@example.com")
+        with pytest.raises(IdentityAlreadyLinked):
+            await store.create_user(
+                username=f"{value}3",
+                emails=[],
+                extra={},
+                services={},
+                now=NOW,
+                identities=[(value, value)],
+            )
+
     async def test_users_without_username_do_not_collide(self, store: Store) -> None:
-        await make_user(store, None, "a@example.com")
-        await make_user(store, None, "b@example.com")
+        first = await make_user(store, None, "a@example.com")
+        second = await make_user(store, None, "b@example.com")
+        assert first != second
+        for user_id, address in ((first, "a@example.com"), (second, "b@example.com")):
+            found = await store.find_user_by_email(address)
+            assert found is not None and found.id == user_id and found.username is None
+            assert await store.find_user_by_id(user_id) == found
 
     async def test_concurrent_creates_of_one_email_have_one_winner(self, store: Store) -> None:
         results = await asyncio.gather(
@@ -138,11 +170,22 @@ class TestUsers:
 
 class TestSessions:
     async def test_round_trip(self, store: Store) -> None:
+        """Every field, the optional ones set too, comes back as it went in."""
         user_id = await make_user(store)
-        stored = session(user_id, impersonator_id="admin")
+        stored = session(
+            user_id,
+            updated_at=NOW + timedelta(seconds=1),
+            last_used_at=NOW + timedelta(seconds=2),
+            impersonator_id="admin",
+            previous_hash=h("p"),
+            rotated_at=NOW + timedelta(seconds=3),
+        )
         await store.create_session(stored)
         assert await store.find_session("s1") == stored
         assert await store.find_session("nope") is None
+        bare = session(user_id, "s2", ip=None, user_agent=None)
+        await store.create_session(bare)
+        assert await store.find_session("s2") == bare
 
     async def test_rotate_is_compare_and_set(self, store: Store) -> None:
         user_id = await make_user(store)
@@ -268,6 +311,8 @@ class TestOneTimeTokens:
         await store.create_token(self.token(user_id, "b", "reset"))
         await store.create_token(self.token(user_id, "c", "verify"))
         assert await store.delete_user_tokens(user_id, ["reset", "enroll"]) == 2
+        assert await store.consume_token(h("a"), "reset") is None
+        assert await store.consume_token(h("b"), "reset") is None
         assert await store.consume_token(h("c"), "verify") is not None
 
     async def test_tokens_go_with_their_user(self, store: Store) -> None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -15,6 +16,7 @@ from pymongo import AsyncMongoClient
 from accounts_password import PasswordService
 from accounts_server import (
     AccountsServer,
+    ConfigurationError,
     InvalidRequest,
     KeyRing,
     StoredSession,
@@ -28,6 +30,7 @@ from ..helpers import PASSWORD, WireServer, load_key, wire_server_unavailable
 
 #: Generous: a hang fails the test, a slow machine does not. Not a performance assertion.
 BOUND = 20.0
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -50,7 +53,8 @@ async def test_setup_is_idempotent_and_creates_the_indexes(
     users = {ix["name"]: ix async for ix in await db["users"].list_indexes()}
     sessions = {ix["name"]: ix async for ix in await db["sessions"].list_indexes()}
     await client.close()
-    assert users["username_unique"]["unique"] and users["email_unique"]["unique"]
+    assert all(users[name]["unique"] for name in ("username_unique", "email_unique"))
+    assert users["identity_unique"]["unique"]
     assert sessions["ttl"]["expireAfterSeconds"] == 0
 
 
@@ -76,14 +80,20 @@ async def test_ttl_index_removes_expired_sessions(mongo: MongoStore) -> None:
 
 @pytest.mark.parametrize("value", [{"$ne": None}, {"$gt": ""}, {"$where": "1"}, ["a"], 1, None])
 async def test_operators_never_reach_a_filter(mongo: MongoStore, value: object) -> None:
-    for lookup in (
+    lookups: list[Callable[[Any], Awaitable[object]]] = [
         mongo.find_user_by_id,
         mongo.find_user_by_email,
         mongo.find_user_by_username,
         mongo.find_session,
-    ):
+        lambda v: mongo.find_user_by_identity("oidc", v),
+        lambda v: mongo.find_user_by_identity(v, "sub"),
+    ]
+    for lookup in lookups:
         with pytest.raises(InvalidRequest):
-            await lookup(value)  # type: ignore[arg-type]
+            await lookup(value)
+    if value is not None:  # no search at all
+        with pytest.raises(InvalidRequest):
+            await mongo.list_users(search=value)  # type: ignore[arg-type]
 
 
 async def test_server_killed_mid_run_is_503_then_recovers() -> None:
@@ -143,3 +153,15 @@ async def test_unreachable_server_fails_within_the_selection_timeout() -> None:
         with pytest.raises(StoreUnavailable):
             await store.find_user_by_id("x")
     await store.close()
+
+
+@pytest.mark.parametrize("name", ["a.b", "$set", "", "x" * 33, 1])
+async def test_service_names_never_become_field_paths(mongo: MongoStore, name: object) -> None:
+    user = await mongo.create_user(username="svc", emails=[], extra={}, services={}, now=NOW)
+    with pytest.raises(ConfigurationError):
+        await mongo.get_service_data(user.id, name)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError):
+        await mongo.set_service_data(user.id, name, {}, now=NOW)  # type: ignore[arg-type]
+    services: Any = {name: {}}
+    with pytest.raises(ConfigurationError):
+        await mongo.create_user(username="svc2", emails=[], extra={}, services=services, now=NOW)
