@@ -239,9 +239,12 @@ class TestSessions:
 
     async def test_prune_deletes_only_expired(self, store: Store) -> None:
         user_id = await make_user(store)
-        await store.create_session(session(user_id, "old", expires_at=NOW - timedelta(seconds=1)))
-        await store.create_session(session(user_id, "new"))
-        assert await store.prune_expired(now=NOW) == 1
+        # Expiries in the future of the real clock, so a TTL sweeper (MongoDB's) cannot delete
+        # the record before prune does: prune is judged at a `now` after the first expiry.
+        soon, later = FAR, FAR + timedelta(days=1)
+        await store.create_session(session(user_id, "old", expires_at=soon))
+        await store.create_session(session(user_id, "new", expires_at=later))
+        assert await store.prune_expired(now=soon + timedelta(seconds=1)) == 1
         assert await store.find_session("old") is None
         assert await store.find_session("new") is not None
 
@@ -343,12 +346,12 @@ class TestCounters:
 
     async def test_prune_expired_covers_tokens_and_counters(self, store: Store) -> None:
         user_id = await make_user(store)
-        past = NOW - timedelta(seconds=1)
-        await store.create_token(
-            OneTimeToken(h("old"), "reset", user_id, NOW - timedelta(hours=1), past)
-        )
-        await store.hit_counter("old", window_start=past, expires_at=past)
-        assert await store.prune_expired(now=NOW) == 2
+        # As above: expired for prune's `now`, not yet for a TTL sweeper's real clock.
+        await store.create_token(OneTimeToken(h("old"), "reset", user_id, NOW, FAR))
+        await store.hit_counter("old", window_start=NOW, expires_at=FAR)
+        assert await store.prune_expired(now=FAR + timedelta(seconds=1)) == 2
+        assert await store.consume_token(h("old"), "reset") is None
+        assert await store.get_counter("old", window_start=NOW) == 0
 
 
 class TestIdentities:
