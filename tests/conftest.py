@@ -22,7 +22,7 @@ from .helpers import SMTPServer, WireServer, load_key, wire_server_unavailable
 @pytest.fixture(scope="session")
 def mongodb_url() -> Iterator[str]:
     """A real MongoDB-wire server over TCP: `MONGODB_URL` (a real mongod) if set, else the
-    shared wire server started on a free port and stopped by its PID."""
+    repository's wire server (tests/servers/mongodb-wire) on a free port, stopped by its PID."""
     if url := os.environ.get("MONGODB_URL"):
         yield url
         return

@@ -12,21 +12,19 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from email.message import Message
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Self
 
 from accounts_password import PasswordService
 from accounts_server import AccountsServer, SigningKey, SMTPMailer
 
 KEYS = Path(__file__).parent / "keys"
-ROOT = Path(__file__).parent.parent
-#: The shared test servers live beside the project (CI has them there too).
-TEST_SERVERS = Path(
-    os.environ.get("ACCOUNTS_TEST_SERVERS", ROOT.parent / "shared" / "test-servers")
-)
+#: The Node servers the tests start (tests/servers/README.md).
+SERVERS = Path(__file__).parent / "servers"
 PASSWORD = "correct horse battery staple"
 _serial = itertools.count()
 
@@ -63,22 +61,99 @@ async def register(server: AccountsServer, *, password: str = PASSWORD) -> Accou
     return Account(user.id, username, email, password)
 
 
-def wire_server_unavailable() -> str | None:
-    """Why the MongoDB-wire server cannot be started here, or None if it can."""
-    script = TEST_SERVERS / "mongodb-wire" / "start.sh"
-    if not script.exists():
-        return f"the MongoDB-wire server is not at {script} (set ACCOUNTS_TEST_SERVERS)"
+def node_unavailable(server: str) -> str | None:
+    """Why a Node server from tests/servers/ cannot run here, or None if it can."""
     if shutil.which("node") is None:
-        return "node is not installed (the MongoDB-wire server needs it)"
+        return f"node is not installed (the {server} needs it)"
+    if shutil.which("npm") is None:
+        return f"npm is not installed (the {server} is installed with it)"
     return None
 
 
+def wire_server_unavailable() -> str | None:
+    """Why the MongoDB-wire server cannot be started here, or None if it can."""
+    return node_unavailable("MongoDB-wire server")
+
+
+def npm_ci(directory: Path) -> None:
+    """Install what `directory`'s lockfile pins into its (gitignored) node_modules, once: again
+    only when the lockfile is newer than the last install."""
+    installed = directory / "node_modules" / ".package-lock.json"
+    lockfile = directory / "package-lock.json"
+    if installed.exists() and installed.stat().st_mtime >= lockfile.stat().st_mtime:
+        return
+    result = subprocess.run(
+        ["npm", "ci", "--no-audit", "--no-fund"],
+        cwd=directory,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"npm ci in {directory} failed: {result.stderr[-2000:]}")
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the PID, SIGKILL after 5 s; a process that has already exited is left alone."""
+    if process.poll() is not None:
+        return
+    os.kill(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+
+
 @dataclass
-class WireServer:
-    """The shared MongoDB-wire server (in memory) on 127.0.0.1, owned by its PID."""
+class NodeServer:
+    """A Node server from tests/servers/ on 127.0.0.1, owned by its PID; its output goes to an
+    anonymous temporary file, shown if it fails to start."""
 
     port: int
-    pid: int
+    process: subprocess.Popen[bytes]
+    output: IO[bytes]
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @classmethod
+    def launch(cls, name: str, script: str, *args: str, port: int | None = None) -> Self:
+        """`node tests/servers/{name}/{script} PORT ARGS...`, returned once PORT accepts."""
+        directory = SERVERS / name
+        npm_ci(directory)
+        port = port or free_port()
+        output = tempfile.TemporaryFile()  # noqa: SIM115 (closed by stop())
+        process = subprocess.Popen(
+            ["node", script, str(port), *args],
+            cwd=directory,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+        server = cls(port, process, output)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return server
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    server.stop()
+                    output.seek(0)
+                    log = output.read().decode(errors="replace")[-2000:]
+                    raise RuntimeError(f"the {name} server did not start:\n{log}") from None
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        stop_process(self.process)
+        self.output.close()
+
+
+class WireServer(NodeServer):
+    """The MongoDB-wire server (CongoDB, in memory, with tests/servers/mongodb-wire's fixes)."""
 
     @property
     def url(self) -> str:
@@ -86,25 +161,7 @@ class WireServer:
 
     @classmethod
     def start(cls, port: int | None = None) -> WireServer:
-        port = port or free_port()
-        result = subprocess.run(
-            ["bash", str(TEST_SERVERS / "mongodb-wire" / "start.sh"), str(port)],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise RuntimeError(f"MongoDB-wire server did not start: {result.stderr[-2000:]}")
-        return cls(port=port, pid=int(result.stdout.strip().splitlines()[-1]))
-
-    def stop(self) -> None:
-        subprocess.run(
-            ["bash", str(TEST_SERVERS / "mongodb-wire" / "stop.sh"), str(self.pid)],
-            capture_output=True,
-            timeout=30,
-            check=False,
-        )
+        return cls.launch("mongodb-wire", "server.mjs", port=port)
 
 
 @dataclass
@@ -150,12 +207,7 @@ class SMTPServer:
                 time.sleep(0.05)
 
     def stop(self) -> None:
-        os.kill(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            os.kill(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        stop_process(self.process)
 
     def mailer(self) -> SMTPMailer:
         return SMTPMailer(sender="accounts@example.com", port=self.port)

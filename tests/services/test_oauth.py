@@ -7,7 +7,6 @@ provider over TCP; redirects are followed by hand, as a browser would.
 from __future__ import annotations
 
 import secrets
-import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
@@ -25,7 +24,7 @@ from accounts_server import AccountsServer, EventName, HookEvent, Store, User
 from accounts_server.http import create_app
 
 from ..conftest import MakeServer
-from ..helpers import TEST_SERVERS, free_port
+from ..helpers import NodeServer, node_unavailable
 
 CLIENT_ID, CLIENT_SECRET = "accounts-test", "a-test-client-secret-for-oidc"
 CALLBACK = "http://testserver/accounts/oauth/test/callback"
@@ -39,27 +38,14 @@ class Provider:
 
 @pytest.fixture(scope="session")
 def provider() -> Iterator[Provider]:
-    script = TEST_SERVERS / "oidc-provider" / "start.sh"
-    if not script.exists():
-        pytest.skip(f"OIDC tests skipped: the provider is not at {script}")
-    port = free_port()
-    result = subprocess.run(
-        ["bash", str(script), str(port), CLIENT_ID, CLIENT_SECRET, CALLBACK],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"the OIDC provider did not start: {result.stderr[-2000:]}")
-    started = Provider(f"http://127.0.0.1:{port}", int(result.stdout.split()[-1]))
-    yield started
-    subprocess.run(
-        ["bash", str(TEST_SERVERS / "oidc-provider" / "stop.sh"), str(started.pid)],
-        capture_output=True,
-        timeout=30,
-        check=False,
-    )
+    """tests/servers/oidc-provider on a free port for the whole run, stopped by its PID."""
+    if reason := node_unavailable("OIDC provider"):
+        pytest.skip(f"OIDC tests skipped: {reason}")
+    server = NodeServer.launch("oidc-provider", "provider.mjs", CLIENT_ID, CLIENT_SECRET, CALLBACK)
+    try:
+        yield Provider(f"http://127.0.0.1:{server.port}", server.pid)
+    finally:
+        server.stop()
 
 
 @dataclass
