@@ -43,8 +43,12 @@ def new_user_id() -> str:
 
 
 def new_session_id() -> str:
-    """128 random bits: a session id travels in every token, so it must not be guessable."""
-    return secrets.token_urlsafe(16)
+    """128 random bits: a session id travels in every token, so it must not be guessable.
+    Never starting with `-`, so an operator can pass it to a command line as it is (one in 64
+    would otherwise read as an option)."""
+    while (session_id := secrets.token_urlsafe(16)).startswith("-"):
+        pass
+    return session_id
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

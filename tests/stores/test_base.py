@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from accounts_server import Session, StoredSession
+from accounts_server.stores.base import new_session_id
 from accounts_server.types import SessionFields
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -67,3 +68,8 @@ def test_records_stay_frozen_and_slotted() -> None:
         assert not hasattr(record, "__dict__")
         with pytest.raises(dataclasses.FrozenInstanceError):
             record.id = "other"  # type: ignore[misc]
+
+
+def test_session_ids_never_read_as_command_line_options() -> None:
+    ids = {new_session_id() for _ in range(5000)}
+    assert len(ids) == 5000 and not any(i.startswith("-") for i in ids)
