@@ -161,6 +161,6 @@ class ServiceContext:
         )
         try:
             await mailer.send(message(token))
-        except MailUnavailable:
+        except BaseException:  # whatever failed (a template, a mailer, a cancel): no live link
             await self.one_time.discard(token, kind)
             raise

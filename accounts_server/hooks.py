@@ -87,8 +87,14 @@ class Hooks:
         listeners = self._listeners.setdefault(event, [])
         listeners.append(listener)
 
+        registered = True
+
         def unsubscribe() -> None:
-            if listener in listeners:
+            """Removes this registration once; calling it again does nothing, even when the
+            same function is registered another time."""
+            nonlocal registered
+            if registered:
+                registered = False
                 listeners.remove(listener)
 
         return unsubscribe

@@ -88,14 +88,19 @@ class SMTPMailer:
         Raises:
             ConfigurationError: not an smtp:// or smtps:// URL.
         """
-        parts = urlsplit(url)
+        refused = ConfigurationError("the SMTP URL must look like smtp://user:pass@host:port")
+        try:
+            parts = urlsplit(url)
+            port = parts.port  # a port that is not a number (or out of range) is a ValueError
+        except ValueError:
+            raise refused from None
         if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
-            raise ConfigurationError("the SMTP URL must look like smtp://user:pass@host:port")
+            raise refused
         tls = parts.scheme == "smtps"
         return cls(
             sender=sender,
             host=parts.hostname,
-            port=parts.port or (465 if tls else 25),
+            port=port or (465 if tls else 25),
             username=unquote(parts.username) if parts.username else None,
             password=unquote(parts.password) if parts.password else None,
             tls=tls,

@@ -31,7 +31,7 @@ __all__ = [
     "ServiceEndpoint",
 ]
 
-_SEGMENT = re.compile(r"^([A-Za-z][A-Za-z0-9_-]{0,63}|\{[a-z_]{1,32}\})$")
+_SEGMENT = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}|\{[a-z_]{1,32}\}")
 #: Paths the protocol already gives every service.
 _PROTOCOL_PATHS = frozenset({"authenticate", "verifyAuthentication"})
 
@@ -95,7 +95,7 @@ class ServiceEndpoint:
     def __post_init__(self) -> None:
         segments = self.path.removeprefix("/").split("/")
         if (
-            not all(_SEGMENT.match(segment) for segment in segments)
+            not all(_SEGMENT.fullmatch(segment) for segment in segments)
             or self.path in _PROTOCOL_PATHS
             or self.method not in ("GET", "POST")
         ):

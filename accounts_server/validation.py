@@ -24,11 +24,15 @@ MAX_EMAIL_LENGTH = 254
 MAX_USERNAME_LENGTH = 64
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s.]+(\.[^@\s.]+)+$")
 #: One URL path segment (`/accounts/<name>/...`) and one store key (no `.`, no `$`).
-_SERVICE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
+_SERVICE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,31}")
 
 
 def _has_control(value: str) -> bool:
-    return any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn") for ch in value)
+    """Control, format, surrogate, private-use or unassigned characters, and the line and
+    paragraph separators (U+2028/9), any of which could split or disguise a log line."""
+    return any(
+        unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp") for ch in value
+    )
 
 
 def validate_email(value: object) -> str:
@@ -66,6 +70,6 @@ def check_service_name(name: object) -> str:
     """Raises:
     ConfigurationError: a name that cannot be a single URL path segment.
     """
-    if not isinstance(name, str) or not _SERVICE_NAME.match(name):
+    if not isinstance(name, str) or not _SERVICE_NAME.fullmatch(name):
         raise ConfigurationError(f"invalid login service name {name!r}")
     return name

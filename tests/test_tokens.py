@@ -330,8 +330,8 @@ class TestVerifiedTokenCache:
         for token in tokens:
             c.verify_access(token)
         head, body, sig = tokens[0].split(".")
+        other = "B" if sig[0] == "A" else "A"  # the first signature byte changes
         with pytest.raises(InvalidToken):
-            other = "B" if sig[0] == "A" else "A"  # the first signature byte changes
             c.verify_access(f"{head}.{body}.{other}{sig[1:]}")
         with pytest.raises(InvalidToken):
             c.verify_refresh(tokens[1])  # cached as an access token, still not a refresh token
