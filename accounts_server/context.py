@@ -10,7 +10,7 @@ every module a service imports) never refers back to `AccountsServer`.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from .errors import InvalidToken, MailUnavailable
@@ -19,11 +19,9 @@ from .mail import Mailer, MailMessage
 from .onetime import OneTimeTokens
 from .ratelimit import RateLimiter
 from .stores.base import Store, canonical_email
-from .types import ConnectionInfo, Email, LoginResult, Session, User
+from .types import Clock, ConnectionInfo, Email, LoginResult, Session, User
 
 __all__ = ["ServiceContext"]
-
-Clock = Callable[[], datetime]
 
 
 Resume = Callable[[str], Awaitable[tuple[User, Session]]]

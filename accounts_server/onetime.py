@@ -10,11 +10,12 @@ from __future__ import annotations
 import hashlib
 import secrets
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from .errors import InvalidToken
 from .stores.base import OneTimeToken, Store
+from .types import Clock
 
 __all__ = ["OneTimeTokens"]
 
@@ -22,7 +23,7 @@ _MAX_TOKEN_LENGTH = 128
 
 
 class OneTimeTokens:
-    def __init__(self, store: Store, clock: Callable[[], datetime]) -> None:
+    def __init__(self, store: Store, clock: Clock) -> None:
         self.store = store
         self.clock = clock
 

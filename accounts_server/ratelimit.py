@@ -9,12 +9,13 @@ a stepped backoff.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from .errors import ConfigurationError, RateLimited
 from .stores.base import Store
+from .types import Clock
 
 __all__ = ["Limit", "RateLimiter", "RateLimits"]
 
@@ -53,7 +54,7 @@ class RateLimits:
 
 
 class RateLimiter:
-    def __init__(self, store: Store, limits: RateLimits, clock: Callable[[], datetime]) -> None:
+    def __init__(self, store: Store, limits: RateLimits, clock: Clock) -> None:
         self.store = store
         self.limits = limits
         self.clock = clock

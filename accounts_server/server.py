@@ -12,7 +12,7 @@ import inspect
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from .admin import Admin, AdminAction
@@ -44,6 +44,7 @@ from .sessions import SessionConfig, SessionRules, access_jti
 from .stores.base import Store, StoredSession
 from .tokens import AccessClaims, TokenCodec, TokenConfig
 from .types import (
+    Clock,
     ConnectionInfo,
     Email,
     ImpersonationResult,
@@ -51,6 +52,7 @@ from .types import (
     Session,
     Tokens,
     User,
+    utc_now,
 )
 from .validation import check_service_name, validate_email, validate_username
 
@@ -65,10 +67,6 @@ JwtPayloadHook = Callable[
 ImpersonationAuthorize = Callable[[User, User], bool | Awaitable[bool]]
 AdminAuthorize = Callable[[User, str], bool | Awaitable[bool]]
 UserSanitizer = Callable[[User], User]
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 async def _maybe_await(value: _T | Awaitable[_T]) -> _T:
@@ -96,7 +94,7 @@ class AccountsServer:
         authorize_admin: AdminAuthorize | None = None,
         user_sanitizer: UserSanitizer | None = None,
         rate_limits: RateLimits | None = None,
-        clock: Callable[[], datetime] = _utcnow,
+        clock: Clock = utc_now,
     ) -> None:
         self.store = store
         self.token_config = tokens

@@ -14,13 +14,12 @@ import base64
 import hashlib
 import hmac
 import secrets
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from .errors import ConfigurationError, InvalidToken, TokenReused
 from .stores.base import Store, StoredSession, new_session_id
-from .types import ConnectionInfo
+from .types import Clock, ConnectionInfo
 
 __all__ = ["SessionConfig", "SessionRules", "access_jti", "hash_jti"]
 
@@ -89,7 +88,7 @@ def access_jti(refresh_jti: str) -> str:
 
 
 class SessionRules:
-    def __init__(self, store: Store, config: SessionConfig, clock: Callable[[], datetime]) -> None:
+    def __init__(self, store: Store, config: SessionConfig, clock: Clock) -> None:
         self.store = store
         self.config = config
         self.clock = clock

@@ -21,9 +21,9 @@ import hmac
 import json
 import re
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, cast
@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm
 
 from .errors import ConfigurationError, InvalidToken, TokenExpired
+from .types import Clock, utc_now
 
 __all__ = [
     "ACCESS_TOKEN_TYPE",
@@ -71,10 +72,6 @@ _ALGORITHMS: Mapping[str, Any] = {"EdDSA": OKPAlgorithm(), "ES256": ECAlgorithm(
 _TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
 _FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
 _PrivateKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,7 +323,7 @@ class TokenCodec:
         self,
         config: TokenConfig,
         *,
-        clock: Callable[[], datetime] = _utcnow,
+        clock: Clock = utc_now,
         cache_size: int = 4096,
     ) -> None:
         self.config = config

@@ -12,12 +12,13 @@ hashes) can never be passed off as a public one; `StoredSession.public()` makes 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 __all__ = [
+    "Clock",
     "ConnectionInfo",
     "Email",
     "ImpersonationResult",
@@ -26,7 +27,18 @@ __all__ = [
     "SessionFields",
     "Tokens",
     "User",
+    "utc_now",
 ]
+
+
+#: Where the server, its sessions, tokens, limits and one-time tokens read the time: injected,
+#: so a test advances a clock instead of waiting.
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    """The default clock."""
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True, slots=True)

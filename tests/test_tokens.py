@@ -23,6 +23,7 @@ from accounts_server import (
     SigningKey,
     TokenConfig,
     TokenExpired,
+    VerificationKey,
 )
 from accounts_server.tokens import RESERVED_CLAIMS, TokenCodec
 
@@ -225,6 +226,16 @@ class TestRefusedTokens:
 
 
 class TestKeys:
+    def test_a_ring_from_a_jwks_verifies_and_cannot_sign(self) -> None:
+        ring = KeyRing.from_jwks(codec(ED, ES).jwks())
+        assert all(type(key) is VerificationKey for key in ring) and ring.signing is None
+        verifier = TokenCodec(TokenConfig(keys=ring))
+        assert verifier.verify_access(access(codec(ED))).sub == "u1"
+        assert verifier.verify_access(access(codec(ES))).sub == "u1"
+        with pytest.raises(ConfigurationError, match="only verifies"):
+            access(verifier)
+        assert not isinstance(VerificationKey.from_jwk(ED.public_jwk() or {}), SigningKey)
+
     def test_rotation_old_key_keeps_verifying(self) -> None:
         old_token = access(codec(OLD))
         rotated = codec(ED, OLD)
