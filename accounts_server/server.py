@@ -335,14 +335,19 @@ class AccountsServer:
     ) -> LoginResult:
         """Rotate the refresh token and issue a new pair.
 
-        The refresh token alone authorises this (RFC 6749 §6); the access token is accepted
-        for accounts-js compatibility and not trusted.
+        The refresh token authorises this (RFC 6749 §6). The accounts-js client also sends the
+        access token of the pair; when one is given it must be ours and of the same session and
+        user (its age does not matter: it has usually just expired), or nothing is rotated.
 
         Raises:
             InvalidToken; TokenReused when a rotated token comes back (the session is revoked).
         """
         try:
             claims = self._codec.verify_refresh(refresh_token)
+            if access_token is not None:
+                paired = self._codec.verify_access(access_token, expired_ok=True)
+                if paired.sid != claims.sid or paired.sub != claims.sub:
+                    raise InvalidToken(reason="pair")
             await self._limiter.hit("refresh", claims.sid, self._limiter.limits.refresh_per_session)
             user = await self.store.find_user_by_id(claims.sub)
             if user is None or user.deactivated:

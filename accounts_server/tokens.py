@@ -381,19 +381,22 @@ class TokenCodec:
         }
         return self._encode(payload, REFRESH_TOKEN_TYPE)
 
-    def verify_access(self, token: object) -> AccessClaims:
-        """Raises:
-        InvalidToken: anything wrong; `TokenExpired` when only the time is.
+    def verify_access(self, token: object, *, expired_ok: bool = False) -> AccessClaims:
+        """`expired_ok` accepts a token whose only fault is its age: a refresh presents the
+        access token that has just expired, to prove the pair belongs together.
+
+        Raises:
+            InvalidToken: anything wrong; `TokenExpired` when only the time is.
         """
         if isinstance(token, str):
             cached = self._cache.get(token)
             if cached is not None:
-                if cached.exp + self._leeway > self._clock().timestamp():
+                if expired_ok or cached.exp + self._leeway > self._clock().timestamp():
                     self._cache.move_to_end(token)
                     return cached
                 del self._cache[token]
                 raise TokenExpired()
-        claims = self._decode(token, ACCESS_TOKEN_TYPE, self.config.audience)
+        claims = self._decode(token, ACCESS_TOKEN_TYPE, self.config.audience, expired_ok)
         act = claims.get("act")
         actor: str | None = None
         if act is not None:
@@ -409,7 +412,7 @@ class TokenCodec:
             actor=actor,
             claims=MappingProxyType(claims),
         )
-        if self._cache_size and isinstance(token, str):  # always a str: _decode refused others
+        if self._cache_size and isinstance(token, str) and not expired_ok:  # _decode: a str
             self._cache[token] = verified
             if len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
@@ -439,7 +442,9 @@ class TokenCodec:
         signing_input = _b64encode(orjson.dumps(header)) + b"." + _b64encode(orjson.dumps(payload))
         return (signing_input + b"." + _b64encode(_sign(key, signing_input))).decode("ascii")
 
-    def _decode(self, token: object, typ: str, audience: str) -> dict[str, Any]:
+    def _decode(
+        self, token: object, typ: str, audience: str, expired_ok: bool = False
+    ) -> dict[str, Any]:
         """RFC 7515 compact serialization, checked in the order RFC 8725 asks: shape, header
         (kid picks the key, whose one algorithm must be the header's), signature, then claims.
         The parsing is ours (`_sign`/`_verify` hold the primitives), so each segment is
@@ -464,9 +469,11 @@ class TokenCodec:
         signature = _b64decode(signature_segment)
         if not _verify(key, signing_input, signature):
             raise InvalidToken(reason="signature")
-        return self._check_claims(_json_segment(payload_segment), audience)
+        return self._check_claims(_json_segment(payload_segment), audience, expired_ok)
 
-    def _check_claims(self, claims: dict[str, Any], audience: str) -> dict[str, Any]:
+    def _check_claims(
+        self, claims: dict[str, Any], audience: str, expired_ok: bool = False
+    ) -> dict[str, Any]:
         """Every claim required, typed and exact (RFC 7519 §4.1, RFC 9068 §4): `aud` one string,
         never a list; times integers, not booleans; `exp` past the leeway is TokenExpired."""
         for name in _REQUIRED:
@@ -485,7 +492,7 @@ class TokenCodec:
         now = self._clock().timestamp()
         if claims["iat"] > now + self._leeway or claims.get("nbf", 0) > now + self._leeway:
             raise InvalidToken(reason="ImmatureSignatureError")
-        if claims["exp"] <= now - self._leeway:
+        if claims["exp"] <= now - self._leeway and not expired_ok:
             raise TokenExpired()
         return claims
 

@@ -187,3 +187,32 @@ async def test_hashing_queue_wait_is_bounded(make_server: MakeServer) -> None:
         overloaded = [r for r in responses if r.status_code == 503]
         assert overloaded and overloaded[0].json()["code"] == "Overloaded"
         assert overloaded[0].headers["retry-after"].isdigit()
+
+
+async def test_failures_by_one_identifier_lock_the_account_by_every_other(
+    make_server: MakeServer,
+) -> None:
+    """Issue 14 #4: ten failures by email also lock the username and the id; an unknown
+    identifier still has a budget of its own (nothing about it is revealed)."""
+    server = make_server(rate_limits=RateLimits(login_per_ip=Limit(10_000, timedelta(minutes=1))))
+    async with client(server) as api:
+        await register(api, "max")
+        user = await server.find_user_by_username("max")
+        assert user is not None
+        for _ in range(10):
+            wrong = {"user": {"email": "MAX@example.com"}, "password": "wrong guess!"}
+            assert (await api.post("/password/authenticate", json=wrong)).status_code == 401
+        for identity in ({"username": "max"}, {"id": user.id}, "max@example.com"):
+            right = {"user": identity, "password": PASSWORD}
+            assert_limited(await api.post("/password/authenticate", json=right))
+        ghost = {"user": {"username": "ghost"}, "password": "wrong guess!"}
+        assert (await api.post("/password/authenticate", json=ghost)).status_code == 401
+        # So does re-checking the password before deleting the account.
+        other = await make_server().login_with_user(user, ConnectionInfo())
+        response = await api.request(
+            "DELETE",
+            "/user",
+            json={"password": PASSWORD},
+            headers={"Authorization": f"Bearer {other.tokens.access_token}"},
+        )
+        assert_limited(response)

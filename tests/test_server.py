@@ -165,6 +165,28 @@ class TestRefresh:
         with pytest.raises(InvalidToken):
             await server.refresh_tokens(None, second.tokens.refresh_token, INFO)
 
+    async def test_an_access_token_of_another_session_refuses_the_refresh(
+        self, server: AccountsServer, clock: Clock
+    ) -> None:
+        """Issue 14 #1: a given access token must be the pair's (same session, same user)."""
+        account = await register(server)
+        mine, other_session = await login(server, account), await login(server, account)
+        stranger = await login(server, await register(server))
+        for wrong in (
+            other_session.tokens.access_token,
+            stranger.tokens.access_token,
+            mine.tokens.refresh_token,  # a refresh token is no access token
+            "not-a-token",
+        ):
+            with pytest.raises(InvalidToken):
+                await server.refresh_tokens(wrong, mine.tokens.refresh_token, INFO)
+        # Nothing was rotated: the pair still refreshes, with its access token long expired.
+        clock.advance(timedelta(hours=2))
+        fresh = await server.refresh_tokens(
+            mine.tokens.access_token, mine.tokens.refresh_token, INFO
+        )
+        assert fresh.session_id == mine.session_id
+
     async def test_strict_mode_twenty_concurrent_refreshes_one_success(
         self, server: AccountsServer
     ) -> None:

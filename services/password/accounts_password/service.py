@@ -161,15 +161,24 @@ class PasswordService:
         raw = params.get("password")
         password = normalize(raw, max_length=self.policy.max_length)
         lookup, key = self._identity(params.get("user"))
+        # Failures count per identifier as typed and, once it resolves, per account: ten by
+        # email also lock the username and the id. An unknown identifier has only its own
+        # counter, which locks after as many failures, so a 429 reveals nothing.
+        keys = [key]
         tiers = ctx.limiter.limits.failed_logins
         await ctx.limiter.check(_FAILED_LOGIN, key, tiers)
         user = await lookup(ctx)
         if user is None:
             await self.hasher.verify_dummy(password)  # the same one hash as a wrong password
+        else:
+            keys.append(_account_key(user.id))
+            await ctx.limiter.check(_FAILED_LOGIN, keys[-1], tiers)
         if user is None or not await self._verify(ctx, user, password, raw):
-            await ctx.limiter.count(_FAILED_LOGIN, key, tiers)
+            for counted in keys:
+                await ctx.limiter.count(_FAILED_LOGIN, counted, tiers)
             return None
-        await ctx.limiter.clear(_FAILED_LOGIN, key, tiers)
+        for counted in keys:
+            await ctx.limiter.clear(_FAILED_LOGIN, counted, tiers)
         return user
 
     async def _verify(self, ctx: ServiceContext, user: User, password: str, raw: object) -> bool:
@@ -238,7 +247,7 @@ class PasswordService:
         RateLimited: too many failures for this user.
         """
         tiers = ctx.limiter.limits.failed_logins
-        key = f"id:{user.id}"
+        key = _account_key(user.id)
         await ctx.limiter.check(_FAILED_LOGIN, key, tiers)
         if not isinstance(secret, str):
             await self.hasher.verify_dummy("")
@@ -509,6 +518,11 @@ class PasswordService:
 
 _STRING = {"type": "string"}
 _NULL = {"type": "null"}
+
+
+def _account_key(user_id: str) -> str:
+    """The failed-login counter of an account, whatever identifier it was reached by."""
+    return f"account:{user_id}"
 
 
 def _object(**properties: Mapping[str, Any]) -> dict[str, Any]:
