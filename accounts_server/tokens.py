@@ -30,8 +30,9 @@ from typing import Any, Literal, cast
 
 import jwt
 import orjson
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm
 
 from .errors import ConfigurationError, InvalidToken, TokenExpired
@@ -69,6 +70,7 @@ _MIN_SECRET_BYTES = 32
 _COMPACT = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+", re.ASCII)
 #: PyJWT's signature primitives for the asymmetric algorithms (HS256 is the stdlib's HMAC).
 _ALGORITHMS: Mapping[str, Any] = {"EdDSA": OKPAlgorithm(), "ES256": ECAlgorithm(ECAlgorithm.SHA256)}
+_DETERMINISTIC_ECDSA = ec.ECDSA(hashes.SHA256(), deterministic_signing=True)
 _TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
 _FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
 _PrivateKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
@@ -498,8 +500,13 @@ class TokenCodec:
 
 
 def _sign(key: SigningKey, message: bytes) -> bytes:
+    """Deterministic for every algorithm (ES256 by RFC 6979), so the same claims give the same
+    token byte for byte: concurrent refreshes inside the grace window get the identical pair."""
     if key.algorithm == "HS256":  # the stdlib's one-shot HMAC: a third of hmac.new's time
         return hmac.digest(key.signer, message, "sha256")
+    if key.algorithm == "ES256":  # JWS wants r || s, 32 bytes each (RFC 7518 §3.4), not DER
+        r, s = decode_dss_signature(key.signer.sign(message, _DETERMINISTIC_ECDSA))
+        return r.to_bytes(32, "big") + s.to_bytes(32, "big")
     signature: bytes = _ALGORITHMS[key.algorithm].sign(message, key.signer)
     return signature
 

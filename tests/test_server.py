@@ -198,10 +198,16 @@ class TestRefresh:
         assert sum(isinstance(r, LoginResult) for r in results) == 1
         assert all(isinstance(r, (LoginResult, InvalidToken)) for r in results)
 
+    @pytest.mark.parametrize("key", ["ed25519", "es256"])
     async def test_grace_window_gives_concurrent_refreshes_the_identical_pair(
-        self, make_server: MakeServer, clock: Clock
+        self, make_server: MakeServer, clock: Clock, key: str
     ) -> None:
-        server = make_server(sessions=SessionConfig(reuse_grace=timedelta(seconds=10)))
+        """Byte for byte, on every algorithm (issue 14 #5: ECDSA signing is randomised unless
+        it is RFC 6979's deterministic form)."""
+        server = make_server(
+            sessions=SessionConfig(reuse_grace=timedelta(seconds=10)),
+            tokens=TokenConfig(keys=KeyRing([load_key(key)])),
+        )
         first = await login(server, await register(server))
         results = await asyncio.gather(
             *(server.refresh_tokens(None, first.tokens.refresh_token, INFO) for _ in range(20))

@@ -15,14 +15,19 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.routing import BaseRoute
 
 from ..errors import AccountsError, AuthenticationFailed, InvalidRequest, InvalidToken
 from ..server import AccountsServer
 from ..services import EndpointHandler, EndpointRequest, ProvidesEndpoints
 from .admin import admin_operations
-from .errors import handle_accounts_error, handle_http_exception, handle_unexpected
+from .errors import (
+    handle_accounts_error,
+    handle_client_disconnect,
+    handle_http_exception,
+    handle_unexpected,
+)
 from .operations import Handler, Operation, openapi_document, route
 from .request import MAX_BODY_BYTES, Network, access_token, connection_info, read_json
 from .wire import ref
@@ -284,6 +289,7 @@ def create_app(
         routes=routes,
         exception_handlers={
             AccountsError: handle_accounts_error,
+            ClientDisconnect: handle_client_disconnect,
             HTTPException: handle_http_exception,
             Exception: handle_unexpected,
         },

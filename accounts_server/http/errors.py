@@ -10,13 +10,21 @@ from __future__ import annotations
 import logging
 
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from .. import errors as e
 from .wire import NO_STORE, json_response
 
-__all__ = ["STATUS", "error_response", "status_for"]
+__all__ = [
+    "STATUS",
+    "error_response",
+    "handle_accounts_error",
+    "handle_client_disconnect",
+    "handle_http_exception",
+    "handle_unexpected",
+    "status_for",
+]
 
 logger = logging.getLogger("accounts_server.http")
 
@@ -77,6 +85,13 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
     if exc.headers and "Allow" in exc.headers:
         response.headers["Allow"] = exc.headers["Allow"]
     return response
+
+
+async def handle_client_disconnect(request: Request, exc: Exception) -> Response:
+    """The client went away mid-body: nobody can receive an answer, nothing was done, and it
+    is no error of ours (one debug line, not a traceback)."""
+    logger.debug("client disconnected during %s %s", request.method, request.url.path)
+    return Response(status_code=400)
 
 
 async def handle_unexpected(request: Request, exc: Exception) -> Response:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -334,3 +335,42 @@ async def test_fifty_concurrent_registrations_of_one_email_make_one_user(
         if response.status_code != 200:
             assert_error(response, 409, "EmailAlreadyExists")
     assert await server.store.find_user_by_email("race@example.com") is not None
+
+
+async def test_a_client_that_drops_mid_body_is_one_debug_line(
+    server: AccountsServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 14 #6: no traceback, no error log, for a client that went away (uvicorn sends
+    `http.disconnect` to the app when the connection closes before the body is complete)."""
+    app = create_app(server)
+    messages: list[dict[str, Any]] = [
+        {"type": "http.request", "body": b'{"user": {"user', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/accounts/password/authenticate",
+        "raw_path": b"/accounts/password/authenticate",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"content-type", b"application/json"), (b"content-length", b"200")],
+        "client": ("203.0.113.9", 5000),
+        "server": ("testserver", 80),
+    }
+    with caplog.at_level(logging.DEBUG, logger="accounts_server"):
+        await app(scope, receive, send)
+    records = [r for r in caplog.records if r.name.startswith("accounts_server")]
+    assert [r.levelno for r in records] == [logging.DEBUG], [r.getMessage() for r in records]
+    assert "disconnected" in records[0].getMessage() and records[0].exc_info is None
