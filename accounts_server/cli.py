@@ -4,9 +4,11 @@ SQLite default; `keys` and `prune` are the housekeeping around it."""
 from __future__ import annotations
 
 import asyncio
+import copy
 import getpass
 import logging
 import os
+import signal
 import stat
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -14,6 +16,7 @@ from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 from importlib.metadata import entry_points
 from pathlib import Path
+from types import FrameType
 from typing import Any, Literal, TypeVar
 
 import click
@@ -175,6 +178,13 @@ def store_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 @click.option(
     "--trusted-proxy", multiple=True, help="Proxy network whose X-Forwarded-For is believed."
 )
+@click.option(
+    "--graceful-timeout",
+    default=10,
+    show_default=True,
+    type=click.IntRange(0, 3600),
+    help="Seconds in-flight requests get to finish on SIGTERM before connections are closed.",
+)
 @click.option("--log-level", default="info", show_default=True)
 def serve(
     host: str,
@@ -191,6 +201,7 @@ def serve(
     reuse_grace: int,
     service_names: tuple[str, ...],
     trusted_proxy: tuple[str, ...],
+    graceful_timeout: int,
     log_level: str,
 ) -> None:
     """Run the server under uvicorn (uvloop and httptools when installed)."""
@@ -234,15 +245,49 @@ def serve(
         f"services: {', '.join(server.services) or 'none'})",
         err=True,
     )
-    # Our app reads X-Forwarded-For itself, and only from --trusted-proxy.
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=host,
         port=port,
+        log_config=_log_config(log_level),
         log_level=log_level,
+        # Our app reads X-Forwarded-For itself, and only from --trusted-proxy.
         proxy_headers=False,
         server_header=False,
+        timeout_graceful_shutdown=graceful_timeout,
     )
+    _run_until_stopped(config)
+
+
+def _log_config(level: str) -> dict[str, Any]:
+    """uvicorn's logging, extended to our loggers (one line per event, uvicorn's format) and
+    PyMongo's (warnings only: its debug output is a topology dump per event)."""
+    import uvicorn.config
+
+    config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    config["loggers"]["accounts_server"] = {
+        "handlers": ["default"],
+        "level": level.upper(),
+        "propagate": False,
+    }
+    config["loggers"]["accounts_server.audit"] = {"level": "INFO"}
+    config["loggers"]["pymongo"] = {"handlers": ["default"], "level": "WARNING", "propagate": False}
+    return config
+
+
+def _run_until_stopped(config: Any) -> None:
+    """uvicorn, except that a graceful stop exits 0. uvicorn re-raises SIGTERM/SIGINT after
+    shutting down, so the process ends "killed by signal 15" although it stopped cleanly, and
+    an orchestrator reads that as a crash. A second Ctrl-C still forces the exit."""
+    import uvicorn
+
+    class GracefulServer(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            if self.should_exit and sig == signal.SIGINT:
+                self.force_exit = True
+            self.should_exit = True
+
+    GracefulServer(config).run()
 
 
 def _open_store(db_path: Path, mongodb_url: str | None, mongodb_db: str) -> Store:

@@ -7,6 +7,7 @@ Messages are safe to show a client; context lives in attributes and never holds 
     ├── ConfigurationError          misuse, raised at startup (or issue time for hooks)
     ├── InvalidRequest              malformed input: wrong types, not an object, too deep
     │   ├── RequestTooLarge
+    │   ├── RequestTimeout          the body did not arrive in time
     │   └── UnsupportedMediaType
     ├── ValidationFailed            well-formed input with a value we refuse
     │   ├── InvalidEmail
@@ -66,6 +67,7 @@ __all__ = [
     "NotFound",
     "Overloaded",
     "RateLimited",
+    "RequestTimeout",
     "RequestTooLarge",
     "ResetPasswordLinkExpired",
     "RouteNotFound",
@@ -111,6 +113,13 @@ class InvalidRequest(AccountsError):
 class RequestTooLarge(InvalidRequest):
     code = "RequestTooLarge"
     default_message = "Request body too large"
+
+
+class RequestTimeout(InvalidRequest):
+    """The client stopped sending its body (a slow or stalled client holds a connection)."""
+
+    code = "RequestTimeout"
+    default_message = "The request body did not arrive in time"
 
 
 class UnsupportedMediaType(InvalidRequest):

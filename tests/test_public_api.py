@@ -61,6 +61,7 @@ def test_accounts_server_exports() -> None:
         "RateLimiter",
         "RateLimits",
         "Redirect",
+        "RequestTimeout",
         "RequestTooLarge",
         "ResetPasswordLinkExpired",
         "RouteNotFound",

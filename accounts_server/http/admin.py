@@ -5,6 +5,7 @@ management CLI."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -13,7 +14,7 @@ from ..admin import Admin
 from ..errors import InvalidRequest, InvalidToken
 from ..server import AccountsServer
 from .operations import Operation
-from .request import access_token, read_json
+from .request import access_token
 from .wire import ref
 
 __all__ = ["admin_operations"]
@@ -31,7 +32,9 @@ def _int(request: Request, name: str, default: int) -> int:
     return int(raw)
 
 
-def admin_operations(server: AccountsServer, max_body: int) -> list[Operation]:
+def admin_operations(
+    server: AccountsServer, read_body: Callable[[Request], Awaitable[Any]]
+) -> list[Operation]:
     async def admin(request: Request) -> Admin:
         token = access_token(request)
         if token is None:
@@ -51,7 +54,7 @@ def admin_operations(server: AccountsServer, max_body: int) -> list[Operation]:
 
     async def update_user(request: Request) -> object:
         acting = await admin(request)
-        body: Any = await read_json(request, max_bytes=max_body)
+        body: Any = await read_body(request)
         return await acting.update_user(request.path_params["user_id"], body)
 
     async def deactivate(request: Request) -> object:

@@ -18,7 +18,13 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.routing import BaseRoute
 
-from ..errors import AccountsError, AuthenticationFailed, InvalidRequest, InvalidToken
+from ..errors import (
+    AccountsError,
+    AuthenticationFailed,
+    InvalidRequest,
+    InvalidToken,
+    StoreUnavailable,
+)
 from ..server import AccountsServer
 from ..services import EndpointHandler, EndpointRequest, ProvidesEndpoints
 from .admin import admin_operations
@@ -29,7 +35,7 @@ from .errors import (
     handle_unexpected,
 )
 from .operations import Handler, Operation, openapi_document, route
-from .request import MAX_BODY_BYTES, Network, access_token, connection_info, read_json
+from .request import BODY_TIMEOUT, MAX_BODY_BYTES, Network, access_token, connection_info, read_json
 from .wire import ref
 
 __all__ = ["create_app"]
@@ -44,15 +50,20 @@ _USER_OR_NULL = {"oneOf": [ref("User"), _NULL]}
 
 class _Handlers:
     def __init__(
-        self, server: AccountsServer, trusted_proxies: Sequence[Network], max_body: int
+        self,
+        server: AccountsServer,
+        trusted_proxies: Sequence[Network],
+        max_body: int,
+        body_timeout: float,
     ) -> None:
         self.server = server
         self.proxies = trusted_proxies
         self.max_body = max_body
+        self.body_timeout = body_timeout
         self.document: dict[str, Any] = {}
 
-    async def _body(self, request: Request) -> Any:
-        return await read_json(request, max_bytes=self.max_body)
+    async def body(self, request: Request) -> Any:
+        return await read_json(request, max_bytes=self.max_body, arrival=self.body_timeout)
 
     @staticmethod
     def _token(request: Request, body: Any = None) -> str:
@@ -62,18 +73,18 @@ class _Handlers:
         return token
 
     async def authenticate(self, request: Request) -> object:
-        body = await self._body(request)
+        body = await self.body(request)
         info = connection_info(request, self.proxies)
         return await self.server.login_with_service(request.path_params["service"], body, info)
 
     async def verify_authentication(self, request: Request) -> object:
-        body = await self._body(request)
+        body = await self.body(request)
         info = connection_info(request, self.proxies)
         service = request.path_params["service"]
         return await self.server.authenticate_with_service(service, body, info)
 
     async def refresh_tokens(self, request: Request) -> object:
-        body = await self._body(request)
+        body = await self.body(request)
         refresh, access = body.get("refreshToken"), body.get("accessToken")
         if not isinstance(refresh, str) or not (access is None or isinstance(access, str)):
             raise InvalidRequest("refreshToken (and accessToken, if given) must be strings")
@@ -81,13 +92,13 @@ class _Handlers:
         return await self.server.refresh_tokens(access, refresh, info)
 
     async def logout(self, request: Request) -> object:
-        await self.server.logout(self._token(request, await self._body(request)))
+        await self.server.logout(self._token(request, await self.body(request)))
         return None
 
     async def user(self, request: Request) -> object:
         """200 `null` without a valid token: the accounts-js client's "am I logged in" check
         relies on it. A store outage is still a 503, never a silent `null`."""
-        body = await self._body(request) if request.method == "POST" else {}
+        body = await self.body(request) if request.method == "POST" else {}
         token = access_token(request, body)
         if token is None:
             return None
@@ -98,7 +109,7 @@ class _Handlers:
 
     async def delete_user(self, request: Request) -> object:
         """`DELETE /user {password}`: delete one's own account."""
-        body = await self._body(request)
+        body = await self.body(request)
         await self.server.delete_own_account(self._token(request, body), body.get("password"))
         return None
 
@@ -119,7 +130,7 @@ class _Handlers:
         return {"revoked": await self.server.revoke_other_sessions(self._token(request))}
 
     async def impersonate(self, request: Request) -> object:
-        body = await self._body(request)
+        body = await self.body(request)
         token = body.get("accessToken")
         token = token if isinstance(token, str) and token else access_token(request)
         if token is None:
@@ -142,7 +153,7 @@ class _Handlers:
 
     def endpoint(self, handler: EndpointHandler) -> Handler:
         async def call(request: Request) -> object:
-            body = await self._body(request) if request.method == "POST" else {}
+            body = await self.body(request) if request.method == "POST" else {}
             endpoint_request = EndpointRequest(
                 body=body,
                 info=connection_info(request, self.proxies),
@@ -199,7 +210,7 @@ def _operations(server: AccountsServer, h: _Handlers) -> list[Operation]:
         Operation("GET", "/health", h.health, "Liveness, including the store",
                   _object(status=_STRING)),
         Operation("GET", "/openapi.json", h.openapi, "This document", {"type": "object"}),
-        *admin_operations(server, h.max_body),
+        *admin_operations(server, h.body),
     ]
     # fmt: on
     for name, service in server.services.items():
@@ -250,19 +261,21 @@ def create_app(
     prefix: str = "/accounts",
     trusted_proxies: Sequence[str] = (),
     max_body_size: int = MAX_BODY_BYTES,
+    body_timeout: float = BODY_TIMEOUT,
     close_store_on_shutdown: bool = False,
     prune_every: timedelta | None = None,
 ) -> Starlette:
     """The ASGI app. Routes live under `prefix`; with `prefix=""` it is meant to be mounted
     (`host.mount("/accounts", create_app(server, prefix=""))`). With a prefix, the JWKS is also
-    served at the root `/.well-known/jwks.json`. `prune_every` deletes expired sessions
-    periodically while the app runs (validity never depends on it).
+    served at the root `/.well-known/jwks.json`. A body must arrive within `body_timeout`
+    seconds (408 otherwise). `prune_every` deletes expired sessions periodically while the app
+    runs (validity never depends on it).
 
     Raises:
         ConfigurationError: never; `ValueError` for an unparsable proxy network.
     """
     proxies = [ipaddress.ip_network(net, strict=False) for net in trusted_proxies]
-    handlers = _Handlers(server, proxies, max_body_size)
+    handlers = _Handlers(server, proxies, max_body_size, body_timeout)
     root = prefix.rstrip("/")
     operations = _operations(server, handlers)
     handlers.document = openapi_document(operations, root)
@@ -273,7 +286,12 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await server.store.setup()
+        try:
+            await server.store.setup()
+        except StoreUnavailable:
+            # Serve anyway: every request answers 503 until the database is back, then works
+            # without a restart (stores never rely on setup for uniqueness).
+            logger.warning("the store is unavailable at startup; answering 503 until it is back")
         pruner = None
         if prune_every is not None:
             pruner = asyncio.create_task(_prune_forever(server, prune_every))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response
 
 from .. import errors as e
@@ -32,6 +32,7 @@ STATUS: dict[type[e.AccountsError], int] = {
     e.AccountsError: 500,
     e.InvalidRequest: 400,
     e.RequestTooLarge: 413,
+    e.RequestTimeout: 408,
     e.UnsupportedMediaType: 415,
     e.ValidationFailed: 422,
     e.AuthenticationFailed: 401,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -9,10 +10,11 @@ from typing import Any
 import orjson
 from starlette.requests import HTTPConnection, Request
 
-from ..errors import InvalidRequest, RequestTooLarge, UnsupportedMediaType
+from ..errors import InvalidRequest, RequestTimeout, RequestTooLarge, UnsupportedMediaType
 from ..types import ConnectionInfo
 
 __all__ = [
+    "BODY_TIMEOUT",
     "MAX_BODY_BYTES",
     "MAX_JSON_DEPTH",
     "access_token",
@@ -22,6 +24,8 @@ __all__ = [
 ]
 
 MAX_BODY_BYTES = 64 * 1024
+#: Seconds a client has to send its whole body.
+BODY_TIMEOUT = 10.0
 MAX_JSON_DEPTH = 32
 _MAX_USER_AGENT = 512
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -39,26 +43,24 @@ def _depth(value: object) -> int:
     return deepest
 
 
-async def read_json(request: Request, *, max_bytes: int = MAX_BODY_BYTES) -> Mapping[str, Any]:
+async def read_json(
+    request: Request, *, max_bytes: int = MAX_BODY_BYTES, arrival: float = BODY_TIMEOUT
+) -> Mapping[str, Any]:
     """The body as a JSON object; an empty body is `{}` (the accounts-js client posts some
-    routes without one).
+    routes without one). A body that has not fully arrived after `arrival` seconds is refused,
+    so a stalled client cannot hold its connection (and a graceful shutdown) for ever.
 
     Raises:
-        RequestTooLarge, UnsupportedMediaType, InvalidRequest.
+        RequestTooLarge, RequestTimeout, UnsupportedMediaType, InvalidRequest.
     """
     declared = request.headers.get("content-length")
     if declared is not None and (not declared.isdigit() or int(declared) > max_bytes):
         raise RequestTooLarge()
-    if declared is not None:  # the server frames the body by it: no more can arrive
-        raw = await request.body()
-    else:  # chunked: count as it comes
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > max_bytes:
-                raise RequestTooLarge()
-            chunks.append(chunk)
-        raw = b"".join(chunks)
+    try:
+        async with asyncio.timeout(arrival):
+            raw = await _read_body(request, declared is not None, max_bytes)
+    except TimeoutError:
+        raise RequestTimeout() from None
     if not raw.strip():
         return {}
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -75,6 +77,18 @@ async def read_json(request: Request, *, max_bytes: int = MAX_BODY_BYTES) -> Map
     if raw.count(b"{") + raw.count(b"[") > MAX_JSON_DEPTH and _depth(body) > MAX_JSON_DEPTH:
         raise InvalidRequest(f"JSON nested deeper than {MAX_JSON_DEPTH}")
     return body
+
+
+async def _read_body(request: Request, declared: bool, max_bytes: int) -> bytes:
+    if declared:  # the server frames the body by its Content-Length: no more can arrive
+        return await request.body()
+    chunks, size = [], 0  # chunked: count as it comes
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise RequestTooLarge()
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def bearer_token(conn: HTTPConnection) -> str | None:

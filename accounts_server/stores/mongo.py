@@ -148,7 +148,11 @@ class MongoStore:
         except DuplicateKeyError:
             raise
         except PyMongoError as exc:
-            logger.warning("MongoDB unavailable: %s", exc)
+            # One line per failure; PyMongo's message carries a topology description of
+            # hundreds of characters, which goes to debug.
+            summary = str(exc).split(", Timeout:", 1)[0].split("\n", 1)[0][:160]
+            logger.warning("MongoDB unavailable: %s: %s", type(exc).__name__, summary)
+            logger.debug("MongoDB error in full: %s", exc)
             raise StoreUnavailable() from exc
 
     async def setup(self) -> None:

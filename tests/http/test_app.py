@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -352,8 +353,8 @@ async def test_a_client_that_drops_mid_body_is_one_debug_line(
     async def receive() -> dict[str, Any]:
         return messages.pop(0)
 
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(dict(message))
 
     scope = {
         "type": "http",
@@ -374,3 +375,41 @@ async def test_a_client_that_drops_mid_body_is_one_debug_line(
     records = [r for r in caplog.records if r.name.startswith("accounts_server")]
     assert [r.levelno for r in records] == [logging.DEBUG], [r.getMessage() for r in records]
     assert "disconnected" in records[0].getMessage() and records[0].exc_info is None
+
+
+async def test_a_body_that_stops_arriving_is_refused_in_bounded_time(
+    make_server: MakeServer,
+) -> None:
+    """Issue 14 #8: a client that stalls mid-body gets 408 instead of holding the request."""
+    app = create_app(make_server(), body_timeout=0.05)
+    sent: list[dict[str, Any]] = []
+    stalled = asyncio.Event()  # never set: the rest of the body never comes
+
+    async def receive() -> dict[str, Any]:
+        if not sent and not stalled.is_set():
+            stalled.set()
+            return {"type": "http.request", "body": b'{"user"', "more_body": True}
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(dict(message))
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/accounts/password/authenticate",
+        "raw_path": b"/accounts/password/authenticate",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"content-type", b"application/json"), (b"content-length", b"100")],
+        "client": ("203.0.113.9", 5000),
+        "server": ("testserver", 80),
+    }
+    async with asyncio.timeout(10):
+        await app(scope, receive, send)
+    assert sent[0]["status"] == 408
+    assert json.loads(sent[1]["body"])["code"] == "RequestTimeout"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -23,6 +24,16 @@ CLI = [sys.executable, "-m", "accounts_server.cli"]
 @contextmanager
 def serving(workdir: Path, *args: str) -> Iterator[httpx.Client]:
     """Run the CLI in `workdir`; stop it by its PID however the test ends."""
+    with (
+        started(workdir, *args) as (_, base),
+        httpx.Client(base_url=f"{base}/accounts", timeout=10) as client,
+    ):
+        yield client
+
+
+@contextmanager
+def started(workdir: Path, *args: str) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """`serve` up and answering: its process and base URL; stopped by its PID at the end."""
     port = free_port()
     process = subprocess.Popen(
         [*CLI, "serve", "--port", str(port), "--log-level", "warning", *args],
@@ -45,10 +56,10 @@ def serving(workdir: Path, *args: str) -> Iterator[httpx.Client]:
             if time.monotonic() > deadline:
                 pytest.fail("server did not start within 20 s")
             time.sleep(0.1)
-        with httpx.Client(base_url=f"{base}/accounts", timeout=10) as client:
-            yield client
+        yield process, base
     finally:
-        os.kill(process.pid, signal.SIGTERM)
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGTERM)
         try:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -149,3 +160,64 @@ def test_serve_on_mongodb(tmp_path: Path, mongodb_url: str) -> None:
         again = api.post("/password/register", json={"user": user})
         assert again.status_code == 409
     assert not (tmp_path / "accounts.db").exists()
+
+
+def _output(process: subprocess.Popen[bytes]) -> str:
+    return process.stdout.read().decode() if process.stdout else ""
+
+
+def test_sigterm_is_a_clean_exit_even_with_a_client_stalled_mid_body(tmp_path: Path) -> None:
+    """Issue 14 #8: exit status 0 after a graceful stop (uvicorn re-raised SIGTERM: -15), and
+    a client that stopped sending its body does not hold the process past --graceful-timeout."""
+    with started(tmp_path, "--graceful-timeout", "1") as (process, base):
+        port = int(base.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port)) as stalled:
+            stalled.sendall(
+                b"POST /accounts/password/authenticate HTTP/1.1\r\nHost: t\r\n"
+                b'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"user"'
+            )
+            assert httpx.get(f"{base}/accounts/health").status_code == 200
+            os.kill(process.pid, signal.SIGTERM)
+            try:
+                status = process.wait(timeout=30)  # a bound on a hang, not a timing assertion
+            except subprocess.TimeoutExpired:
+                pytest.fail("serve kept running with a stalled client after SIGTERM")
+        assert status == 0, _output(process)
+
+
+def test_store_errors_are_one_formatted_log_line(tmp_path: Path) -> None:
+    """Issue 14 #10: a MongoDB outage is logged through our configured loggers, one line in
+    uvicorn's format, not Python's last-resort handler with a topology dump; and `serve`
+    starts anyway, answering 503 until the database is back."""
+    dead = f"mongodb://127.0.0.1:{free_port()}/?serverSelectionTimeoutMS=300"
+    port = free_port()
+    process = subprocess.Popen(
+        [*CLI, "serve", "--port", str(port), "--log-level", "warning", "--mongodb-url", dead],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/accounts/health", timeout=5)
+                break
+            except httpx.TransportError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"serve did not answer:\n{_output(process)}")
+                time.sleep(0.1)
+        assert response.status_code == 503
+        os.kill(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+        lines = [line for line in _output(process).splitlines() if "MongoDB unavailable" in line]
+        assert lines, "no log line about the outage"
+        for line in lines:
+            assert line.startswith("WARNING:"), line
+            assert len(line) < 300 and "Topology" not in line, line
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        if process.stdout:
+            process.stdout.close()
