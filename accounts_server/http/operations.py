@@ -22,7 +22,7 @@ __all__ = ["Operation", "openapi_document", "route"]
 #: Returns a Response, a `Redirect`, or a value put in wire form (JSON).
 Handler = Callable[[Request], Awaitable[object]]
 Schema = Mapping[str, Any]
-_ERROR_STATUSES = (400, 401, 403, 404, 409, 413, 415, 422, 429, 503)
+_ERROR_STATUSES = (400, 401, 403, 404, 408, 409, 413, 415, 422, 429, 503)
 
 
 @dataclass(frozen=True, slots=True)

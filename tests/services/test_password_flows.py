@@ -17,6 +17,7 @@ from accounts_password import CannotRemoveLastEmail, PasswordService
 from accounts_password.policy import common_passwords
 from accounts_server import (
     AccountsServer,
+    ConfigurationError,
     ConnectionInfo,
     HookEvent,
     MailUnavailable,
@@ -322,3 +323,38 @@ async def test_flow_hook_payloads_carry_no_secret(site: Site, store: Store) -> N
         text = repr(event)
         for secret in (PASSWORD, NEW_PASSWORD, verify, reset, str(data["argon2"]), access):
             assert secret not in text
+
+
+class TestAmbiguousRegistration:
+    async def test_a_taken_address_answers_like_a_new_one_and_mails_its_owner(
+        self, make_server: MakeServer, smtp: SMTPServer
+    ) -> None:
+        """Issue 14 #7: the enumeration-safe sign-up (accounts-js `ambiguousErrorMessages`)."""
+        smtp.checkpoint()
+        service = PasswordService(mailer=smtp.mailer(), ambiguous_registration=True)
+        server = make_server(services=[service])
+        transport = httpx.ASGITransport(app=create_app(server))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t/accounts") as api:
+            new = {"user": {"email": "nia@example.com", "password": PASSWORD}}
+            first = await api.post("/password/register", json=new)
+            taken = {"user": {"email": "NIA@example.com", "password": NEW_PASSWORD}}
+            second = await api.post("/password/register", json=taken)
+            assert (first.status_code, first.content) == (second.status_code, second.content)
+            assert first.json() == {}
+            await server.drain()
+            await smtp.wait_for("nia@example.com", count=2)  # both went to the stored address
+            messages = smtp.messages("nia@example.com")
+            subjects = sorted(m["Subject"] for m in messages)
+            assert subjects == ["Verify your email", "Your account"], subjects
+            exists = next(m for m in messages if m["Subject"] == "Your account")
+            # The owner's mail carries a working reset link; the second password did nothing.
+            token = smtp.link_token(exists)
+            body = {"token": token, "newPassword": "the owner's new passphrase"}
+            assert (await api.post("/password/resetPassword", json=body)).status_code == 200
+            login = {"user": {"email": "nia@example.com"}, "password": NEW_PASSWORD}
+            assert (await api.post("/password/authenticate", json=login)).status_code == 401
+        assert len(await server.list_users()) == 1
+
+    def test_it_needs_a_mailer(self) -> None:
+        with pytest.raises(ConfigurationError):
+            PasswordService(ambiguous_registration=True)

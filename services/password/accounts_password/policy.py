@@ -1,5 +1,9 @@
 """What a new password must be (NIST SP 800-63B §5.1.1.2, ASVS 2.1): long enough, not too long,
-not a known common password. No composition rules: they push users to predictable patterns."""
+not a known common password. No composition rules: they push users to predictable patterns.
+
+The default minimum is 8, DESIGN.md's floor and what accounts-js allowed, so an upgrade rejects
+no password that worked before; NIST SP 800-63B-4 asks for 15 where the password is the only
+factor (8 with a second one): `PasswordPolicy(min_length=15)` for such deployments."""
 
 from __future__ import annotations
 

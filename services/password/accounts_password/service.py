@@ -17,7 +17,9 @@ from datetime import timedelta
 from typing import Any
 
 from accounts_server import (
+    ConfigurationError,
     Email,
+    EmailAlreadyExists,
     EndpointRequest,
     Forbidden,
     InvalidCredentials,
@@ -73,6 +75,14 @@ def _templates() -> dict[str, MailTemplate]:
             "If you did not ask for this, ignore this mail.",
             html='<p>To reset your password, <a href="$url">open this link</a>.</p>',
         ),
+        "exists": MailTemplate(
+            subject="Your account",
+            text="Someone (perhaps you) tried to create an account with this address, which "
+            "already has one. If it was you, sign in, or set a new password here:\n\n$url\n\n"
+            "It expires in 60 minutes. If it was not you, ignore this mail.",
+            html="<p>Someone tried to create an account with this address, which already has "
+            'one. If it was you, sign in or <a href="$url">set a new password</a>.</p>',
+        ),
         "enroll": MailTemplate(
             subject="Set your password",
             text="An account was created for you. Set your password here:\n\n$url\n\n"
@@ -91,6 +101,7 @@ class MailSettings:
         default_factory=lambda: {
             "verify": "/verify-email/",
             "reset": "/reset-password/",
+            "exists": "/reset-password/",
             "enroll": "/enroll-account/",
         }
     )
@@ -104,7 +115,18 @@ class MailSettings:
 class PasswordService:
     """Password login. Without a `mailer`, the mail flows answer `MailUnavailable` for every
     request alike (so even that does not enumerate). Offers `SecretService`, so the server
-    re-checks the password before an account is deleted and the CLI can create users."""
+    re-checks the password before an account is deleted and the CLI can create users.
+
+    `ambiguous_registration` (accounts-js's `ambiguousErrorMessages` for sign-up): `register`
+    with an email answers `{}` whether the address is new or taken, after the same one hash;
+    a new account gets a verification mail, the owner of a taken address a mail saying so with
+    a reset link. Without it, a taken address answers 409 `EmailAlreadyExists` (behind the
+    10-an-hour registration limit), as accounts-js does by default. Usernames are public
+    handles and always answer 409 when taken.
+
+    Raises:
+        ConfigurationError: `ambiguous_registration` without a mailer (nobody would learn).
+    """
 
     name = "password"
 
@@ -115,11 +137,15 @@ class PasswordService:
         policy: PasswordPolicy | None = None,
         mailer: Mailer | None = None,
         mail: MailSettings | None = None,
+        ambiguous_registration: bool = False,
     ) -> None:
+        if ambiguous_registration and mailer is None:
+            raise ConfigurationError("ambiguous_registration needs a mailer")
         self.hasher = hasher or PasswordHasher()
         self.policy = policy or PasswordPolicy()
         self.mailer = mailer
         self.mail = mail or MailSettings()
+        self.ambiguous_registration = ambiguous_registration
 
     def endpoints(self) -> Sequence[ServiceEndpoint]:
         user = _object(username=_STRING, email=_STRING, password=_STRING)
@@ -417,7 +443,14 @@ class PasswordService:
         return next((e for e in user.emails if canonical_email(e.address) == key), None)
 
     async def _send_link(
-        self, ctx: ServiceContext, kind: str, user_id: str, address: str, lifetime: timedelta
+        self,
+        ctx: ServiceContext,
+        kind: str,
+        user_id: str,
+        address: str,
+        lifetime: timedelta,
+        *,
+        template: str | None = None,
     ) -> None:
         await ctx.mail_link(
             self.mailer,
@@ -425,8 +458,17 @@ class PasswordService:
             user_id=user_id,
             address=address,
             lifetime=lifetime,
-            message=lambda token: self.mail.message(kind, address, token),
+            message=lambda token: self.mail.message(template or kind, address, token),
         )
+
+    async def _tell_owner(self, ctx: ServiceContext, address: str) -> None:
+        """Someone registered with a taken address: its owner hears of it, with a reset link."""
+        user = await ctx.store.find_user_by_email(address)
+        email = self._email_of(user, address)
+        if user is not None and email is not None:
+            await self._send_link(
+                ctx, "reset", user.id, email.address, RESET_LIFETIME, template="exists"
+            )
 
     async def reset_password(
         self, ctx: ServiceContext, token: object, new_password: object
@@ -465,9 +507,19 @@ class PasswordService:
         password = fields.get("password")
         if not isinstance(password, str):
             raise InvalidRequest("password must be a string")
-        user = await self.create_user(
-            ctx, password=password, username=fields.get("username"), email=fields.get("email")
-        )
+        email = fields.get("email")
+        try:
+            user = await self.create_user(
+                ctx, password=password, username=fields.get("username"), email=email
+            )
+        except EmailAlreadyExists:
+            if not self.ambiguous_registration:
+                raise
+            ctx.after_response(self._tell_owner(ctx, validate_email(email)))
+            return {}
+        if self.ambiguous_registration and email is not None:
+            ctx.after_response(self.send_verification_email(ctx, validate_email(email)))
+            return {}
         return {"userId": user.id}
 
     def _requested_address(self, request: EndpointRequest) -> str:
