@@ -15,6 +15,8 @@ from datetime import datetime
 from operator import attrgetter
 from typing import Any, Protocol
 
+import idna
+
 from ..types import Email, Session, SessionFields, User
 
 __all__ = [
@@ -28,9 +30,55 @@ __all__ = [
 ]
 
 
+#: Which rules `canonical_email` follows: raised with every change to them, so a store can
+#: tell the canonical forms it holds are outdated and recompute them (SQLite by a migration,
+#: MongoDB per document at setup). 1 was `address.strip().lower()`.
+CANONICAL_EMAIL_VERSION = 2
+
+
 def canonical_email(address: str) -> str:
-    """The form uniqueness and lookups use: the whole address, trimmed and lower-cased."""
-    return address.strip().lower()
+    """The form uniqueness and lookups use, so that spellings of one mailbox are one account:
+    `alice@example.com`, `ALICE@EXAMPLE.COM` and their fullwidth forms (U+FF41...);
+    `alice@bücher.example` and `alice@xn--bcher-kva.example`. The address itself is stored and
+    mailed as given.
+
+    The whole address is NFKC-normalised (so a fullwidth at sign, U+FF20, is an `@`) and
+    trimmed, then split at its last `@`.
+
+    - The local part is NFKC + casefolded, as a username is. Only the receiving server knows
+      its rule, but RFC 5321 §2.4 discourages exploiting case, and a second account under a
+      case or width variant of someone's address is the look-alike this prevents. Full case
+      folding maps `ß` to `ss`: `straße@` and `STRASSE@` (its upper case) are one address.
+    - The domain is mapped by UTS #46 (nontransitional, IDNA2008: how browsers and mail
+      software resolve it) and kept as U-labels, so an A-label and its U-label and every case
+      and width form are one domain, a search by a partial domain still matches as a prefix,
+      and two domains DNS keeps apart stay apart: `straße.de` (`xn--strae-oqa.de`) is not
+      `strasse.de`. A domain that is not valid IDNA (an underscore, an address literal, a
+      search prefix ending in `-`) falls back to NFKC + casefold: refusing addresses is
+      `validate_email`'s job, not this function's.
+
+    Letters of different scripts that merely look alike (Cyrillic and Latin small a, U+0430
+    and U+0061) stay different: no normalisation joins them, and they are different mailboxes.
+    """
+    # Trimmed after NFKC, which may make a space (U+00B4 is a space and a combining acute).
+    normal = unicodedata.normalize("NFKC", address).strip()
+    local, at, domain = normal.rpartition("@")
+    if not at:
+        return _fold(normal)  # no domain: a search prefix, or not an address
+    return f"{_fold(local)}@{_canonical_domain(domain)}"
+
+
+def _fold(text: str) -> str:
+    """NFKC after casefold too: casefold's output need not be NFKC (`ǰ`, U+01F0, folds to `j`
+    and a combining caron), and a canonical form must be its own canonical form."""
+    return unicodedata.normalize("NFKC", text.casefold())
+
+
+def _canonical_domain(domain: str) -> str:
+    try:
+        return idna.decode(idna.encode(domain, uts46=True))
+    except UnicodeError:  # idna.IDNAError is one
+        return _fold(domain)
 
 
 def canonical_username(username: str) -> str:

@@ -35,8 +35,9 @@ from ..errors import (
 )
 from ..types import Email, User
 from ..validation import check_service_name
-from ._common import search_ranges, unique_conflict
+from ._common import claim, demoted, holds, report_demoted, search_ranges, unique_conflict
 from .base import (
+    CANONICAL_EMAIL_VERSION,
     OneTimeToken,
     StoredSession,
     canonical_email,
@@ -52,6 +53,8 @@ _T = TypeVar("_T")
 _USERNAME_INDEX = "username_unique"
 _EMAIL_INDEX = "email_unique"
 _IDENTITY_INDEX = "identity_unique"
+#: The `CANONICAL_EMAIL_VERSION` a user document's canonical forms follow (absent: version 1).
+_CANONICAL_VERSION = "email_canonical_version"
 #: "E11000 duplicate key error collection: db.users index: email_unique dup key: {...}": a
 #: database name holds no space and the collection is ours, so the first match is the index.
 _INDEX_IN_MESSAGE = re.compile(r" index: (\S+)")
@@ -62,6 +65,12 @@ _SEP = "\x1f"
 
 def _identity(provider: str, subject: str) -> str:
     return f"{_key(provider)}{_SEP}{_key(subject)}"
+
+
+def _created(doc: Mapping[str, Any]) -> datetime:
+    """A user document's creation, for `claim` (the earliest there is, if it has none)."""
+    created = doc.get("created_at")
+    return created if isinstance(created, datetime) else datetime.min.replace(tzinfo=UTC)
 
 
 #: Never leaves the store through a user read.
@@ -160,7 +169,8 @@ class MongoStore:
         await self.setup_indexes()
 
     async def setup_indexes(self) -> None:
-        """Create the unique and TTL indexes; safe to call any number of times."""
+        """Create the unique and TTL indexes and bring canonical email forms up to date
+        (`_recanonicalise_emails`); safe to call any number of times."""
         await self._run(
             lambda: self._users.create_indexes(
                 [
@@ -181,6 +191,8 @@ class MongoStore:
                     IndexModel(
                         [("identities", ASCENDING)], name=_IDENTITY_INDEX, unique=True, sparse=True
                     ),
+                    # So that setup finds the documents to recanonicalise without a scan.
+                    IndexModel([(_CANONICAL_VERSION, ASCENDING)], name=_CANONICAL_VERSION),
                 ]
             )
         )
@@ -210,11 +222,135 @@ class MongoStore:
                 ]
             )
         )
+        await self._recanonicalise_emails()
         self._indexed = True
 
     async def _ensure_indexes(self) -> None:
         if not self._indexed:
             await self.setup_indexes()
+
+    async def _recanonicalise_emails(self) -> None:
+        """Recompute the canonical forms of every user document written under an older
+        `canonical_email` (found by its `email_canonical_version`). Per document, so a run cut
+        short, or users an older version of this store creates meanwhile (a rolling upgrade),
+        are taken up by the next setup, and workers doing it at once agree: every change is a
+        compare-and-set. (An address an older version adds to an up-to-date user keeps its
+        old form: finish a rolling upgrade before relying on the new one.) Addresses that are
+        now one all stay; the best claim keeps the canonical form, the others are demoted and
+        reported, as `_common` describes and justifies. Documents may come in any order: each
+        step keeps the better of two claims.
+        """
+        outdated = {_CANONICAL_VERSION: {"$ne": CANONICAL_EMAIL_VERSION}}
+
+        async def batch() -> list[str]:
+            cursor = self._users.find(outdated, {"_id": 1}).limit(500)
+            return [doc["_id"] async for doc in cursor]
+
+        while user_ids := await self._run(batch):
+            for user_id in user_ids:
+                await self._recanonicalise(user_id)
+
+    async def _recanonicalise(self, user_id: str) -> None:
+        """Bring one user document to the current version, retried when another writer got
+        in between.
+
+        Raises:
+            StoreUnavailable: it kept changing under us.
+        """
+        projection = {"emails": 1, "created_at": 1, _CANONICAL_VERSION: 1}
+        for _ in range(5):
+            doc = await self._run(partial(self._users.find_one, {"_id": user_id}, projection))
+            if doc is None or doc.get(_CANONICAL_VERSION) == CANONICAL_EMAIL_VERSION:
+                return
+            settled = await self._settle_claims(doc)
+            if settled is None:
+                continue
+            after, lost_to = settled
+            query: dict[str, Any] = {"_id": user_id, "emails": {"$exists": False}}
+            change: dict[str, Any] = {_CANONICAL_VERSION: CANONICAL_EMAIL_VERSION}
+            if "emails" in doc:
+                query["emails"] = doc["emails"]
+                change["emails"] = after
+            try:
+                result = await self._run(partial(self._users.update_one, query, {"$set": change}))
+            except DuplicateKeyError:  # a writer took one of the forms meanwhile
+                continue
+            if result.matched_count == 1:
+                for holder_id in lost_to:
+                    report_demoted("MongoDB", user_id, holder_id)
+                return
+        raise StoreUnavailable("too much contention while recanonicalising a user's emails")
+
+    async def _settle_claims(
+        self, doc: Mapping[str, Any]
+    ) -> tuple[list[dict[str, Any]], list[str]] | None:
+        """The document's emails with recomputed canonical forms: the form itself for the best
+        claim to it, a demoted form for every other. With the user ids holding the forms this
+        document's addresses newly lost. A form another document holds with a worse claim is
+        taken from it: its entry is demoted there and then. None when that document changed
+        under us.
+        """
+        user_id = doc["_id"]
+        entries: list[dict[str, Any]] = doc.get("emails", [])
+        forms = [canonical_email(e["address"]) for e in entries]
+        best: dict[str, tuple[tuple[bool, datetime, str, int], int]] = {}
+        for position, (entry, form) in enumerate(zip(entries, forms, strict=True)):
+            mine = claim(bool(entry["verified"]), _created(doc), user_id, position)
+            if form not in best or mine < best[form][0]:
+                best[form] = (mine, position)
+        holders: dict[str, tuple[str, int | None]] = {}  # form -> (user id, own position)
+        for form, (mine, position) in best.items():
+            holders[form] = (user_id, position)
+            query = {"emails.address_canonical": form, "_id": {"$ne": user_id}}
+            other = await self._run(
+                partial(self._users.find_one, query, {"emails": 1, "created_at": 1})
+            )
+            if other is None:
+                continue
+            at, entry = next(
+                (i, e) for i, e in enumerate(other["emails"]) if e["address_canonical"] == form
+            )
+            # An outdated document may hold as its old form what is not its address's new one:
+            # no claim then, and its own recanonicalisation finds its form.
+            rival = canonical_email(entry["address"]) == form
+            theirs = claim(bool(entry["verified"]), _created(other), other["_id"], at)
+            if rival and theirs < mine:
+                holders[form] = (other["_id"], None)
+            elif not await self._demote(other, at, form, holder_id=user_id if rival else None):
+                return None
+        after: list[dict[str, Any]] = []
+        lost_to: list[str] = []
+        for position, (entry, form) in enumerate(zip(entries, forms, strict=True)):
+            holder_id, holder_at = holders[form]
+            stored = form
+            if (holder_id, holder_at) != (user_id, position):
+                stored = demoted(form, user_id, position)
+                if entry["address_canonical"] != stored:
+                    lost_to.append(holder_id)
+            after.append({**entry, "address_canonical": stored})
+        return after, lost_to
+
+    async def _demote(
+        self, doc: Mapping[str, Any], position: int, form: str, *, holder_id: str | None
+    ) -> bool:
+        """Demote one entry of another document, which lost `form` to a better claim of
+        `holder_id` (reported; None: to no claim, not reported); compare-and-set on its emails.
+        Returns whether it was still as read."""
+        before = doc["emails"]
+        after = list(before)
+        after[position] = {
+            **before[position],
+            "address_canonical": demoted(form, doc["_id"], position),
+        }
+        query = {"_id": doc["_id"], "emails": before}
+        result = await self._run(
+            partial(self._users.update_one, query, {"$set": {"emails": after}})
+        )
+        if result.matched_count != 1:
+            return False
+        if holder_id is not None:
+            report_demoted("MongoDB", doc["_id"], holder_id)
+        return True
 
     @staticmethod
     def _user(doc: Mapping[str, Any] | None) -> User | None:
@@ -258,6 +394,7 @@ class MongoStore:
             "services": {check_service_name(k): dict(v) for k, v in services.items()},
             "created_at": now,
             "updated_at": now,
+            _CANONICAL_VERSION: CANONICAL_EMAIL_VERSION,
         }
         if username is not None:
             doc["username_canonical"] = canonical_username(username)
@@ -427,18 +564,21 @@ class MongoStore:
         """Update (`changes`) or remove (None) one address by compare-and-set on the whole
         emails array: no positional operators, so any MongoDB-wire server behaves; retried when
         another writer got in between. An emptied list is removed, so the sparse unique index
-        never sees `[]`. Returns whether the user has the address."""
+        never sees `[]`. The address's entries are the one holding `canonical` and any that
+        setup demoted (`_common`), so the user can still remove or verify those. Returns
+        whether the user has the address."""
         key = _key(user_id)
         for _ in range(5):
             doc = await self._run(lambda: self._users.find_one({"_id": key}, {"emails": 1}))
             before: list[dict[str, Any]] = [] if doc is None else doc.get("emails", [])
-            if not any(e["address_canonical"] == canonical for e in before):
+            if not any(holds(e["address_canonical"], canonical) for e in before):
                 return False
             if changes is None:
-                after = [e for e in before if e["address_canonical"] != canonical]
+                after = [e for e in before if not holds(e["address_canonical"], canonical)]
             else:
                 after = [
-                    {**e, **changes} if e["address_canonical"] == canonical else e for e in before
+                    {**e, **changes} if holds(e["address_canonical"], canonical) else e
+                    for e in before
                 ]
             if after == before:
                 return True

@@ -26,7 +26,14 @@ from ..errors import (
     UsernameAlreadyExists,
 )
 from ..types import Email, User
-from ._common import search_ranges, unique_conflict
+from ._common import (
+    claim,
+    demoted,
+    demoted_range,
+    report_demoted,
+    search_ranges,
+    unique_conflict,
+)
 from .base import (
     OneTimeToken,
     StoredSession,
@@ -39,8 +46,42 @@ __all__ = ["SQLiteStore"]
 
 _T = TypeVar("_T")
 
-#: Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
-_MIGRATIONS: tuple[str, ...] = (
+
+def _recanonicalise_emails(db: sqlite3.Connection) -> None:
+    """Migration 4, and again after every change of `canonical_email`: recompute the canonical
+    form of every stored address, within the migration's one transaction (a crash leaves the
+    file as it was). Addresses that are now one all keep their rows; the best claim keeps the
+    canonical form, the others are demoted and reported, as `_common` describes and justifies.
+    """
+    rows = db.execute(
+        "SELECT e.rowid, e.address_canonical, e.address, e.user_id, e.verified, e.position, "
+        "COALESCE(u.created_at, 0) FROM emails e LEFT JOIN users u ON u.id = e.user_id"
+    ).fetchall()
+    groups: dict[str, list[tuple[Any, ...]]] = {}
+    for row in rows:
+        groups.setdefault(canonical_email(row[2]), []).append(row)
+    final: dict[int, str] = {}
+    for canonical, group in groups.items():
+        group.sort(key=lambda r: claim(bool(r[4]), _dt(r[6]), r[3], r[5]))
+        holder, *others = group
+        final[holder[0]] = canonical
+        for rowid, stored, _, user_id, _, position, _ in others:
+            final[rowid] = demoted(canonical, user_id, position)
+            if stored != final[rowid]:
+                report_demoted("SQLite", user_id, holder[3])
+    changed = [(final[row[0]], row[0]) for row in rows if final[row[0]] != row[1]]
+    # Through values no row holds (`strip` removes a leading `\x1f` from any address, and a
+    # demoted form goes on with `conflict:`), so no row takes a primary key another still has.
+    db.executemany(
+        "UPDATE emails SET address_canonical = ? WHERE rowid = ?",
+        [(f"\x1fmigrating:{rowid}", rowid) for _, rowid in changed],
+    )
+    db.executemany("UPDATE emails SET address_canonical = ? WHERE rowid = ?", changed)
+
+
+#: Schema migrations, applied in order; `PRAGMA user_version` records how many ran. A
+#: callable is a data migration, run with the transaction's connection.
+_MIGRATIONS: tuple[str | Callable[[sqlite3.Connection], None], ...] = (
     """
     CREATE TABLE users (
         id TEXT PRIMARY KEY,
@@ -128,6 +169,8 @@ _MIGRATIONS: tuple[str, ...] = (
     ) WITHOUT ROWID;
     CREATE INDEX identities_user ON identities(user_id);
     """,
+    # 4: `canonical_email` version 2 (NFKC, casefold, IDNA).
+    _recanonicalise_emails,
 )
 
 _USER_COLUMNS = "id, username, deactivated, extra, created_at, updated_at"
@@ -207,10 +250,13 @@ class SQLiteStore:
     def _migrate(self) -> None:
         with self._transaction() as db:
             (version,) = db.execute("PRAGMA user_version").fetchone()
-            for number, script in enumerate(_MIGRATIONS[version:], start=version + 1):
-                for statement in script.split(";"):
-                    if statement.strip():
-                        db.execute(statement)
+            for number, step in enumerate(_MIGRATIONS[version:], start=version + 1):
+                if callable(step):
+                    step(db)
+                else:
+                    for statement in step.split(";"):
+                        if statement.strip():
+                            db.execute(statement)
                 db.execute(f"PRAGMA user_version = {number:d}")
 
     @contextmanager
@@ -498,25 +544,27 @@ class SQLiteStore:
             raise EmailAlreadyExists() from exc
 
     async def remove_email(self, user_id: str, address: str, *, now: datetime) -> bool:
-        return self._email_update(
-            "DELETE FROM emails WHERE user_id = ? AND address_canonical = ?", user_id, address, now
-        )
+        return self._email_update("DELETE FROM emails", user_id, address, now)
 
     async def set_email_verified(self, user_id: str, address: str, *, now: datetime) -> bool:
-        return self._email_update(
-            "UPDATE emails SET verified = 1 WHERE user_id = ? AND address_canonical = ?",
-            user_id,
-            address,
-            now,
-        )
+        return self._email_update("UPDATE emails SET verified = 1", user_id, address, now)
 
     def _email_update(self, sql: str, user_id: str, address: str, now: datetime) -> bool:
+        """`sql` on the user's rows of `address`: the one holding its canonical form and any
+        the migration demoted (`_common`), so the user can still remove or verify those."""
+        sql += (
+            " WHERE user_id = ? AND (address_canonical = ?"
+            " OR (address_canonical >= ? AND address_canonical < ?))"
+        )
+        canonical = canonical_email(address)
+        args = (user_id, canonical, *demoted_range(canonical))
+
         def update() -> bool:
             with self._transaction() as db:
-                changed = db.execute(sql, (user_id, canonical_email(address))).rowcount
+                changed = db.execute(sql, args).rowcount
                 if changed:
                     db.execute("UPDATE users SET updated_at = ? WHERE id = ?", (_ts(now), user_id))
-                return changed == 1
+                return changed > 0
 
         return self._run(update)
 

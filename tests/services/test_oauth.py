@@ -261,6 +261,16 @@ async def test_verified_email_links_only_to_a_verified_account(
     assert linked["id"] == unverified_here.id
 
 
+async def test_verified_email_links_whatever_its_spelling(browser: Browser, store: Store) -> None:
+    """The provider's address is matched to ours as the store looks it up (`canonical_email`),
+    so a fullwidth or upper-case spelling on our side links too; ours is kept as given."""
+    existing = await browser.server.create_user(emails=["ＶＥＲＩＦＩＥＤ@Example.TEST"])
+    await store.set_email_verified(existing.id, "verified@example.test", now=browser.server.clock())
+    linked = (await browser.login()).json()["user"]
+    assert linked["id"] == existing.id
+    assert linked["emails"] == [{"address": "ＶＥＲＩＦＩＥＤ@Example.TEST", "verified": True}]
+
+
 @pytest.mark.parametrize("browser", [{"frontend_url": "https://app.example/done"}], indirect=True)
 async def test_frontend_gets_a_one_time_code_never_tokens(browser: Browser) -> None:
     response = await browser.login()

@@ -167,6 +167,28 @@ class TestReset:
         assert site.smtp.messages("nope@example.com") == []
 
 
+class TestLookAlikeAddresses:
+    async def test_every_spelling_of_one_address_reaches_one_account(self, site: Site) -> None:
+        """Register, login and reset look addresses up canonically (`canonical_email`); the mail
+        goes to the address as it was registered."""
+        user = {"username": "lia", "email": "Lia@Example.com", "password": PASSWORD}
+        assert (await site.post("/password/register", {"user": user})).status_code == 200
+        twin = {"username": "lia2", "email": "ｌｉａ@ＥＸＡＭＰＬＥ.com", "password": PASSWORD}
+        assert_error(
+            await site.post("/password/register", {"user": twin}), 409, "EmailAlreadyExists"
+        )
+        login = {"user": {"email": "ＬＩＡ@example.COM"}, "password": PASSWORD}
+        response = await site.post("/password/authenticate", login)
+        assert response.status_code == 200, response.text
+        assert response.json()["user"]["emails"][0]["address"] == "Lia@Example.com"
+        body = {"email": "ｌｉａ@example.com"}
+        assert (await site.post("/password/sendResetPasswordEmail", body)).status_code == 200
+        token = site.smtp.link_token(await site.smtp.wait_for("Lia@Example.com"))
+        body = {"token": token, "newPassword": NEW_PASSWORD}
+        assert (await site.post("/password/resetPassword", body)).json() is None
+        assert await site.access("lia", NEW_PASSWORD)
+
+
 class TestEnrollment:
     async def test_enrollment_link_sets_a_first_password_and_verifies(self, site: Site) -> None:
         user = await site.server.create_user(username="enzo", emails=["enzo@example.com"])

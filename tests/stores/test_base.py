@@ -1,14 +1,18 @@
-"""The records of `stores/base.py`: a stored session is a session's fields plus hashes, and its
-public copy carries every one of those fields and none of the hashes."""
+"""What `stores/base.py` defines beside the contract: a stored session is a session's fields plus
+hashes, and its public copy carries every one of those fields and none of the hashes; the
+canonical email form every store and service looks addresses up by."""
 
 from __future__ import annotations
 
 import dataclasses
+import unicodedata
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from accounts_server import Session, StoredSession
+from accounts_server import Session, StoredSession, canonical_email
 from accounts_server.stores.base import new_session_id
 from accounts_server.types import SessionFields
 
@@ -73,3 +77,53 @@ def test_records_stay_frozen_and_slotted() -> None:
 def test_session_ids_never_read_as_command_line_options() -> None:
     ids = {new_session_id() for _ in range(5000)}
     assert len(ids) == 5000 and not any(i.startswith("-") for i in ids)
+
+
+@pytest.mark.parametrize(
+    ("address", "canonical"),
+    [
+        ("  Alice@Example.COM ", "alice@example.com"),
+        ("ａｌｉｃｅ＠ｅｘａｍｐｌｅ．ｃｏｍ", "alice@example.com"),  # fullwidth, the @ and . too
+        ("ſam@example.com", "sam@example.com"),  # long s folds to s
+        ("STRAẞE@example.com", "strasse@example.com"),  # local part: full case folding
+        ("A@STRAẞE.example", "a@straße.example"),  # domain: UTS #46 keeps ß
+        ("a@xn--strae-oqa.example", "a@straße.example"),  # A-label to U-label
+        ("alice@xn--bcher-kva.example", "alice@bücher.example"),
+        ("alice@bu\u0308cher.example", "alice@bücher.example"),  # decomposed ü
+        ("alice@ｂüｃｈｅｒ。example", "alice@bücher.example"),  # ideographic full stop
+        ("a＠b@Example.com", "a@b@example.com"),  # the last @ splits
+        ("Bob@Ex_Ample.com", "bob@ex_ample.com"),  # not IDNA: NFKC + casefold
+        ("Bob@-Example.com", "bob@-example.com"),
+        ("Bob@[192.0.2.1]", "bob@[192.0.2.1]"),
+        ("ALICE@", "alice@"),  # search prefixes
+        ("ALICE@BÜ", "alice@bü"),
+        ("ALICE", "alice"),
+    ],
+)
+def test_canonical_email(address: str, canonical: str) -> None:
+    assert canonical_email(address) == canonical
+
+
+_label = st.text(
+    st.characters(categories=("Ll", "Lu", "Lt", "Lm", "Lo", "Mn", "Nd", "Pd", "Sk")),
+    min_size=1,
+    max_size=12,
+)
+_addresses = st.builds(
+    "{}@{}".format,
+    st.text(st.characters(codec="utf-8"), max_size=20),
+    st.lists(_label, min_size=1, max_size=3).map(".".join),
+)
+
+
+@settings(max_examples=300)
+@given(st.one_of(_addresses, st.text(st.characters(codec="utf-8"), max_size=40)))
+def test_a_canonical_email_is_its_own_canonical_form_in_every_normalisation_form(
+    address: str,
+) -> None:
+    """So a stored canonical form is found by a lookup of itself, and recanonicalising a store
+    changes nothing twice."""
+    canonical = canonical_email(address)
+    assert canonical_email(canonical) == canonical
+    for form in ("NFC", "NFD", "NFKC", "NFKD"):
+        assert canonical_email(unicodedata.normalize(form, address)) == canonical

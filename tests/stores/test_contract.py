@@ -284,6 +284,75 @@ class TestEmails:
         assert await store.add_email(b, Email("g1@example.com"), now=NOW)
 
 
+class TestLookAlikeEmails:
+    """Spellings of one mailbox are one address (`canonical_email`): each conflicts with the
+    first, finds the same user, and the address stays as it was first given."""
+
+    @pytest.mark.parametrize(
+        ("first", "other"),
+        [
+            ("alice@example.com", "ａｌｉｃｅ@example.com"),  # fullwidth local part
+            ("alice@example.com", "ＡＬＩＣＥ＠ＥＸＡＭＰＬＥ．ＣＯＭ"),  # fullwidth, @ and . too
+            ("sam@example.com", "ſam@example.com"),  # long s: casefold, not lower()
+            ("straße@example.com", "STRASSE@example.com"),  # full case folding: ß is ss
+            ("alice@bücher.example", "alice@xn--bcher-kva.example"),  # U-label, A-label
+            ("alice@xn--bcher-kva.example", "ALICE@BÜCHER.EXAMPLE"),
+            ("alice@bücher.example", "alice@bu\u0308cher.example"),  # decomposed ü
+        ],
+    )
+    async def test_spellings_of_one_address_are_one(
+        self, store: Store, first: str, other: str
+    ) -> None:
+        user_id = await make_user(store, "first", first)
+        with pytest.raises(EmailAlreadyExists):
+            await make_user(store, "second", other)
+        assert await store.find_user_by_username("second") is None
+        found = await store.find_user_by_email(other)
+        assert found is not None and found.id == user_id
+        assert found.emails == (Email(first),)  # as first given
+        someone = await make_user(store, "someone")
+        with pytest.raises(EmailAlreadyExists):
+            await store.add_email(someone, Email(other), now=NOW)
+        with pytest.raises(EmailAlreadyExists):
+            await store.add_email(user_id, Email(other), now=NOW)
+        with pytest.raises(EmailAlreadyExists):  # two spellings in one new user
+            await make_user(store, "both", f"x{first}", f"x{other}")
+        assert [u.id for u in await store.list_users(search=other)] == [user_id]
+        assert await store.set_email_verified(user_id, other, now=NOW)
+        user = await store.find_user_by_id(user_id)
+        assert user is not None and user.emails == (Email(first, verified=True),)
+        assert await store.remove_email(user_id, other, now=NOW)
+        assert await store.find_user_by_email(first) is None
+
+    async def test_sharp_s_is_ss_in_the_local_part_not_in_the_domain(self, store: Store) -> None:
+        """Case folding for the local part, as for usernames; UTS #46 for the domain, where
+        `straße.example` (`xn--strae-oqa`) and `strasse.example` are two domains in DNS."""
+        local = await make_user(store, "local", "straße@example.com")
+        for spelling in ("STRASSE@example.com", "strasse@example.com", "STRAẞE@example.com"):
+            with pytest.raises(EmailAlreadyExists):
+                await make_user(store, "other", spelling)
+            assert (await store.find_user_by_email(spelling)).id == local  # type: ignore[union-attr]
+        sharp = await make_user(store, "sharp", "a@straße.example")
+        for spelling in ("a@xn--strae-oqa.example", "A@STRAẞE.EXAMPLE", "a@STRAßE.example"):
+            with pytest.raises(EmailAlreadyExists):
+                await make_user(store, "other", spelling)
+            assert (await store.find_user_by_email(spelling)).id == sharp  # type: ignore[union-attr]
+        double = await make_user(store, "double", "a@strasse.example")
+        assert (await store.find_user_by_email("A@STRASSE.EXAMPLE")).id == double  # type: ignore[union-attr]
+        assert (await store.find_user_by_email("a@straße.example")).id == sharp  # type: ignore[union-attr]
+
+    async def test_letters_of_other_scripts_stay_other_addresses(self, store: Store) -> None:
+        latin = await make_user(store, "latin", "alice@xn--bcher-kva.example")
+        cyrillic = await make_user(store, "cyrillic", "\u0430lice@bücher.example")
+        assert (await store.find_user_by_email("ALICE@BÜCHER.EXAMPLE")).id == latin  # type: ignore[union-attr]
+        assert (await store.find_user_by_email("\u0410LICE@bücher.example")).id == cyrillic  # type: ignore[union-attr]
+
+    async def test_search_by_a_prefix_canonicalises_it_the_same_way(self, store: Store) -> None:
+        user_id = await make_user(store, "bea", "Bea@xn--bcher-kva.example")
+        for prefix in ("ＢＥＡ@", "bea@BÜ", "bea@bu\u0308cher.", "bea@xn--bcher-kva.example"):
+            assert [u.id for u in await store.list_users(search=prefix)] == [user_id], prefix
+
+
 class TestOneTimeTokens:
     def token(self, user_id: str, raw: str = "t", kind: str = "reset") -> OneTimeToken:
         return OneTimeToken(

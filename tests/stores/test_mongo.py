@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -17,6 +18,8 @@ from accounts_password import PasswordService
 from accounts_server import (
     AccountsServer,
     ConfigurationError,
+    Email,
+    EmailAlreadyExists,
     InvalidRequest,
     KeyRing,
     StoredSession,
@@ -56,6 +59,101 @@ async def test_setup_is_idempotent_and_creates_the_indexes(
     assert all(users[name]["unique"] for name in ("username_unique", "email_unique"))
     assert users["identity_unique"]["unique"]
     assert sessions["ttl"]["expireAfterSeconds"] == 0
+
+
+def _version_1_user(user_id: str, created_at: datetime, emails: list[tuple[str, bool]]) -> Any:
+    """A user document as the store wrote it under canonical email version 1: forms by
+    `strip().lower()` and no version field."""
+    doc: dict[str, Any] = {
+        "_id": user_id,
+        "username": user_id,
+        "username_canonical": user_id,
+        "deactivated": False,
+        "extra": {},
+        "services": {},
+        "created_at": created_at,
+        "updated_at": created_at,
+    }
+    if emails:
+        doc["emails"] = [
+            {"address": a, "address_canonical": a.strip().lower(), "verified": v} for a, v in emails
+        ]
+    return doc
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+async def test_setup_recanonicalises_old_documents_and_keeps_both_of_a_collision(
+    mongodb_url: str, caplog: pytest.LogCaptureFixture, workers: int
+) -> None:
+    """As the SQLite migration does: both addresses of a collision stay, as typed; the best
+    claim (verified, then older) keeps the canonical form, whichever document setup meets first
+    and however many workers run setup at once; the others are demoted and reported."""
+    from accounts_server.stores.base import CANONICAL_EMAIL_VERSION
+
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongodb_url)
+    name = f"test_recanonicalise_{workers}"
+    await client.drop_database(name)
+    first = MongoStore(client[name])
+    await first.setup()  # an existing deployment: its indexes are there
+    before = [
+        ("alice", 1, [("alice@example.com", False)]),
+        ("mallory", 2, [("ＡＬＩＣＥ@example.com", False), ("m@example.com", True)]),
+        ("olga", 3, [("ｏｌｇａ@example.com", False)]),  # older than the plain spelling
+        ("olgb", 4, [("olga@example.com", False)]),
+        ("bob", 5, [("bob@xn--bcher-kva.example", False)]),
+        ("bobby", 6, [("Bob@Bücher.example", True)]),  # later, but verified
+        ("carol", 7, [("Carol@XN--BCHER-KVA.example", True)]),  # merely a new form
+        ("dan", 8, [("dan@example.com", False), ("ＤＡＮ@example.com", True)]),
+        ("nobody", 9, []),
+    ]
+    await client[name]["users"].insert_many(
+        [_version_1_user(u, NOW + timedelta(minutes=m), e) for u, m, e in before]
+    )
+    stores = [MongoStore(client[name]) for _ in range(workers)]
+    with caplog.at_level(logging.WARNING, logger="accounts_server.stores"):
+        await asyncio.gather(*(store.setup() for store in stores))
+    store = stores[0]
+    for user_id, _, emails in before:  # nothing lost, nothing respelled
+        user = await store.find_user_by_id(user_id)
+        assert user is not None and user.emails == tuple(Email(a, v) for a, v in emails)
+
+    async def owner(address: str) -> str | None:
+        user = await store.find_user_by_email(address)
+        return None if user is None else user.id
+
+    assert await owner("ａｌｉｃｅ@example.com") == await owner("alice@example.com") == "alice"
+    assert await owner("m@example.com") == "mallory"
+    assert await owner("olga@example.com") == "olga"
+    assert await owner("bob@xn--bcher-kva.example") == "bobby"
+    assert await owner("carol@bücher.example") == "carol"
+    assert await owner("Dan@Example.com") == "dan"
+    with pytest.raises(EmailAlreadyExists):
+        await store.create_user(
+            username="eve", emails=[Email("ALICE@EXAMPLE.COM")], extra={}, services={}, now=NOW
+        )
+    assert [u.id for u in await store.list_users(search="alice@example.com")] == [
+        "alice",
+        "mallory",
+    ]
+    reports = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    if workers == 1:
+        assert len(reports) == 4
+    for loser, holder in (("mallory", "alice"), ("olgb", "olga"), ("bob", "bobby"), ("dan", "dan")):
+        assert any(f"user {loser} " in r and f"user {holder}," in r for r in reports), reports
+    assert not any("example" in r for r in reports)
+    assert await store.set_email_verified("mallory", "alice@example.com", now=NOW)
+    assert await store.remove_email("mallory", "alice@example.com", now=NOW)
+    mallory = await store.find_user_by_id("mallory")
+    assert mallory is not None and mallory.emails == (Email("m@example.com", True),)
+    outdated = {"email_canonical_version": {"$ne": CANONICAL_EMAIL_VERSION}}
+    assert await client[name]["users"].count_documents(outdated) == 0
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="accounts_server.stores"):
+        await MongoStore(client[name]).setup()  # up to date: nothing to do or report
+    assert caplog.records == []
+    await client.drop_database(name)
+    await client.close()
 
 
 async def test_ttl_index_removes_expired_sessions(mongo: MongoStore) -> None:

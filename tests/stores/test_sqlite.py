@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from accounts_server import Email, StoreUnavailable
+from accounts_server import Email, EmailAlreadyExists, StoreUnavailable
 from accounts_server.stores import SQLiteStore
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -65,6 +66,7 @@ async def test_migrates_a_version_2_file_keeping_its_tokens(tmp_path: Path) -> N
     path = tmp_path / "v2.db"
     db = sqlite3.connect(path, isolation_level=None)
     for number, script in enumerate(module._MIGRATIONS[:2], start=1):
+        assert isinstance(script, str)
         db.executescript(script)
         db.execute(f"PRAGMA user_version = {number}")
     db.execute(
@@ -80,6 +82,106 @@ async def test_migrates_a_version_2_file_keeping_its_tokens(tmp_path: Path) -> N
     token = await store.consume_token(b"\x01", "reset")
     assert token is not None and token.user_id == "u1" and token.data == {}
     await store.close()
+
+
+def _version_3_file(path: Path, users: list[tuple[str, float, list[tuple[str, bool]]]]) -> None:
+    """A file as version 3 of the schema left it: canonical forms by `strip().lower()`."""
+    from accounts_server.stores import sqlite as module
+
+    db = sqlite3.connect(path, isolation_level=None)
+    for number, script in enumerate(module._MIGRATIONS[:3], start=1):
+        assert isinstance(script, str)
+        db.executescript(script)
+        db.execute(f"PRAGMA user_version = {number}")
+    for user_id, created_at, emails in users:
+        db.execute(
+            "INSERT INTO users (id, username, username_canonical, created_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (user_id, user_id, user_id, created_at, created_at),
+        )
+        for position, (address, verified) in enumerate(emails):
+            db.execute(
+                "INSERT INTO emails (address_canonical, address, user_id, verified, position) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (address.strip().lower(), address, user_id, int(verified), position),
+            )
+    db.execute(
+        "INSERT INTO sessions (id, user_id, valid, created_at, updated_at, last_used_at, "
+        "expires_at, refresh_hash) VALUES ('s1', 'carol', 1, 0, 0, 0, 4102444800, x'00')"
+    )
+    db.close()
+
+
+async def test_migration_4_recanonicalises_and_keeps_both_addresses_of_a_collision(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Addresses that were two and are now one: both rows stay, as typed; the best claim
+    (verified, then older) keeps the canonical form; the other is demoted and reported."""
+    path = tmp_path / "v3.db"
+    before = [
+        ("alice", 100.0, [("alice@example.com", False)]),
+        ("mallory", 200.0, [("ＡＬＩＣＥ@example.com", False), ("m@example.com", True)]),
+        ("bob", 300.0, [("bob@xn--bcher-kva.example", False)]),
+        ("bobby", 400.0, [("Bob@Bücher.example", True)]),  # later, but verified
+        ("carol", 500.0, [("Carol@XN--BCHER-KVA.example", True)]),  # merely a new form
+        ("dan", 600.0, [("dan@example.com", False), ("ＤＡＮ@example.com", True)]),
+    ]
+    _version_3_file(path, before)
+    with caplog.at_level(logging.WARNING, logger="accounts_server.stores"):
+        store = SQLiteStore(path)
+    for user_id, _, emails in before:  # nothing lost, nothing respelled
+        user = await store.find_user_by_id(user_id)
+        assert user is not None and user.emails == tuple(Email(a, v) for a, v in emails)
+    assert await store.find_session("s1") is not None
+
+    async def owner(address: str) -> str | None:
+        user = await store.find_user_by_email(address)
+        return None if user is None else user.id
+
+    assert await owner("ａｌｉｃｅ@example.com") == await owner("alice@example.com") == "alice"
+    assert await owner("m@example.com") == "mallory"
+    assert await owner("bob@xn--bcher-kva.example") == "bobby"
+    assert await owner("carol@bücher.example") == await owner("CAROL@xn--bcher-kva.example")
+    assert await owner("carol@bücher.example") == "carol"
+    assert await owner("Dan@Example.com") == "dan"
+    with pytest.raises(EmailAlreadyExists):
+        await store.create_user(
+            username="eve", emails=[Email("ALICE@EXAMPLE.COM")], extra={}, services={}, now=NOW
+        )
+    # Both accounts of a collision are listed for the operator...
+    assert [u.id for u in await store.list_users(search="alice@example.com")] == [
+        "alice",
+        "mallory",
+    ]
+    # ...every demoted one is reported by user ids, never by address...
+    reports = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(reports) == 3
+    for loser, holder in (("mallory", "alice"), ("bob", "bobby"), ("dan", "dan")):
+        assert any(f"user {loser} " in r and f"user {holder}," in r for r in reports), reports
+    assert not any("example" in r for r in reports)
+    # ...and its user can still verify and remove it.
+    assert await store.set_email_verified("mallory", "alice@example.com", now=NOW)
+    assert await store.remove_email("mallory", "alice@example.com", now=NOW)
+    mallory = await store.find_user_by_id("mallory")
+    assert mallory is not None and mallory.emails == (Email("m@example.com", True),)
+    assert await owner("alice@example.com") == "alice"
+    await store.close()
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="accounts_server.stores"):
+        again = SQLiteStore(path)  # migrated once: nothing to report again
+    assert caplog.records == []
+    assert (await again.find_user_by_email("bob@bücher.example")).id == "bobby"  # type: ignore[union-attr]
+    await again.close()
+
+
+def test_every_canonical_email_version_has_its_migration() -> None:
+    """A change of `canonical_email` raises its version and appends a recanonicalisation."""
+    from accounts_server.stores import sqlite as module
+    from accounts_server.stores.base import CANONICAL_EMAIL_VERSION
+
+    recanonicalisations = module._MIGRATIONS.count(module._recanonicalise_emails)
+    assert recanonicalisations == CANONICAL_EMAIL_VERSION - 1
 
 
 # -- the read cache: point reads of users and sessions answered from memory ------------------

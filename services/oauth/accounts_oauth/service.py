@@ -56,6 +56,7 @@ from accounts_server import (
     ServiceEndpoint,
     TemporarilyUnavailable,
     User,
+    canonical_email,
     validate_email,
 )
 
@@ -311,10 +312,11 @@ class OAuthService:
         email = self._verified_email(claims)
         if email is not None:
             existing = await ctx.store.find_user_by_email(email)
+            key = canonical_email(email)
             ours = (
                 []
                 if existing is None
-                else [e for e in existing.emails if e.address.lower() == email.lower()]
+                else [e for e in existing.emails if canonical_email(e.address) == key]
             )
             if existing is not None and ours and ours[0].verified:
                 with contextlib.suppress(IdentityAlreadyLinked):  # linked concurrently: found below
