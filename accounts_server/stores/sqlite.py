@@ -14,6 +14,7 @@ else sees. The store compares the file at the path with the one it has open and 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sqlite3
@@ -22,6 +23,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -138,6 +140,9 @@ _MIGRATIONS: tuple[str, ...] = (
     """,
 )
 
+#: The tables `prune_expired` deletes expired rows from, each with the key that names a row.
+_PRUNED = (("sessions", "rowid"), ("tokens", "rowid"), ("counters", "key, window_start"))
+
 #: The file identity of an in-memory database, which has no file to lose.
 _IN_MEMORY = (-1, -1)
 
@@ -179,7 +184,8 @@ def _session(row: tuple[Any, ...]) -> StoredSession:
 class SQLiteStore:
     """Store on a SQLite file (created on first use, migrated on open). `read_cache_size`
     bounds the rows of user and session point reads kept while the file is unchanged
-    (0 turns it off); any write, by anyone, empties it.
+    (0 turns it off); any write, by anyone, empties it. `prune_batch_size` bounds the rows
+    one step of `prune_expired` deletes.
 
     Every write first checks that the file at `path` is still the one open; reads check at
     most once per `file_check_interval`, so a cached read stays a few microseconds. A file
@@ -189,7 +195,7 @@ class SQLiteStore:
     Raises:
         StoreUnavailable: the file cannot be opened, is locked past the busy timeout, or is
             no longer at `path`.
-        ConfigurationError: a negative `file_check_interval`.
+        ConfigurationError: a negative `file_check_interval`, a `prune_batch_size` below 1.
     """
 
     def __init__(
@@ -199,9 +205,13 @@ class SQLiteStore:
         busy_timeout: float = 5.0,
         read_cache_size: int = 4096,
         file_check_interval: timedelta = timedelta(milliseconds=100),
+        prune_batch_size: int = 1000,
     ) -> None:
         if file_check_interval < timedelta(0):
             raise ConfigurationError("file_check_interval must not be negative")
+        if prune_batch_size < 1:
+            raise ConfigurationError("prune_batch_size must be at least 1")
+        self._prune_batch = prune_batch_size
         self.path = Path(path)
         self._busy_timeout = busy_timeout
         self._cache_size = max(0, read_cache_size)
@@ -717,14 +727,27 @@ class SQLiteStore:
         return self._run(lambda: self._db.execute(sql, args).rowcount, write=True)
 
     async def prune_expired(self, *, now: datetime) -> int:
-        def prune() -> int:
-            with self._transaction() as db:
-                return sum(
-                    db.execute(f"DELETE FROM {table} WHERE expires_at < ?", (_ts(now),)).rowcount  # noqa: S608
-                    for table in ("sessions", "tokens", "counters")
-                )
+        """In batches of `prune_batch_size` rows, each one statement (one transaction), with
+        the event loop free between them: the loop and the write lock are held for one batch
+        at a time, never for the whole of millions of expired rows."""
+        args = (_ts(now), self._prune_batch)
 
-        return self._run(prune, write=True)
+        def delete(sql: str) -> int:
+            return int(self._db.execute(sql, args).rowcount)
+
+        total = 0
+        for table, key in _PRUNED:
+            sql = (
+                f"DELETE FROM {table} WHERE ({key}) IN "  # noqa: S608 (our names)
+                f"(SELECT {key} FROM {table} WHERE expires_at < ? LIMIT ?)"
+            )
+            while True:
+                deleted = self._run(partial(delete, sql), write=True)
+                total += deleted
+                if deleted < self._prune_batch:
+                    break
+                await asyncio.sleep(0)  # more to come: let what waited meanwhile run first
+        return total
 
     # -- one-time tokens and counters -------------------------------------------------------
 

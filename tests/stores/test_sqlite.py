@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import sqlite3
@@ -343,3 +344,27 @@ async def test_an_in_memory_database_has_no_file_to_check() -> None:
 def test_a_negative_check_interval_is_a_configuration_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError):
         SQLiteStore(tmp_path / "a.db", file_check_interval=timedelta(seconds=-1))
+
+
+# -- prune: in batches, the event loop free between them -------------------------------------
+
+
+async def test_requests_run_between_prune_batches_and_see_its_progress(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "a.db", prune_batch_size=100)
+    user_id = await make_user(store, "alice")
+    for i in range(250):
+        await store.create_session(session(user_id, f"old{i}", expires_at=NOW))
+    await store.create_session(session(user_id, "live", expires_at=NOW + timedelta(days=1)))
+    seen: list[int] = []
+    pruning = asyncio.create_task(store.prune_expired(now=NOW + timedelta(seconds=1)))
+    while not pruning.done():
+        seen.append(len(await store.list_user_sessions(user_id)))
+        await asyncio.sleep(0)
+    assert await pruning == 250
+    assert seen == [251, 151, 51]  # before the prune, then after each full batch
+    await store.close()
+
+
+def test_a_prune_batch_below_one_is_a_configuration_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError):
+        SQLiteStore(tmp_path / "a.db", prune_batch_size=0)
