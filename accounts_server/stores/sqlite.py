@@ -20,7 +20,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -145,6 +145,8 @@ _PRUNED = (("sessions", "rowid"), ("tokens", "rowid"), ("counters", "key, window
 
 #: The file identity of an in-memory database, which has no file to lose.
 _IN_MEMORY = (-1, -1)
+#: What SQLite keeps beside a database in WAL mode, named after its path.
+_JOURNALS = ("-wal", "-shm")
 
 _USER_COLUMNS = "id, username, deactivated, extra, created_at, updated_at"
 #: The same, for queries that join `users u` to another table.
@@ -153,6 +155,15 @@ _SESSION_COLUMNS = (
     "id, user_id, valid, created_at, updated_at, last_used_at, expires_at, refresh_hash, "
     "previous_hash, rotated_at, ip, user_agent, impersonator_id"
 )
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    """(st_dev, st_ino) of the file at `path`; None when there is none."""
+    try:
+        found = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return found.st_dev, found.st_ino
 
 
 def _ts(moment: datetime) -> float:
@@ -225,6 +236,8 @@ class SQLiteStore:
         #: (st_dev, st_ino) of the file the connection has open; None while it has none
         #: (the file is gone, or the store is closed).
         self._file_id: tuple[int, int] | None = None
+        #: The WAL and shared-memory files the connection has open, with their identities.
+        self._journals: list[tuple[str, tuple[int, int] | None]] = []
         self._closed = False
         self._db: sqlite3.Connection
         self._open(create=True)
@@ -259,19 +272,17 @@ class SQLiteStore:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._migrate()
-            self._file_id = _IN_MEMORY if self._file_path is None else self._file_at_path()
+            if self._file_path is None:
+                self._file_id = _IN_MEMORY
+            else:
+                self._file_id = _identity(self._file_path)
+                # Open as long as this connection is (SQLite removes them with the last one).
+                self._journals = [
+                    (self._file_path + s, _identity(self._file_path + s)) for s in _JOURNALS
+                ]
         except (sqlite3.Error, OSError) as exc:
             self._db.close()
             raise StoreUnavailable() from exc
-
-    def _file_at_path(self) -> tuple[int, int] | None:
-        """The identity of the file at `path` now; None when there is none."""
-        assert self._file_path is not None
-        try:
-            found = os.stat(self._file_path)
-        except FileNotFoundError:
-            return None
-        return found.st_dev, found.st_ino
 
     def _check_file(self) -> None:
         """Fail closed while the open file is no longer the one at `path`, and reopen once one
@@ -286,38 +297,38 @@ class SQLiteStore:
         if self._file_path is None:
             return
         try:
-            found = self._file_at_path()
+            found = _identity(self._file_path)
         except OSError as exc:
             raise StoreUnavailable() from exc
         if found is not None and found == self._file_id:
             return
-        if not self._drop() or found is None:
+        self._drop()
+        if found is None:
             raise StoreUnavailable()
         self._open(create=False)
         if self._file_id != found:  # replaced again while it was being opened
             self._file_id = None
             raise StoreUnavailable()
 
-    def _drop(self) -> bool:
-        """Close the connection to a file that left `path`, first emptying its WAL into that
-        file. SQLite neither checkpoints nor removes the WAL of a moved file on close, and the
-        `-wal` beside the path would otherwise be read as the journal of whatever file is put
-        there next (a restored backup, this store's own reopen included). Returns whether it
-        could; if not (another connection is busy on it), the connection stays open for the
-        next try, and no other file may be opened until then."""
+    def _drop(self) -> None:
+        """Let go of a file that left `path`. SQLite names a database's WAL and shared-memory
+        index after the path, and on closing a moved file neither checkpoints nor removes
+        them: whatever file is put at the path next (a restored backup, this store's reopen
+        included) would be read through the old file's journal. So the `-wal` and `-shm` this
+        connection opened are unlinked first, if they are still the ones at the path (not a
+        fresh pair another connection made for the new file); then the connection checkpoints
+        what it can into its file, through the handles it holds, and closes."""
         self._file_id = None
         self._cache.clear()
         self._cache_stamp = (-1, -1)
-        try:
-            (busy, _, _) = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-        except sqlite3.ProgrammingError:
-            return True  # closed already
-        except sqlite3.Error:
-            return False
-        if busy:
-            return False
+        for name, opened in self._journals:
+            with suppress(OSError):  # gone already
+                if opened is not None and _identity(name) == opened:
+                    os.unlink(name)
+        self._journals = []
+        with suppress(sqlite3.Error):  # closed already, or busy: it only helps the old file
+            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
         self._db.close()
-        return True
 
     def _migrate(self) -> None:
         with self._transaction() as db:
