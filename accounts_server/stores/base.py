@@ -286,7 +286,9 @@ class Store(Protocol):
     async def clear_counter(self, key: str) -> None: ...
 
     async def prune_expired(self, *, now: datetime) -> int:
-        """Delete sessions, tokens and counters that expired before `now`; returns how many."""
+        """Delete sessions, tokens and counters that expired before `now`; returns how many.
+        In bounded batches, other coroutines running between them: millions of expired rows
+        must not stall the server."""
         ...
 
     async def close(self) -> None: ...

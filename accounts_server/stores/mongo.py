@@ -27,6 +27,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 from ..errors import (
+    ConfigurationError,
     EmailAlreadyExists,
     IdentityAlreadyLinked,
     InvalidRequest,
@@ -115,10 +116,19 @@ class MongoStore:
     `from_url` sets DESIGN's (server selection 3 s, connect 2 s, operation 5 s).
 
     Indexes are created by `setup()` (idempotent), and before the first write if nobody
-    called it, so uniqueness never depends on remembering to.
+    called it, so uniqueness never depends on remembering to. `prune_batch_size` bounds the
+    documents one step of `prune_expired` deletes.
+
+    Raises:
+        ConfigurationError: a `prune_batch_size` below 1.
     """
 
-    def __init__(self, database: Any, *, owns_client: bool = False) -> None:
+    def __init__(
+        self, database: Any, *, owns_client: bool = False, prune_batch_size: int = 1000
+    ) -> None:
+        if prune_batch_size < 1:
+            raise ConfigurationError("prune_batch_size must be at least 1")
+        self._prune_batch = prune_batch_size
         self._db = database.with_options(codec_options=CodecOptions(tz_aware=True, tzinfo=UTC))
         self._users = self._db["users"]
         self._sessions = self._db["sessions"]
@@ -136,6 +146,7 @@ class MongoStore:
         server_selection_timeout: float = 3.0,
         connect_timeout: float = 2.0,
         operation_timeout: float = 5.0,
+        prune_batch_size: int = 1000,
     ) -> MongoStore:
         """A store with its own client. The operation bound is the socket timeout: PyMongo's
         `timeoutMS` would also replace the server-selection bound, so a database that is down
@@ -147,7 +158,7 @@ class MongoStore:
             socketTimeoutMS=int(operation_timeout * 1000),
             tz_aware=True,
         )
-        return cls(client[db_name], owns_client=True)
+        return cls(client[db_name], owns_client=True, prune_batch_size=prune_batch_size)
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -667,13 +678,28 @@ class MongoStore:
         return int(result.modified_count)
 
     async def prune_expired(self, *, now: datetime) -> int:
-        """The TTL indexes do this on their own; this is for an explicit prune."""
+        """The TTL indexes do this on their own; this is for an explicit prune. In batches of
+        `prune_batch_size` documents, found through the expiry index and deleted by `_id`:
+        one `delete_many` over millions would outlast the operation timeout."""
         query = {"expires_at": {"$lt": now}}
         total = 0
         for collection in (self._sessions, self._tokens, self._counters):
-            result = await self._run(partial(collection.delete_many, query))
-            total += int(result.deleted_count)
+            while True:
+                ids = await self._run(partial(self._expired_ids, collection, query))
+                if not ids:
+                    break
+                batch = {"_id": {"$in": ids}, **query}
+                result = await self._run(partial(collection.delete_many, batch))
+                total += int(result.deleted_count)
+                # Fewer found than asked: that was the last batch. A full batch found and none
+                # of it deleted (another pruner was faster): stop rather than loop on it.
+                if len(ids) < self._prune_batch or result.deleted_count == 0:
+                    break
         return total
+
+    async def _expired_ids(self, collection: Any, query: Mapping[str, Any]) -> list[Any]:
+        cursor = collection.find(query, {"_id": 1}).limit(self._prune_batch)
+        return [doc["_id"] async for doc in cursor]
 
     # -- one-time tokens and counters -------------------------------------------------------
 

@@ -5,21 +5,30 @@ key takes microseconds, far less than the thread hop an async wrapper pays per q
 running every method to completion without awaiting makes each one atomic within the process.
 Across processes, SQLite's own locking (WAL, `BEGIN IMMEDIATE`, busy timeout) serialises
 writers; conditional `UPDATE ... WHERE` statements are the compare-and-set.
+
+An open connection follows the file it opened, not the path: a file deleted or replaced (a
+restore) under a running server would go on answering from, and writing into, a file nobody
+else sees. The store compares the file at the path with the one it has open and fails closed
+(`StoreUnavailable`) until a file is there again, then opens that one.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
 from ..errors import (
+    ConfigurationError,
     EmailAlreadyExists,
     IdentityAlreadyLinked,
     StoreUnavailable,
@@ -45,6 +54,7 @@ from .base import (
 __all__ = ["SQLiteStore"]
 
 _T = TypeVar("_T")
+_monotonic = time.monotonic
 
 
 def _recanonicalise_emails(db: sqlite3.Connection) -> None:
@@ -173,6 +183,14 @@ _MIGRATIONS: tuple[str | Callable[[sqlite3.Connection], None], ...] = (
     _recanonicalise_emails,
 )
 
+#: The tables `prune_expired` deletes expired rows from, each with the key that names a row.
+_PRUNED = (("sessions", "rowid"), ("tokens", "rowid"), ("counters", "key, window_start"))
+
+#: The file identity of an in-memory database, which has no file to lose.
+_IN_MEMORY = (-1, -1)
+#: What SQLite keeps beside a database in WAL mode, named after its path.
+_JOURNALS = ("-wal", "-shm")
+
 _USER_COLUMNS = "id, username, deactivated, extra, created_at, updated_at"
 #: The same, for queries that join `users u` to another table.
 _U_COLUMNS = ", ".join("u." + column for column in _USER_COLUMNS.split(", "))
@@ -180,6 +198,15 @@ _SESSION_COLUMNS = (
     "id, user_id, valid, created_at, updated_at, last_used_at, expires_at, refresh_hash, "
     "previous_hash, rotated_at, ip, user_agent, impersonator_id"
 )
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    """(st_dev, st_ino) of the file at `path`; None when there is none."""
+    try:
+        found = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return found.st_dev, found.st_ino
 
 
 def _ts(moment: datetime) -> float:
@@ -211,10 +238,18 @@ def _session(row: tuple[Any, ...]) -> StoredSession:
 class SQLiteStore:
     """Store on a SQLite file (created on first use, migrated on open). `read_cache_size`
     bounds the rows of user and session point reads kept while the file is unchanged
-    (0 turns it off); any write, by anyone, empties it.
+    (0 turns it off); any write, by anyone, empties it. `prune_batch_size` bounds the rows
+    one step of `prune_expired` deletes.
+
+    Every write first checks that the file at `path` is still the one open; reads check at
+    most once per `file_check_interval`, so a cached read stays a few microseconds. A file
+    that is gone makes every call `StoreUnavailable` (never a new, empty database); a file
+    that is back, or another one put in its place, is opened (and migrated) instead.
 
     Raises:
-        StoreUnavailable: the file cannot be opened or is locked past the busy timeout.
+        StoreUnavailable: the file cannot be opened, is locked past the busy timeout, or is
+            no longer at `path`.
+        ConfigurationError: a negative `file_check_interval`, a `prune_batch_size` below 1.
     """
 
     def __init__(
@@ -223,29 +258,120 @@ class SQLiteStore:
         *,
         busy_timeout: float = 5.0,
         read_cache_size: int = 4096,
+        file_check_interval: timedelta = timedelta(milliseconds=100),
+        prune_batch_size: int = 1000,
     ) -> None:
+        if file_check_interval < timedelta(0):
+            raise ConfigurationError("file_check_interval must not be negative")
+        if prune_batch_size < 1:
+            raise ConfigurationError("prune_batch_size must be at least 1")
+        self._prune_batch = prune_batch_size
         self.path = Path(path)
+        self._busy_timeout = busy_timeout
         self._cache_size = max(0, read_cache_size)
         self._cache: dict[tuple[str, str], Any] = {}
         self._cache_stamp: tuple[int, int] = (-1, -1)
-        try:
-            self._db = sqlite3.connect(
-                self.path,
-                isolation_level=None,
-                check_same_thread=False,
-                timeout=busy_timeout,
-            )
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            self._migrate()
-        except sqlite3.Error as exc:
-            raise StoreUnavailable() from exc
+        #: Where to look for the file even if the process changes directory (a str: stat is
+        #: faster on one); None for an in-memory database, which has no file to lose.
+        self._file_path = None if str(path) == ":memory:" else str(self.path.absolute())
+        self._check_every = file_check_interval.total_seconds()
+        self._next_check = _monotonic() + self._check_every
+        #: (st_dev, st_ino) of the file the connection has open; None while it has none
+        #: (the file is gone, or the store is closed).
+        self._file_id: tuple[int, int] | None = None
+        #: The WAL and shared-memory files the connection has open, with their identities.
+        self._journals: list[tuple[str, tuple[int, int] | None]] = []
+        self._closed = False
+        self._db: sqlite3.Connection
+        self._open(create=True)
 
     async def setup(self) -> None:
         """Nothing to do: migrations run when the file is opened."""
 
     # -- plumbing ---------------------------------------------------------------------------
+
+    def _open(self, *, create: bool) -> None:
+        """Connect, set the pragmas, migrate, and note which file this is. Only the first open
+        may create the file: one that vanished later is an outage, not a fresh start.
+
+        Raises:
+            StoreUnavailable.
+        """
+        target, uri = str(self.path), False
+        if not create and self._file_path is not None:
+            target, uri = Path(self._file_path).as_uri() + "?mode=rw", True
+        try:
+            self._db = sqlite3.connect(
+                target,
+                uri=uri,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=self._busy_timeout,
+            )
+        except sqlite3.Error as exc:
+            raise StoreUnavailable() from exc
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+            if self._file_path is None:
+                self._file_id = _IN_MEMORY
+            else:
+                self._file_id = _identity(self._file_path)
+                # Open as long as this connection is (SQLite removes them with the last one).
+                self._journals = [
+                    (self._file_path + s, _identity(self._file_path + s)) for s in _JOURNALS
+                ]
+        except (sqlite3.Error, OSError) as exc:
+            self._db.close()
+            raise StoreUnavailable() from exc
+
+    def _check_file(self) -> None:
+        """Fail closed while the open file is no longer the one at `path`, and reopen once one
+        is there.
+
+        Raises:
+            StoreUnavailable.
+        """
+        self._next_check = _monotonic() + self._check_every
+        if self._closed:
+            raise StoreUnavailable()
+        if self._file_path is None:
+            return
+        try:
+            found = _identity(self._file_path)
+        except OSError as exc:
+            raise StoreUnavailable() from exc
+        if found is not None and found == self._file_id:
+            return
+        self._drop()
+        if found is None:
+            raise StoreUnavailable()
+        self._open(create=False)
+        if self._file_id != found:  # replaced again while it was being opened
+            self._file_id = None
+            raise StoreUnavailable()
+
+    def _drop(self) -> None:
+        """Let go of a file that left `path`. SQLite names a database's WAL and shared-memory
+        index after the path, and on closing a moved file neither checkpoints nor removes
+        them: whatever file is put at the path next (a restored backup, this store's reopen
+        included) would be read through the old file's journal. So the `-wal` and `-shm` this
+        connection opened are unlinked first, if they are still the ones at the path (not a
+        fresh pair another connection made for the new file); then the connection checkpoints
+        what it can into its file, through the handles it holds, and closes."""
+        self._file_id = None
+        self._cache.clear()
+        self._cache_stamp = (-1, -1)
+        for name, opened in self._journals:
+            with suppress(OSError):  # gone already
+                if opened is not None and _identity(name) == opened:
+                    os.unlink(name)
+        self._journals = []
+        with suppress(sqlite3.Error):  # closed already, or busy: it only helps the old file
+            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        self._db.close()
 
     def _migrate(self) -> None:
         with self._transaction() as db:
@@ -271,7 +397,18 @@ class SQLiteStore:
             raise
         self._db.execute("COMMIT")
 
-    def _run(self, fn: Callable[[], _T]) -> _T:
+    def _run(self, fn: Callable[[], _T], *, write: bool = False) -> _T:
+        """Run `fn` (which reads `self._db` when called, so a reopened file is used) on the
+        file at `path`; `write` when it may write.
+
+        The file is checked before every write, so nothing is written to a file nobody will
+        read again; before a read at most once per interval (a stat would add half to a
+        cached read).
+        """
+        if write or _monotonic() >= self._next_check:
+            self._check_file()
+        elif self._file_id is None:
+            raise StoreUnavailable()
         try:
             return fn()
         except sqlite3.IntegrityError:
@@ -309,10 +446,15 @@ class SQLiteStore:
         """A write known to touch at most the cached entry `evict` (one session row, or a rate
         counter: no trigger or cascade reaches further). It empties only that entry, so a
         refresh or logout leaves every cached user and other session in place."""
-        before = self._db.total_changes
-        result = self._run(write)
-        if self._cache_stamp[1] == before:
-            self._cache_stamp = (self._cache_stamp[0], self._db.total_changes)
+
+        def narrow() -> _T:
+            before = self._db.total_changes
+            result = write()
+            if self._cache_stamp[1] == before:
+                self._cache_stamp = (self._cache_stamp[0], self._db.total_changes)
+            return result
+
+        result = self._run(narrow, write=True)
         if evict is not None:
             self._cache.pop(evict, None)
         return result
@@ -384,7 +526,7 @@ class SQLiteStore:
                 )
 
         try:
-            self._run(insert)
+            self._run(insert, write=True)
         except sqlite3.IntegrityError as exc:
             # "UNIQUE constraint failed: emails.address_canonical": columns, never values.
             raise unique_conflict(str(exc)) from exc
@@ -440,14 +582,14 @@ class SQLiteStore:
                 return True
 
         try:
-            return self._run(add)
+            return self._run(add, write=True)
         except sqlite3.IntegrityError as exc:
             raise IdentityAlreadyLinked() from exc
 
     async def set_user_deactivated(self, user_id: str, deactivated: bool, *, now: datetime) -> bool:
         sql = "UPDATE users SET deactivated = ?, updated_at = ? WHERE id = ?"
         args = (int(deactivated), _ts(now), user_id)
-        return self._run(lambda: self._db.execute(sql, args).rowcount == 1)
+        return self._run(lambda: self._db.execute(sql, args).rowcount == 1, write=True)
 
     async def update_user(
         self,
@@ -467,7 +609,7 @@ class SQLiteStore:
             args.append(json.dumps(dict(extra)))
         sql = f"UPDATE users SET {', '.join(sets)} WHERE id = ?"  # noqa: S608 (our columns)
         try:
-            found = self._run(lambda: self._db.execute(sql, (*args, user_id)).rowcount)
+            found = self._run(lambda: self._db.execute(sql, (*args, user_id)).rowcount, write=True)
         except sqlite3.IntegrityError as exc:
             raise UsernameAlreadyExists() from exc
         return await self.find_user_by_id(user_id) if found else None
@@ -497,7 +639,7 @@ class SQLiteStore:
     async def delete_user(self, user_id: str) -> bool:
         # Emails, service data and sessions go with the user (ON DELETE CASCADE).
         sql = "DELETE FROM users WHERE id = ?"
-        return self._run(lambda: self._db.execute(sql, (user_id,)).rowcount == 1)
+        return self._run(lambda: self._db.execute(sql, (user_id,)).rowcount == 1, write=True)
 
     async def get_service_data(self, user_id: str, service: str) -> Mapping[str, Any] | None:
         sql = "SELECT data FROM user_services WHERE user_id = ? AND service = ?"
@@ -526,7 +668,7 @@ class SQLiteStore:
                     db.execute(sql, args)
                 return found == 1
 
-        return self._run(write)
+        return self._run(write, write=True)
 
     # -- emails -----------------------------------------------------------------------------
 
@@ -566,7 +708,7 @@ class SQLiteStore:
                     db.execute("UPDATE users SET updated_at = ? WHERE id = ?", (_ts(now), user_id))
                 return changed > 0
 
-        return self._run(update)
+        return self._run(update, write=True)
 
     # -- sessions ---------------------------------------------------------------------------
 
@@ -641,17 +783,30 @@ class SQLiteStore:
         if except_ids:
             sql += f" AND id NOT IN ({keep})"
         args = (_ts(now), user_id, *except_ids)
-        return self._run(lambda: self._db.execute(sql, args).rowcount)
+        return self._run(lambda: self._db.execute(sql, args).rowcount, write=True)
 
     async def prune_expired(self, *, now: datetime) -> int:
-        def prune() -> int:
-            with self._transaction() as db:
-                return sum(
-                    db.execute(f"DELETE FROM {table} WHERE expires_at < ?", (_ts(now),)).rowcount  # noqa: S608
-                    for table in ("sessions", "tokens", "counters")
-                )
+        """In batches of `prune_batch_size` rows, each one statement (one transaction), with
+        the event loop free between them: the loop and the write lock are held for one batch
+        at a time, never for the whole of millions of expired rows."""
+        args = (_ts(now), self._prune_batch)
 
-        return self._run(prune)
+        def delete(sql: str) -> int:
+            return int(self._db.execute(sql, args).rowcount)
+
+        total = 0
+        for table, key in _PRUNED:
+            sql = (
+                f"DELETE FROM {table} WHERE ({key}) IN "  # noqa: S608 (our names)
+                f"(SELECT {key} FROM {table} WHERE expires_at < ? LIMIT ?)"
+            )
+            while True:
+                deleted = self._run(partial(delete, sql), write=True)
+                total += deleted
+                if deleted < self._prune_batch:
+                    break
+                await asyncio.sleep(0)  # more to come: let what waited meanwhile run first
+        return total
 
     # -- one-time tokens and counters -------------------------------------------------------
 
@@ -670,7 +825,7 @@ class SQLiteStore:
             _ts(t.created_at),
             _ts(t.expires_at),
         )
-        self._run(lambda: self._db.execute(sql, args))
+        self._run(lambda: self._db.execute(sql, args), write=True)
 
     async def consume_token(self, token_hash: bytes, kind: str) -> OneTimeToken | None:
         sql = (
@@ -683,7 +838,7 @@ class SQLiteStore:
                 row: tuple[Any, ...] | None = db.execute(sql, (token_hash, kind)).fetchone()
                 return row
 
-        row = self._run(consume)
+        row = self._run(consume, write=True)
         if row is None:
             return None
         return OneTimeToken(
@@ -699,7 +854,7 @@ class SQLiteStore:
     async def delete_user_tokens(self, user_id: str, kinds: Sequence[str]) -> int:
         marks = ", ".join("?" * len(kinds))
         sql = f"DELETE FROM tokens WHERE user_id = ? AND kind IN ({marks})"  # noqa: S608
-        return self._run(lambda: self._db.execute(sql, (user_id, *kinds)).rowcount)
+        return self._run(lambda: self._db.execute(sql, (user_id, *kinds)).rowcount, write=True)
 
     async def hit_counter(self, key: str, *, window_start: datetime, expires_at: datetime) -> int:
         sql = (
@@ -724,5 +879,7 @@ class SQLiteStore:
         self._narrow_write(None, lambda: self._db.execute(sql, (key,)))
 
     async def close(self) -> None:
+        self._closed = True
+        self._file_id = None
         self._cache.clear()
         self._db.close()

@@ -13,12 +13,21 @@ from accounts_server import Store
 from accounts_server.stores import SQLiteStore
 
 
+@pytest.fixture
+def store_options() -> dict[str, Any]:
+    """Keyword arguments every store's constructor takes; a test parametrizes this name to
+    change them (`prune_batch_size`)."""
+    return {}
+
+
 @pytest.fixture(params=["sqlite", "mongo", "motor"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+async def store(
+    request: pytest.FixtureRequest, tmp_path: Path, store_options: dict[str, Any]
+) -> AsyncIterator[Store]:
     """Every store the contract covers: SQLite on a real file; MongoDB over TCP through
     PyMongo's async client and through motor, each test in a database of its own."""
     if request.param == "sqlite":
-        opened = SQLiteStore(tmp_path / "accounts.db")
+        opened = SQLiteStore(tmp_path / "accounts.db", **store_options)
         yield opened
         await opened.close()
         return
@@ -30,13 +39,13 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         from pymongo import AsyncMongoClient
 
         client: Any = AsyncMongoClient(url, serverSelectionTimeoutMS=5000)
-        yield MongoStore(client[db_name])
+        yield MongoStore(client[db_name], **store_options)
         await client.drop_database(db_name)
         await client.close()
     else:
         from motor.motor_asyncio import AsyncIOMotorClient
 
         client = AsyncIOMotorClient(url, serverSelectionTimeoutMS=5000)
-        yield MongoStore(client[db_name])
+        yield MongoStore(client[db_name], **store_options)
         await client.drop_database(db_name)
         client.close()

@@ -423,6 +423,41 @@ class TestCounters:
         assert await store.get_counter("old", window_start=NOW) == 0
 
 
+@pytest.mark.parametrize("store_options", [{"prune_batch_size": 100}])
+async def test_prune_in_batches_deletes_exactly_the_expired_and_lets_others_run(
+    store: Store,
+) -> None:
+    """Issue 14: a prune of millions must not hold the server. Batches of 100 here: 250
+    expired sessions (two full batches and part of one), 100 expired tokens (a full batch,
+    then an empty one), 3 expired counters, beside live records of each kind."""
+    user_id = await make_user(store)
+    later = FAR + timedelta(days=1)  # expiries as above: no TTL sweeper races the prune
+    for i in range(250):
+        await store.create_session(session(user_id, f"old{i}", expires_at=FAR))
+    for i in range(5):
+        await store.create_session(session(user_id, f"new{i}", expires_at=later))
+    for i in range(100):
+        await store.create_token(OneTimeToken(h(f"old{i}"), "reset", user_id, NOW, FAR))
+    await store.create_token(OneTimeToken(h("new"), "reset", user_id, NOW, later))
+    for key in ("a", "b", "c"):
+        await store.hit_counter(key, window_start=NOW, expires_at=FAR)
+    await store.hit_counter("live", window_start=NOW, expires_at=later)
+
+    ran = 0
+    pruning = asyncio.create_task(store.prune_expired(now=FAR + timedelta(seconds=1)))
+    while not pruning.done():
+        ran += 1
+        await asyncio.sleep(0)
+    assert await pruning == 250 + 100 + 3
+    assert ran > 1  # this loop ran while the prune was in progress, not only before it began
+    remaining = sorted(s.id for s in await store.list_user_sessions(user_id))
+    assert remaining == [f"new{i}" for i in range(5)]
+    assert await store.consume_token(h("old0"), "reset") is None
+    assert await store.consume_token(h("new"), "reset") is not None
+    assert await store.get_counter("a", window_start=NOW) == 0
+    assert await store.get_counter("live", window_start=NOW) == 1
+
+
 class TestIdentities:
     async def test_created_with_the_user_and_found(self, store: Store) -> None:
         user = await store.create_user(

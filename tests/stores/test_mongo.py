@@ -263,3 +263,37 @@ async def test_service_names_never_become_field_paths(mongo: MongoStore, name: o
     services: Any = {name: {}}
     with pytest.raises(ConfigurationError):
         await mongo.create_user(username="svc2", emails=[], extra={}, services=services, now=NOW)
+
+
+async def test_prune_deletes_in_batches_of_the_configured_size(mongodb_url: str) -> None:
+    """One `delete_many` over millions would outlast the operation timeout: each delete
+    command names at most `prune_batch_size` documents."""
+    from pymongo import monitoring
+
+    from .test_contract import FAR, make_user, session
+
+    batches: list[int] = []
+
+    class Deletes(monitoring.CommandListener):
+        def started(self, event: monitoring.CommandStartedEvent) -> None:
+            if event.command_name == "delete" and event.command["delete"] == "sessions":
+                ids = event.command["deletes"][0]["q"].get("_id", {}).get("$in")
+                batches.append(-1 if ids is None else len(ids))
+
+        def succeeded(self, event: monitoring.CommandSucceededEvent) -> None: ...
+
+        def failed(self, event: monitoring.CommandFailedEvent) -> None: ...
+
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        mongodb_url, event_listeners=[Deletes()]
+    )
+    store = MongoStore(client["test_prune_batches"], prune_batch_size=10)
+    try:
+        user_id = await make_user(store)
+        for i in range(25):
+            await store.create_session(session(user_id, f"old{i}", expires_at=FAR))
+        assert await store.prune_expired(now=FAR + timedelta(seconds=1)) == 25
+        assert batches == [10, 10, 5]
+    finally:
+        await client.drop_database("test_prune_batches")
+        await client.close()

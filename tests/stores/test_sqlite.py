@@ -2,15 +2,33 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import shutil
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from accounts_server import Email, EmailAlreadyExists, StoreUnavailable
+from accounts_password import PasswordService
+from accounts_server import (
+    AccountsServer,
+    ConfigurationError,
+    ConnectionInfo,
+    Email,
+    EmailAlreadyExists,
+    InvalidToken,
+    KeyRing,
+    RateLimits,
+    StoreUnavailable,
+    TokenConfig,
+)
 from accounts_server.stores import SQLiteStore
+
+from ..helpers import load_key, register
+from .test_contract import make_user, session
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -256,3 +274,222 @@ async def test_a_cached_user_cannot_be_altered_by_a_caller(tmp_path: Path) -> No
     again = await store.find_user_by_id(user.id)
     assert again is not None and again.extra == {"prefs": {"theme": "dark"}}
     await store.close()
+
+
+# -- the file under a running server: deleted, restored, replaced ----------------------------
+
+#: Every operation checks the file: the detection interval has always passed.
+EVERY_TIME = timedelta(0)
+
+
+def _backup(path: Path, to: Path) -> None:
+    """A consistent copy through SQLite's backup API, as an operator's nightly backup is."""
+    source, target = sqlite3.connect(path), sqlite3.connect(to)
+    source.backup(target)
+    target.close()
+    source.close()
+
+
+def _usernames(path: Path) -> list[str]:
+    db = sqlite3.connect(path)
+    names = [name for (name,) in db.execute("SELECT username FROM users ORDER BY username")]
+    db.close()
+    return names
+
+
+async def test_a_deleted_file_fails_closed_and_nothing_is_written_to_it(tmp_path: Path) -> None:
+    path = tmp_path / "accounts.db"
+    store = SQLiteStore(path, file_check_interval=EVERY_TIME)
+    alice = await make_user(store, "alice")
+    assert await store.find_user_by_id(alice) is not None  # cached
+    unlinked = tmp_path / "unlinked.db"
+    os.link(path, unlinked)  # only so that the test can look into the file afterwards
+    path.unlink()
+    with pytest.raises(StoreUnavailable):
+        await store.create_user(username="bob", emails=[], extra={}, services={}, now=NOW)
+    with pytest.raises(StoreUnavailable):
+        await store.create_session(session(alice, "s1"))
+    with pytest.raises(StoreUnavailable):
+        await store.find_user_by_id(alice)  # nor answered from it, cache included
+    assert not path.exists()  # and no new, empty database in its place
+    await store.close()
+    assert _usernames(unlinked) == ["alice"]
+    db = sqlite3.connect(unlinked)
+    assert db.execute("SELECT count(*) FROM sessions").fetchone() == (0,)
+    db.close()
+
+
+@pytest.mark.parametrize("how", ["deleted, then restored", "replaced"])
+async def test_a_restored_file_is_opened_and_its_data_used(tmp_path: Path, how: str) -> None:
+    path, backup = tmp_path / "accounts.db", tmp_path / "backup.db"
+    store = SQLiteStore(path, file_check_interval=EVERY_TIME)
+    alice = await make_user(store, "alice")
+    await store.create_session(session(alice, "s1"))
+    _backup(path, backup)
+    bob = await make_user(store, "bob")  # after the backup: not in the restored file
+    assert await store.invalidate_session("s1", now=NOW)
+    assert not (await store.find_session("s1")).valid  # type: ignore[union-attr]
+    if how == "replaced":
+        shutil.copy(backup, tmp_path / "incoming.db")
+        os.replace(tmp_path / "incoming.db", path)
+    else:
+        path.unlink()
+        with pytest.raises(StoreUnavailable):
+            await store.find_session("s1")
+        shutil.copy(backup, path)
+    assert await store.find_user_by_id(bob) is None
+    assert (await store.find_session("s1")).valid  # type: ignore[union-attr]
+    await make_user(store, "carol")  # and writes go to the restored file
+    await store.close()
+    assert _usernames(path) == ["alice", "carol"]
+
+
+async def test_a_restored_file_is_not_read_through_the_old_files_journal(tmp_path: Path) -> None:
+    """SQLite names the `-wal` after the path: opened with the old file's, still full of its
+    last writes (bob), a restored file would show them. Another connection in the middle of
+    a read on the old file (a second worker) must not keep it there."""
+    path, backup = tmp_path / "accounts.db", tmp_path / "backup.db"
+    store = SQLiteStore(path, file_check_interval=EVERY_TIME)
+    await make_user(store, "alice")
+    _backup(path, backup)
+    await make_user(store, "bob")  # in the old file's WAL, not in the backup
+    reader = sqlite3.connect(path, isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM users").fetchone()
+    path.unlink()
+    shutil.copy(backup, path)
+    assert await store.find_user_by_username("bob") is None
+    assert await store.find_user_by_username("alice") is not None
+    reader.execute("COMMIT")
+    reader.close()
+    await store.close()
+    assert _usernames(path) == ["alice"]
+
+
+async def test_two_workers_on_a_replaced_file_keep_each_others_writes(tmp_path: Path) -> None:
+    """The worker that notices first reopens and writes; the other, letting go of the old
+    file later, must neither take the new file's journal for its own (checkpointing those
+    writes into the old file) nor remove it."""
+    path, backup = tmp_path / "accounts.db", tmp_path / "backup.db"
+    first = SQLiteStore(path, file_check_interval=EVERY_TIME)
+    second = SQLiteStore(path, file_check_interval=EVERY_TIME)
+    await make_user(first, "alice")
+    await make_user(second, "bob")
+    _backup(path, backup)
+    await make_user(first, "erin")  # only in the old file
+    shutil.copy(backup, tmp_path / "incoming.db")
+    os.replace(tmp_path / "incoming.db", path)
+    await make_user(first, "carol")  # noticed here, written to the new file
+    assert await second.find_user_by_username("carol") is not None  # noticed here
+    assert await second.find_user_by_username("erin") is None
+    await make_user(second, "dave")
+    assert await first.find_user_by_username("dave") is not None
+    assert await first.find_user_by_username("carol") is not None
+    await first.close()
+    await second.close()
+    assert _usernames(path) == ["alice", "bob", "carol", "dave"]
+
+
+async def test_a_deactivation_on_the_restored_file_holds_on_the_running_server(
+    tmp_path: Path,
+) -> None:
+    """Issue 14: after a restore, `accounts-server users deactivate` (a second server on the
+    file) must stop the user's live token on the server that was running all along."""
+
+    def server(store: SQLiteStore) -> AccountsServer:
+        return AccountsServer(
+            store=store,
+            tokens=TokenConfig(keys=KeyRing([load_key("ed25519")])),
+            services=[PasswordService()],
+            rate_limits=RateLimits(enabled=False),
+        )
+
+    path, backup = tmp_path / "accounts.db", tmp_path / "backup.db"
+    running = server(SQLiteStore(path, file_check_interval=EVERY_TIME))
+    account = await register(running)
+    login = await running.login_with_service(
+        "password", account.credentials(), ConnectionInfo(ip="192.0.2.1")
+    )
+    token = login.tokens.access_token
+    assert (await running.resume_session(token)).id == account.user_id
+    _backup(path, backup)
+    path.unlink()
+    with pytest.raises(StoreUnavailable):
+        await running.resume_session(token)
+    shutil.copy(backup, path)
+    admin_store = SQLiteStore(path)
+    await server(admin_store).deactivate_user(account.user_id)
+    await admin_store.close()
+    with pytest.raises(InvalidToken):
+        await running.resume_session(token)
+    await running.store.close()
+
+
+async def test_writes_check_the_file_every_time_reads_once_per_interval(tmp_path: Path) -> None:
+    """The cost model: a stat per write (a commit costs more), none per read until the
+    interval has passed, so a cached read stays a few microseconds."""
+    path = tmp_path / "accounts.db"
+    store = SQLiteStore(path, file_check_interval=timedelta(hours=1))
+    alice = await make_user(store, "alice")
+    path.unlink()
+    assert await store.find_user_by_id(alice) is not None  # not looked at yet
+    with pytest.raises(StoreUnavailable):
+        await store.create_session(session(alice, "s1"))
+    with pytest.raises(StoreUnavailable):  # known to be gone now: reads fail too
+        await store.find_user_by_id(alice)
+    await store.close()
+
+
+async def test_a_file_that_is_no_database_is_an_outage_until_a_database_is_back(
+    tmp_path: Path,
+) -> None:
+    path, backup = tmp_path / "accounts.db", tmp_path / "backup.db"
+    store = SQLiteStore(path, file_check_interval=EVERY_TIME)
+    alice = await make_user(store, "alice")
+    _backup(path, backup)
+    path.unlink()
+    path.write_bytes(b"not a database" * 512)
+    for _ in range(2):
+        with pytest.raises(StoreUnavailable):
+            await store.find_user_by_id(alice)
+    os.replace(backup, path)
+    assert await store.find_user_by_id(alice) is not None
+    await store.close()
+
+
+async def test_an_in_memory_database_has_no_file_to_check() -> None:
+    store = SQLiteStore(":memory:", file_check_interval=EVERY_TIME)
+    alice = await make_user(store, "alice")
+    assert await store.find_user_by_id(alice) is not None
+    await store.close()
+    with pytest.raises(StoreUnavailable):
+        await store.find_user_by_id(alice)
+
+
+def test_a_negative_check_interval_is_a_configuration_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError):
+        SQLiteStore(tmp_path / "a.db", file_check_interval=timedelta(seconds=-1))
+
+
+# -- prune: in batches, the event loop free between them -------------------------------------
+
+
+async def test_requests_run_between_prune_batches_and_see_its_progress(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "a.db", prune_batch_size=100)
+    user_id = await make_user(store, "alice")
+    for i in range(250):
+        await store.create_session(session(user_id, f"old{i}", expires_at=NOW))
+    await store.create_session(session(user_id, "live", expires_at=NOW + timedelta(days=1)))
+    seen: list[int] = []
+    pruning = asyncio.create_task(store.prune_expired(now=NOW + timedelta(seconds=1)))
+    while not pruning.done():
+        seen.append(len(await store.list_user_sessions(user_id)))
+        await asyncio.sleep(0)
+    assert await pruning == 250
+    assert seen == [251, 151, 51]  # before the prune, then after each full batch
+    await store.close()
+
+
+def test_a_prune_batch_below_one_is_a_configuration_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError):
+        SQLiteStore(tmp_path / "a.db", prune_batch_size=0)
