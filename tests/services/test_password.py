@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import types
 from typing import ClassVar
 
 import pytest
@@ -107,3 +110,44 @@ def test_discovered_by_entry_point() -> None:
 
     (service,) = load_services(("password",))
     assert isinstance(service, PasswordService)
+
+
+# -- where hashing runs, and what memory it keeps ---------------------------------------------
+
+_ARGON2_CALLS = {"hash_secret", "verify_secret"}  # argon2.low_level, under PasswordHasher
+
+
+def _new_threads(before: set[threading.Thread], prefix: str) -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t not in before and t.name.startswith(prefix)]
+
+
+async def test_hashing_runs_on_its_own_bounded_threads() -> None:
+    """Hashing never lands on asyncio's default executor (up to 32 threads, each keeping a
+    19 MiB buffer), and no more threads hash than the hashing bound allows."""
+    hasher = PasswordHasher(max_wait=60)
+    prefix = PasswordHasher.thread_name_prefix
+    ran_on: set[str] = set()
+
+    def record(frame: types.FrameType, event: str, arg: object) -> None:
+        if event == "call" and frame.f_code.co_name in _ARGON2_CALLS:
+            ran_on.add(threading.current_thread().name)
+
+    async def hash_and_verify(n: int) -> bool:
+        return await hasher.verify(await hasher.hash(f"password {n}"), f"password {n}")
+
+    before = set(threading.enumerate())
+    threading.setprofile(record)  # every thread started from here on
+    try:
+        results = await asyncio.gather(
+            *(hash_and_verify(n) for n in range(4 * hasher.max_concurrent))
+        )
+    finally:
+        threading.setprofile(None)
+    try:
+        assert all(results)
+        assert ran_on, "no argon2 call was seen"
+        assert all(name.startswith(prefix) for name in ran_on), ran_on
+        assert not _new_threads(before, "asyncio_")
+        assert 1 <= len(_new_threads(before, prefix)) <= hasher.max_concurrent
+    finally:
+        hasher.close()
