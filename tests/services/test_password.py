@@ -156,6 +156,29 @@ async def test_hashing_runs_on_its_own_bounded_threads() -> None:
         hasher.close()
 
 
+@pytest.mark.parametrize("turns", [0, 1, 2])
+async def test_cancelled_while_the_slot_is_granted_stays_cancelled(turns: int) -> None:
+    """The cancellation of a caller waiting for a hashing slot is not lost when the slot is
+    granted in the same turn (0 and 1 here: Python 3.11's wait_for returned the slot and the
+    caller went on to hash)."""
+    hasher = PasswordHasher(max_concurrent=1, max_wait=60)
+    try:
+        encoded = await hasher.hash("a password")
+        first = asyncio.create_task(hasher.verify(encoded, "a password"))
+        await asyncio.sleep(0)  # first holds the only slot
+        waiting = asyncio.create_task(hasher.verify(encoded, "a password"))
+        await asyncio.sleep(0)  # waiting queues for it
+        assert await first  # its slot is handed to waiting
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert await hasher.verify(encoded, "a password")  # and the slot came back
+    finally:
+        hasher.close()
+
+
 def _statm_resident() -> int:
     """Resident bytes of this process (Linux /proc/self/statm, second field, in pages)."""
     with open("/proc/self/statm") as statm:

@@ -163,7 +163,10 @@ class PasswordHasher:
 
     async def _in_thread(self, fn: Callable[[], _T]) -> _T:
         try:
-            await asyncio.wait_for(self._slots.acquire(), timeout=self.max_wait)
+            # Not wait_for: on Python 3.11 it swallows a cancellation that arrives as the slot
+            # is granted, and the cancelled caller goes on to hash.
+            async with asyncio.timeout(self.max_wait):
+                await self._slots.acquire()
         except TimeoutError:
             raise Overloaded() from None
         try:
