@@ -197,9 +197,12 @@ def _glibc() -> bool:
     reason="reads RSS from /proc/self/statm, and the retained buffers are glibc's arenas",
 )
 @pytest.mark.skipif(
-    "MALLOC_MMAP_THRESHOLD_" in os.environ
-    or "glibc.malloc.mmap_threshold" in os.environ.get("GLIBC_TUNABLES", ""),
-    reason="the environment sets glibc's mmap threshold, which the hasher then leaves alone",
+    any(
+        f"MALLOC_{name.upper()}_THRESHOLD_" in os.environ
+        or f"glibc.malloc.{name}_threshold" in os.environ.get("GLIBC_TUNABLES", "")
+        for name in ("mmap", "trim")
+    ),
+    reason="the environment sets glibc's malloc thresholds, which the hasher then leaves alone",
 )
 async def test_threads_give_hash_buffers_back() -> None:
     """A hash's 19 MiB buffer is returned after it, not kept in the hashing thread's malloc

@@ -65,19 +65,24 @@ def _mmap_hash_buffers() -> None:
     Measured with glibc 2.36, 8 threads, 48 hashes and verifies: RSS +152 MiB with no change,
     +152 MiB with the trim, +0.2 MiB with this.
 
-    The cost: each hash faults its buffer in again (4,865 minor faults at 19 MiB). On the
-    2-core VM measured, a verify took 38 ms instead of 28 ms; with transparent huge pages for
-    malloc (`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`), 24 ms. Operators who would rather keep
-    the buffers (at most `max_concurrent` of them, one per thread) set the threshold
-    themselves (`MALLOC_MMAP_THRESHOLD_`, `glibc.malloc.mmap_threshold`); it is then left
-    alone.
+    The cost, which any way of returning the memory pays: each hash faults its buffer in
+    afresh (4,865 minor faults at 19 MiB). On the 2-core VM measured, CPU per verify (median
+    of 5 x 20): 25 ms keeping the buffers, 39 ms with this; with transparent huge pages for
+    malloc (`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`, 777 faults), 28 ms. Operators who would
+    rather keep the buffers (one per hashing thread, so at most `max_concurrent`) set glibc's
+    thresholds themselves, both, e.g. `MALLOC_MMAP_THRESHOLD_=33554432` and
+    `MALLOC_TRIM_THRESHOLD_=1073741824` (either alone freezes the other at its small default,
+    which returns the buffers anyway): a threshold set in the environment is left alone.
 
     Process-wide, as malloc is, so it runs once, in the first hashing thread (before its
     first hash). It does nothing off glibc (musl, macOS, Windows).
     """
-    if sys.platform != "linux" or "MALLOC_MMAP_THRESHOLD_" in os.environ:
-        return
-    if "glibc.malloc.mmap_threshold" in os.environ.get("GLIBC_TUNABLES", ""):
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    if sys.platform != "linux" or any(
+        f"MALLOC_{name.upper()}_THRESHOLD_" in os.environ
+        or f"glibc.malloc.{name}_threshold" in tunables
+        for name in ("mmap", "trim")
+    ):
         return
     try:
         if not (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc"):
