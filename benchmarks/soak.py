@@ -16,8 +16,9 @@ threshold cannot be undone, and the old mode's arenas would be the new mode's ba
 
 Each client loops: register a user (one hash), log in with the right and then a wrong password,
 re-check the password as before deleting an account (three verifies). After `--warmup` seconds
-the RSS is the baseline; the series, its growth over the baseline and the operations per second
-are printed. Not part of the test suite: nothing here passes or fails a build.
+the RSS is the baseline; the series, its growth over the baseline, the RSS once the clients
+stopped (no buffer in flight: what the process keeps), hashes per second and CPU per hash are
+printed. Not part of the test suite: nothing here passes or fails a build.
 """
 
 from __future__ import annotations
@@ -145,6 +146,8 @@ async def soak(
         finally:
             stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)
+            gc.collect()
+            idle_mib = rss_mib()  # no hash in flight: what the process keeps
             hasher.close()
             await server.close()
     baseline = series[0][1]
@@ -155,6 +158,7 @@ async def soak(
         "start_mib": start_mib,
         "rss_mib": series,
         "baseline_mib": baseline,
+        "idle_mib": idle_mib,
         "final_growth": series[-1][1] / baseline,
         "max_growth": max(rss for _, rss in series) / baseline,
         "hashes_per_s": done / seconds,
@@ -195,7 +199,10 @@ def report(result: dict[str, Any]) -> None:
         f"slots; RSS {result['start_mib']:.1f} MiB at start, {result['baseline_mib']:.1f} MiB "
         "after warm-up\n"
         f"  RSS MiB  {series}\n"
-        f"  growth   final x{result['final_growth']:.3f}, max x{result['max_growth']:.3f}\n"
+        f"  growth   final x{result['final_growth']:.3f}, max x{result['max_growth']:.3f} "
+        "(samples may catch buffers in flight)\n"
+        f"  idle after the run (no hash in flight): {result['idle_mib']:.1f} MiB, "
+        f"x{result['idle_mib'] / result['start_mib']:.2f} the RSS at start\n"
         f"  {result['hashes_per_s']:.1f} hashes+verifies/s, "
         f"{result['cpu_ms_per_hash']:.1f} ms CPU each  {result['ops']}\n"
         f"  threads at the end: {result['hashing_threads']} hashing, "

@@ -9,7 +9,7 @@ instead of exhausting memory, and work that waited past `max_wait` is refused (`
 The worker threads are the hasher's own, as many as the semaphore lets hash at once, and named
 `PasswordHasher.thread_name_prefix`. Each argon2id hash mallocs its whole `memory_cost` (19 MiB
 by default) in the thread that runs it, and glibc keeps a freed block in that thread's arena:
-on asyncio's default executor (up to 32 threads, `os.cpu_count() + 4`, the host's count even
+on asyncio's default executor (`min(32, os.cpu_count() + 4)` threads, the host's count even
 in a container) RSS grew by ~19 MiB per thread that ever hashed, whatever the semaphore said.
 Here the number of threads is the bound, and the buffers go back to the kernel after each hash
 (`_mmap_hash_buffers`).
