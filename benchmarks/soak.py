@@ -2,17 +2,16 @@
 bounded time, in-process, with RSS sampled every 10 s, for the old hashing and the new one in
 the same run (issue 14 item 9).
 
-    python benchmarks/soak.py [--seconds 600] [--modes old,new] [--clients 8] [--every 10]
+    python benchmarks/soak.py [--seconds 600] [--modes old,new,return] [--clients 8] [--every 10]
                               [--warmup 10] [--json out.json]
 
-Modes, each in a child process of its own (malloc's state is process-wide: the new mode's
-threshold cannot be undone, and the old mode's arenas would be the new mode's baseline):
+Modes, each in a child process of its own (malloc's state is process-wide: the return mode's
+threshold cannot be undone, and the old mode's arenas would be the next mode's baseline):
 
 - `old`: hashing as before, on asyncio's default executor (`asyncio.to_thread`, up to
   `min(32, cpu_count + 4)` threads) with glibc's own malloc threshold;
-- `keep`: the hasher's own `max_concurrent` threads, with the environment setting glibc's
-  thresholds (`MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_`), so each keeps its buffer;
-- `new`: the hasher as shipped, its own threads and buffers unmapped after each hash.
+- `new`: the hasher as shipped: its own `max_concurrent` threads, each keeping one buffer;
+- `return`: `PasswordHasher(return_memory=True)`: buffers unmapped after each hash.
 
 Each client loops: register a user (one hash), log in with the right and then a wrong password,
 re-check the password as before deleting an account (three verifies). After `--warmup` seconds
@@ -53,7 +52,7 @@ from accounts_server import (
 from accounts_server.stores import SQLiteStore
 
 _T = TypeVar("_T")
-MODES = ("old", "keep", "new")
+MODES = ("old", "new", "return")
 PASSWORD = "correct horse battery staple"
 INFO = ConnectionInfo()
 
@@ -88,7 +87,9 @@ def rss_mib() -> float:
 async def soak(
     mode: str, seconds: float, every: float, warmup: float, clients: int
 ) -> dict[str, Any]:
-    hasher = DefaultExecutorHasher() if mode == "old" else PasswordHasher()
+    hasher = (
+        DefaultExecutorHasher() if mode == "old" else PasswordHasher(return_memory=mode == "return")
+    )
     service = PasswordService(hasher=hasher)
     serial = itertools.count()
     ops = {"register": 0, "login": 0, "verify": 0, "overloaded": 0}
@@ -173,9 +174,6 @@ def run_child(mode: str, args: argparse.Namespace) -> dict[str, Any]:
     env = dict(os.environ)
     for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES"):
         env.pop(name, None)
-    if mode == "keep":  # what the hasher's docstring tells operators who keep the buffers
-        env["MALLOC_MMAP_THRESHOLD_"] = str(32 * 2**20)
-        env["MALLOC_TRIM_THRESHOLD_"] = str(2**30)
     command = [sys.executable, "-X", "faulthandler", __file__, "--child", mode]
     for option in ("seconds", "every", "warmup", "clients"):
         command += [f"--{option}", str(getattr(args, option))]
@@ -216,7 +214,7 @@ def main() -> None:
     parser.add_argument("--every", type=float, default=10.0, help="RSS sampling interval")
     parser.add_argument("--warmup", type=float, default=10.0)
     parser.add_argument("--clients", type=int, default=4 * len(os.sched_getaffinity(0)))
-    parser.add_argument("--modes", default="old,new", help=f"comma-separated, of {MODES}")
+    parser.add_argument("--modes", default="old,new,return", help=f"comma-separated, of {MODES}")
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--child", choices=MODES, help=argparse.SUPPRESS)
     args = parser.parse_args()

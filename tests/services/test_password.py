@@ -204,15 +204,16 @@ def _glibc() -> bool:
     ),
     reason="the environment sets glibc's malloc thresholds, which the hasher then leaves alone",
 )
-async def test_threads_give_hash_buffers_back() -> None:
-    """A hash's 19 MiB buffer is returned after it, not kept in the hashing thread's malloc
-    arena: RSS after many hashes on several threads stays near a warm baseline. A kept buffer
-    shows as a whole 19 MiB (without the return, run alone: 5 to 7 x 19 MiB; after other tests,
-    whose threads left arenas that these reuse, less: 19 to 38 MiB here), and the return leaves
-    ~0.2 MiB, so half a buffer splits the two with room either side."""
+async def test_threads_give_hash_buffers_back_when_asked() -> None:
+    """`return_memory=True`: a hash's 19 MiB buffer is returned after it, not kept in the
+    hashing thread's malloc arena: RSS after many hashes on several threads stays near a warm
+    baseline. A kept buffer shows as a whole 19 MiB (without the return, run alone: 5 to 7 x
+    19 MiB; after other tests, whose threads left arenas that these reuse, less: 19 to 38 MiB
+    here), and the return leaves ~0.2 MiB, so half a buffer splits the two with room either
+    side."""
     threads = 8
     buffer = PasswordHasher().memory_cost * 1024
-    hasher = PasswordHasher(max_concurrent=threads, max_wait=120)
+    hasher = PasswordHasher(max_concurrent=threads, max_wait=120, return_memory=True)
     try:
         encoded = await hasher.hash("warm-up password")  # imports, one thread, its arena
         assert await hasher.verify(encoded, "warm-up password")

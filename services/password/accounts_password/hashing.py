@@ -68,11 +68,8 @@ def _mmap_hash_buffers() -> None:
     The cost, which any way of returning the memory pays: each hash faults its buffer in
     afresh (4,865 minor faults at 19 MiB). On the 2-core VM measured, CPU per verify (median
     of 5 x 20): 25 ms keeping the buffers, 39 ms with this; with transparent huge pages for
-    malloc (`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`, 777 faults), 28 ms. Operators who would
-    rather keep the buffers (one per hashing thread, so at most `max_concurrent`) set glibc's
-    thresholds themselves, both, e.g. `MALLOC_MMAP_THRESHOLD_=33554432` and
-    `MALLOC_TRIM_THRESHOLD_=1073741824` (either alone freezes the other at its small default,
-    which returns the buffers anyway): a threshold set in the environment is left alone.
+    malloc (`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`, 777 faults), 28 ms. Hence opt-in
+    (`PasswordHasher(return_memory=True)`); a threshold set in the environment is left alone.
 
     Process-wide, as malloc is, so it runs once, in the first hashing thread (before its
     first hash). It does nothing off glibc (musl, macOS, Windows).
@@ -108,11 +105,17 @@ def _usable_cpus() -> int:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PasswordHasher:
     """Hashes on `max_concurrent` threads of its own, started on first use and idle between
-    hashes. `close()` ends them; nothing has to: the server has no close hook for services
+    hashes, so memory is bounded by the hashing concurrency: each thread keeps at most one
+    argon2 buffer (19 MiB) in its malloc arena, and RSS stays flat under load (the soak in
+    benchmarks/soak.py: x1.001 over 120 s; the default executor it replaces grew with its up
+    to 32 threads). `return_memory=True` also gives each buffer back to the kernel after its
+    hash (`_mmap_hash_buffers`), for memory-tight deployments: it costs ~60 % more CPU per hash
+    (25 -> 39 ms here, page faults), so it is not the default.
+
+    `close()` ends the threads; nothing has to: the server has no close hook for services
     (`AccountsServer.close()` drains and closes the store), and idle threads neither hold work
     nor delay exit (`concurrent.futures` wakes and joins its workers at interpreter exit, and
-    they end when the hasher is garbage-collected), so a server that never calls `close()`
-    loses nothing.
+    they end when the hasher is garbage-collected).
 
     Raises:
         ConfigurationError: parameters under the OWASP floor.
@@ -126,6 +129,7 @@ class PasswordHasher:
     parallelism: int = 1
     max_concurrent: int = field(default_factory=_usable_cpus)
     max_wait: float = 5.0
+    return_memory: bool = False
     _hasher: argon2.PasswordHasher = field(init=False, repr=False, compare=False)
     _slots: asyncio.Semaphore = field(init=False, repr=False, compare=False)
     _dummy: str = field(init=False, repr=False, compare=False)
@@ -157,7 +161,7 @@ class PasswordHasher:
         threads = ThreadPoolExecutor(
             max_workers=self.max_concurrent,
             thread_name_prefix=self.thread_name_prefix,
-            initializer=_mmap_hash_buffers,
+            initializer=_mmap_hash_buffers if self.return_memory else None,
         )
         object.__setattr__(self, "_threads", threads)
 
