@@ -36,6 +36,14 @@ def hook_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [r for r in caplog.records if r.name == "accounts_server.hooks"]
 
 
+def _broken(event: HookEvent) -> bool:
+    raise RuntimeError("listener bug")
+
+
+async def _broken_async(event: HookEvent) -> bool:
+    raise RuntimeError("listener bug")
+
+
 class TestHooks:
     """The events the server sends, through `server.on`."""
 
@@ -150,13 +158,7 @@ class TestEmit:
         hooks = Hooks()
         seen: list[HookEvent] = []
 
-        def broken(event: HookEvent) -> None:
-            raise RuntimeError("listener bug")
-
-        async def broken_async(event: HookEvent) -> None:
-            raise RuntimeError("listener bug")
-
-        hooks.on("login_success", broken_async if is_async else broken)
+        hooks.on("login_success", _broken_async if is_async else _broken)
         hooks.on("login_success", seen.append)
         with caplog.at_level(logging.ERROR, logger="accounts_server.hooks"):
             await hooks.emit(LOGIN)
@@ -235,13 +237,7 @@ class TestAllow:
         hooks = Hooks()
         later: list[HookEvent] = []
 
-        def broken(event: HookEvent) -> bool:
-            raise RuntimeError("listener bug")
-
-        async def broken_async(event: HookEvent) -> bool:
-            raise RuntimeError("listener bug")
-
-        hooks.on("validate_login", broken_async if is_async else broken)
+        hooks.on("validate_login", _broken_async if is_async else _broken)
         hooks.on("validate_login", later.append)
         with caplog.at_level(logging.ERROR, logger="accounts_server.hooks"):
             assert await hooks.allow(VALIDATE) is False

@@ -15,6 +15,7 @@ from accounts_server import (
     AccountsServer,
     InvalidToken,
     KeyRing,
+    Mailer,
     MailMessage,
     MailUnavailable,
     OneTimeToken,
@@ -27,7 +28,7 @@ from accounts_server import (
 from accounts_server.stores import SQLiteStore
 
 from .conftest import Clock, MakeServer
-from .helpers import SMTPServer, free_port, load_key, register
+from .helpers import Account, SMTPServer, free_port, load_key, register
 
 HOUR = timedelta(hours=1)
 
@@ -57,6 +58,20 @@ async def reason(redeeming: Awaitable[object]) -> str:
     with pytest.raises(InvalidToken) as caught:
         await redeeming
     return caught.value.reason
+
+
+async def mail_verify(
+    server: AccountsServer, mailer: Mailer | None, account: Account, built: list[str]
+) -> None:
+    """Mail `account` a verification link through the context; `built` collects its tokens."""
+    await server.context.mail_link(
+        mailer,
+        kind="verify",
+        user_id=account.user_id,
+        address=account.email,
+        lifetime=HOUR,
+        message=link(account.email, built),
+    )
 
 
 class TestIssue:
@@ -232,14 +247,7 @@ class TestMailLink:
         smtp.checkpoint()
         account = await register(server)
         built: list[str] = []
-        await server.context.mail_link(
-            smtp.mailer(),
-            kind="verify",
-            user_id=account.user_id,
-            address=account.email,
-            lifetime=HOUR,
-            message=link(account.email, built),
-        )
+        await mail_verify(server, smtp.mailer(), account, built)
         token = smtp.link_token(await smtp.wait_for(account.email))
         assert built == [token]
         owner, stored = await server.context.one_time.redeem_for_user(token, ["verify"])
@@ -252,14 +260,7 @@ class TestMailLink:
         dead = SMTPMailer(sender="accounts@example.com", port=free_port(), timeout=2)
         built: list[str] = []
         with pytest.raises(MailUnavailable):
-            await server.context.mail_link(
-                dead,
-                kind="verify",
-                user_id=account.user_id,
-                address=account.email,
-                lifetime=HOUR,
-                message=link(account.email, built),
-            )
+            await mail_verify(server, dead, account, built)
         assert len(built) == 1  # a token was issued, then deleted
         assert await store.delete_user_tokens(account.user_id, ["verify"]) == 0
         assert await reason(server.context.one_time.redeem(built[0], ["verify"])) == "unknown"
@@ -270,14 +271,7 @@ class TestMailLink:
         """The control for the test above: the same check counts a token that was mailed."""
         smtp.checkpoint()
         account = await register(server)
-        await server.context.mail_link(
-            smtp.mailer(),
-            kind="verify",
-            user_id=account.user_id,
-            address=account.email,
-            lifetime=HOUR,
-            message=link(account.email, []),
-        )
+        await mail_verify(server, smtp.mailer(), account, [])
         assert await store.delete_user_tokens(account.user_id, ["verify"]) == 1
 
     async def test_no_mailer_raises_and_issues_nothing(
@@ -286,14 +280,7 @@ class TestMailLink:
         account = await register(server)
         built: list[str] = []
         with pytest.raises(MailUnavailable):
-            await server.context.mail_link(
-                None,
-                kind="verify",
-                user_id=account.user_id,
-                address=account.email,
-                lifetime=HOUR,
-                message=link(account.email, built),
-            )
+            await mail_verify(server, None, account, built)
         assert built == []
         assert await store.delete_user_tokens(account.user_id, ["verify"]) == 0
 

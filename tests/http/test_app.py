@@ -338,6 +338,28 @@ async def test_fifty_concurrent_registrations_of_one_email_make_one_user(
     assert await server.store.find_user_by_email("race@example.com") is not None
 
 
+def _login_scope(*, declared_length: int) -> dict[str, Any]:
+    """A raw ASGI scope of a JSON login whose body is `declared_length` bytes, for tests that
+    play the server's side of a misbehaving client."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/accounts/password/authenticate",
+        "raw_path": b"/accounts/password/authenticate",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(declared_length).encode()),
+        ],
+        "client": ("203.0.113.9", 5000),
+        "server": ("testserver", 80),
+    }
+
+
 async def test_a_client_that_drops_mid_body_is_one_debug_line(
     server: AccountsServer, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -356,20 +378,7 @@ async def test_a_client_that_drops_mid_body_is_one_debug_line(
     async def send(message: MutableMapping[str, Any]) -> None:
         sent.append(dict(message))
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/accounts/password/authenticate",
-        "raw_path": b"/accounts/password/authenticate",
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"content-type", b"application/json"), (b"content-length", b"200")],
-        "client": ("203.0.113.9", 5000),
-        "server": ("testserver", 80),
-    }
+    scope = _login_scope(declared_length=200)
     with caplog.at_level(logging.DEBUG, logger="accounts_server"):
         await app(scope, receive, send)
     records = [r for r in caplog.records if r.name.startswith("accounts_server")]
@@ -395,20 +404,7 @@ async def test_a_body_that_stops_arriving_is_refused_in_bounded_time(
     async def send(message: MutableMapping[str, Any]) -> None:
         sent.append(dict(message))
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/accounts/password/authenticate",
-        "raw_path": b"/accounts/password/authenticate",
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"content-type", b"application/json"), (b"content-length", b"100")],
-        "client": ("203.0.113.9", 5000),
-        "server": ("testserver", 80),
-    }
+    scope = _login_scope(declared_length=100)
     async with asyncio.timeout(10):
         await app(scope, receive, send)
     assert sent[0]["status"] == 408
