@@ -23,3 +23,13 @@ def test_quick_start_has_exactly_a_serve_and_a_test_command() -> None:
 def test_ci_runs_the_readme_test_command() -> None:
     _, test = quick_start_commands()
     assert test in (ROOT / ".ci" / "run").read_text().splitlines()
+
+
+def test_the_custom_service_in_the_readme_is_the_example_that_runs() -> None:
+    """ "Writing a login service" shows examples/api_key_service's class, which the tests run:
+    the README cannot drift from code that works."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Writing a login service", 1)[1].split("\n## ", 1)[0]
+    shown = section.split("```python\n", 1)[1].split("```", 1)[0]
+    source = (ROOT / "examples" / "api_key_service" / "api_key_service" / "__init__.py").read_text()
+    assert shown == source[source.index("class ApiKeyService:") :]
