@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ..helpers import PASSWORD, free_port
+from ..helpers import PASSWORD, free_port, stop_process
 
 CLI = [sys.executable, "-m", "accounts_server.cli"]
 
@@ -62,13 +62,7 @@ def started(
             time.sleep(0.1)
         yield process, base
     finally:
-        if process.poll() is None:
-            os.kill(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_process(process)
         if process.stdout:
             process.stdout.close()
 
