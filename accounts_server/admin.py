@@ -52,8 +52,10 @@ class Admin:
         operator: str,
         authorize: Authorize,
         audit: Audit,
+        sanitize: Callable[[User], User],
     ) -> None:
         self._server = server
+        self._sanitize = sanitize
         #: The admin user (None at the console).
         self.actor = actor
         #: Who acts, for the audit trail: `user:<id>` or `console:<login>`.
@@ -62,10 +64,13 @@ class Admin:
         self._audit = audit
 
     async def _run(
-        self, action: AdminAction, user_id: str | None, work: Callable[[], Awaitable[_T]]
+        self,
+        action: AdminAction,
+        user_id: str | None,
+        work: Callable[[User | None], Awaitable[_T]],
     ) -> _T:
         """Authorize, look the user up (so the audit still names a user this call deletes),
-        act, audit.
+        act on it (`work` gets the stored user), audit.
 
         Raises:
             AdminNotAllowed, UserNotFound.
@@ -77,7 +82,7 @@ class Admin:
             subject = await self._server.store.find_user_by_id(user_id)
             if subject is None:
                 raise UserNotFound()
-        result = await work()
+        result = await work(subject)
         await self._audit(action, subject)
         return result
 
@@ -88,7 +93,7 @@ class Admin:
         AdminNotAllowed, InvalidRequest: a search over 254 characters, a bad page.
         """
 
-        async def listing() -> list[User]:
+        async def listing(_: User | None) -> list[User]:
             if search is not None and len(search) > _MAX_SEARCH:
                 raise InvalidRequest("search too long")
             return await self._server.list_users(search=search, offset=offset, limit=limit)
@@ -100,11 +105,9 @@ class Admin:
         AdminNotAllowed, UserNotFound.
         """
 
-        async def get() -> User:
-            user = await self._server.find_user_by_id(user_id)
-            if user is None:
-                raise UserNotFound()
-            return user
+        async def get(user: User | None) -> User:
+            assert user is not None  # _run found it
+            return self._sanitize(user)
 
         return await self._run("users.get", user_id, get)
 
@@ -116,7 +119,7 @@ class Admin:
             UsernameAlreadyExists.
         """
 
-        async def update() -> User:
+        async def update(_: User | None) -> User:
             unknown = set(changes) - {"username", "extra"}
             if unknown:
                 raise InvalidRequest(
@@ -132,26 +135,28 @@ class Admin:
         """Raises:
         AdminNotAllowed, UserNotFound.
         """
-        await self._run("users.deactivate", user_id, lambda: self._server.deactivate_user(user_id))
+        await self._run(
+            "users.deactivate", user_id, lambda _: self._server.deactivate_user(user_id)
+        )
 
     async def activate_user(self, user_id: str) -> None:
         """Raises:
         AdminNotAllowed, UserNotFound.
         """
-        await self._run("users.activate", user_id, lambda: self._server.activate_user(user_id))
+        await self._run("users.activate", user_id, lambda _: self._server.activate_user(user_id))
 
     async def delete_user(self, user_id: str) -> None:
         """Raises:
         AdminNotAllowed, UserNotFound.
         """
-        await self._run("users.delete", user_id, lambda: self._server.delete_user(user_id))
+        await self._run("users.delete", user_id, lambda _: self._server.delete_user(user_id))
 
     async def list_sessions(self, user_id: str) -> list[Session]:
         """Raises:
         AdminNotAllowed, UserNotFound.
         """
         return await self._run(
-            "sessions.list", user_id, lambda: self._server.list_sessions(user_id)
+            "sessions.list", user_id, lambda _: self._server.list_sessions(user_id)
         )
 
     async def revoke_session(self, user_id: str, session_id: str) -> None:
@@ -159,7 +164,7 @@ class Admin:
         AdminNotAllowed, UserNotFound, SessionNotFound.
         """
         await self._run(
-            "sessions.revoke", user_id, lambda: self._server.revoke_session(user_id, session_id)
+            "sessions.revoke", user_id, lambda _: self._server.revoke_session(user_id, session_id)
         )
 
     async def revoke_all_sessions(self, user_id: str) -> int:
@@ -167,7 +172,7 @@ class Admin:
         AdminNotAllowed, UserNotFound.
         """
         return await self._run(
-            "sessions.revoke", user_id, lambda: self._server.revoke_all_sessions(user_id)
+            "sessions.revoke", user_id, lambda _: self._server.revoke_all_sessions(user_id)
         )
 
 

@@ -603,6 +603,7 @@ class AccountsServer:
             operator=operator,
             authorize=authorize,
             audit=audit,
+            sanitize=self._sanitize,
         )
 
     async def _may_administer(self, user: User, action: str) -> bool:
