@@ -34,7 +34,8 @@ Messages are safe to show a client; context lives in attributes and never holds 
     ├── Conflict
     │   ├── UsernameAlreadyExists
     │   ├── EmailAlreadyExists
-    │   └── IdentityAlreadyLinked
+    │   ├── IdentityAlreadyLinked
+    │   └── CredentialAlreadyExists
     ├── RateLimited                 (.retry_after, seconds)
     └── TemporarilyUnavailable      (.retry_after, seconds)
         ├── StoreUnavailable
@@ -52,6 +53,7 @@ __all__ = [
     "AuthenticationFailed",
     "ConfigurationError",
     "Conflict",
+    "CredentialAlreadyExists",
     "EmailAlreadyExists",
     "Forbidden",
     "IdentityAlreadyLinked",
@@ -285,6 +287,14 @@ class IdentityAlreadyLinked(Conflict):
 
     code = "IdentityAlreadyLinked"
     default_message = "This external account is already linked to a user"
+
+
+class CredentialAlreadyExists(Conflict):
+    """A credential with this id is stored already (a second TOTP enrolment, a passkey
+    registered twice)."""
+
+    code = "CredentialAlreadyExists"
+    default_message = "This credential is already registered"
 
 
 class RateLimited(AccountsError):

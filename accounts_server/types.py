@@ -81,6 +81,9 @@ class SessionFields:
     ip: str | None = None
     user_agent: str | None = None
     impersonator_id: str | None = None
+    #: How the user proved themselves when the session opened (RFC 8176 values, e.g.
+    #: `("pwd",)`, `("mfa", "otp", "pwd")`); every access token of the session carries it.
+    amr: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ import idna
 from ..types import Email, Session, SessionFields, User
 
 __all__ = [
+    "Credential",
     "OneTimeToken",
     "Store",
     "StoredSession",
@@ -135,6 +136,23 @@ class OneTimeToken:
     data: Mapping[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class Credential:
+    """A factor a user holds apart from any login service's data (a TOTP secret with its
+    recovery codes; passkeys), as stored. `data` holds JSON values whose secrets their owner
+    has sealed or hashed. `version` goes up by one with every update: the compare-and-set a
+    replay or a concurrent use is decided by."""
+
+    #: Unique across all users (a passkey's credential id is chosen by the authenticator).
+    id: str
+    user_id: str
+    kind: str
+    data: Mapping[str, Any]
+    created_at: datetime
+    updated_at: datetime
+    version: int = 0
+
+
 class Store(Protocol):
     """What the server and login services need from storage; every store passes one suite.
 
@@ -209,7 +227,7 @@ class Store(Protocol):
         ...
 
     async def delete_user(self, user_id: str) -> bool:
-        """Delete the user with its emails, service data and sessions."""
+        """Delete the user with its emails, service data, credentials and sessions."""
         ...
 
     async def get_service_data(self, user_id: str, service: str) -> Mapping[str, Any] | None: ...
@@ -265,6 +283,33 @@ class Store(Protocol):
         self, user_id: str, *, now: datetime, except_ids: Sequence[str] = ()
     ) -> int:
         """Invalidate every valid session of the user but `except_ids`; returns how many."""
+        ...
+
+    async def create_credential(self, credential: Credential) -> bool:
+        """Store a new credential. Returns False when no such user exists.
+
+        Raises:
+            CredentialAlreadyExists: its id is taken (by any user, this one included).
+        """
+        ...
+
+    async def find_credential(self, credential_id: str) -> Credential | None: ...
+
+    async def list_user_credentials(
+        self, user_id: str, kind: str | None = None
+    ) -> list[Credential]:
+        """The user's credentials (of `kind`, if given), oldest first."""
+        ...
+
+    async def update_credential(
+        self, credential_id: str, *, version: int, data: Mapping[str, Any], now: datetime
+    ) -> bool:
+        """Compare-and-set: replace `data`, add one to `version` and set `updated_at` only if
+        the stored version is still `version`. Returns whether this caller won."""
+        ...
+
+    async def delete_credential(self, credential_id: str) -> bool:
+        """Returns whether this call deleted it."""
         ...
 
     async def create_token(self, token: OneTimeToken) -> None: ...
