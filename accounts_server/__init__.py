@@ -14,8 +14,10 @@ from .hooks import EventName, HookEvent, Listener
 from .mail import Mailer, MailMessage, MailTemplate, SMTPMailer
 from .onetime import OneTimeTokens
 from .ratelimit import Limit, RateLimiter, RateLimits
+from .sealing import SealingKeys
 from .server import AccountsServer
 from .services import (
+    Authenticated,
     EndpointHandler,
     EndpointRequest,
     LoginService,
@@ -25,6 +27,7 @@ from .services import (
 )
 from .sessions import SessionConfig
 from .stores.base import (
+    Credential,
     OneTimeToken,
     Store,
     StoredSession,
@@ -32,6 +35,7 @@ from .stores.base import (
     canonical_username,
 )
 from .tokens import AccessClaims, KeyRing, SigningKey, TokenConfig, VerificationKey
+from .twofactor import TotpSecret, TwoFactor, TwoFactorConfig, TwoFactorStatus
 from .types import ConnectionInfo, Email, ImpersonationResult, LoginResult, Session, Tokens, User
 from .validation import validate_email, validate_username
 
@@ -42,7 +46,9 @@ __all__ = [
     "AccountsServer",
     "Admin",
     "AdminAction",
+    "Authenticated",
     "ConnectionInfo",
+    "Credential",
     "Email",
     "EndpointHandler",
     "EndpointRequest",
@@ -63,6 +69,7 @@ __all__ = [
     "RateLimits",
     "Redirect",
     "SMTPMailer",
+    "SealingKeys",
     "SecretService",
     "ServiceContext",
     "ServiceEndpoint",
@@ -73,6 +80,10 @@ __all__ = [
     "StoredSession",
     "TokenConfig",
     "Tokens",
+    "TotpSecret",
+    "TwoFactor",
+    "TwoFactorConfig",
+    "TwoFactorStatus",
     "User",
     "VerificationKey",
     "canonical_email",

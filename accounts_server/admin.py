@@ -33,6 +33,7 @@ AdminAction = Literal[
     "users.delete",
     "users.deactivate",
     "users.activate",
+    "users.reset_two_factor",
     "sessions.list",
     "sessions.revoke",
 ]
@@ -150,6 +151,18 @@ class Admin:
         AdminNotAllowed, UserNotFound.
         """
         await self._run("users.delete", user_id, lambda _: self._server.delete_user(user_id))
+
+    async def reset_two_factor(self, user_id: str) -> bool:
+        """Remove the user's second factor (they lost it and their recovery codes); returns
+        whether they had one. The user signs in with the first factor alone until they enrol
+        again, so confirm who is asking before this.
+
+        Raises:
+            AdminNotAllowed, UserNotFound.
+        """
+        return await self._run(
+            "users.reset_two_factor", user_id, lambda _: self._server.two_factor.reset(user_id)
+        )
 
     async def list_sessions(self, user_id: str) -> list[Session]:
         """Raises:

@@ -4,6 +4,7 @@ SQLite default; `keys` and `prune` are the housekeeping around it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import getpass
 import logging
@@ -26,6 +27,7 @@ from rich.table import Table
 
 from .admin import Admin, log_admin_action
 from .errors import AccountsError, ConfigurationError, UserNotFound
+from .sealing import SealingKeys
 from .server import AccountsServer
 from .services import LoginService, SecretService
 from .sessions import SessionConfig
@@ -39,6 +41,7 @@ _T = TypeVar("_T")
 __all__ = ["main"]
 
 SERVICE_GROUP = "accounts_server.services"
+SEALING_KEY_FILE = "accounts.sealing.key"
 
 
 def load_services(names: tuple[str, ...]) -> list[LoginService]:
@@ -73,6 +76,21 @@ def load_or_create_key(path: Path) -> SigningKey:
                 f"{path} is accessible to group or others; run: chmod 600 {path}"
             ) from None
         return SigningKey.from_file(path)
+
+
+def load_or_create_sealing_keys(paths: Sequence[Path], default: Path) -> SealingKeys:
+    """The sealing keys in `paths`, or in `default`, created (mode 0600) on first start: they
+    keep users' second factors readable across restarts, so back the file up with the
+    database, but never in the same place.
+
+    Raises:
+        ConfigurationError: a file readable by group or others, or not a key.
+    """
+    if not paths:
+        with contextlib.suppress(FileExistsError):
+            SealingKeys.write_key_file(default)
+        paths = [default]
+    return SealingKeys.from_files(paths)
 
 
 def _create_key_file(path: Path, algorithm: Literal["EdDSA", "ES256"]) -> SigningKey:
@@ -150,6 +168,14 @@ def store_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     help="PEM private key (Ed25519 or P-256). Repeat to rotate: the first signs, all verify. "
     "Default: accounts.key next to the database, created on first start.",
 )
+@click.option(
+    "--sealing-key",
+    "sealing_key_paths",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Key file sealing second-factor secrets at rest. Repeat to rotate: the first seals, "
+    "all open. Default: accounts.sealing.key next to the database, created on first start.",
+)
 @click.option("--issuer", default=DEFAULT_ISSUER, show_default=True)
 @click.option("--audience", default=DEFAULT_AUDIENCE, show_default=True)
 @_duration(
@@ -193,6 +219,7 @@ def serve(
     mongodb_url: str | None,
     mongodb_db: str,
     key_paths: tuple[Path, ...],
+    sealing_key_paths: tuple[Path, ...],
     issuer: str,
     audience: str,
     access_lifetime: int,
@@ -229,6 +256,9 @@ def serve(
                 reuse_grace=timedelta(seconds=reuse_grace),
             ),
             services=load_services(service_names),
+            sealing=load_or_create_sealing_keys(
+                sealing_key_paths, db_path.with_name(SEALING_KEY_FILE)
+            ),
         )
         server.on("admin_action", log_admin_action)
     except ConfigurationError as exc:
@@ -491,6 +521,24 @@ def _user_action(name: str, doc: str, action: str) -> None:
 
 _user_action("deactivate", "Deactivate a user; every session ends at once.", "deactivate_user")
 _user_action("activate", "Activate a deactivated user.", "activate_user")
+
+
+@users.command("reset-2fa")
+@store_options
+@click.argument("who")
+def users_reset_2fa(db_path: Path, mongodb_url: str | None, mongodb_db: str, who: str) -> None:
+    """Remove a user's second factor (TOTP and recovery codes) when they have lost both; they
+    sign in with their password alone until they enrol again. Audited."""
+
+    async def reset(server: AccountsServer) -> tuple[User, bool]:
+        user = await _find(server, who)
+        return user, await _console(server).reset_two_factor(user.id)
+
+    user, removed = _run(db_path, mongodb_url, mongodb_db, reset)
+    if removed:
+        click.echo(f"two-factor removed for {user.id}")
+    else:
+        click.echo(f"{user.id} had no two-factor; nothing changed")
 
 
 @users.command("delete")

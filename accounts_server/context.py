@@ -19,6 +19,7 @@ from .mail import Mailer, MailMessage
 from .onetime import OneTimeTokens
 from .ratelimit import RateLimiter
 from .stores.base import Store, canonical_email
+from .twofactor import TwoFactor
 from .types import Clock, ConnectionInfo, Email, LoginResult, Session, User
 
 __all__ = ["ServiceContext"]
@@ -48,12 +49,15 @@ class ServiceContext:
         create_user: CreateUser,
         revoke_sessions: RevokeSessions,
         after_response: Callable[[Coroutine[Any, Any, object]], None],
+        two_factor: TwoFactor,
     ) -> None:
         self.store = store
         self.clock = clock
         self.limiter = limiter
         #: Single-use tokens: links by mail, OAuth state, one-time codes.
         self.one_time = OneTimeTokens(store, clock)
+        #: The user's second factor (TOTP, recovery codes), whichever service logs them in.
+        self.two_factor = two_factor
         self._hooks = hooks
         self._sanitize = sanitize
         self._resume = resume
@@ -92,15 +96,20 @@ class ServiceContext:
         return await self._resume(access_token)
 
     async def login(
-        self, user: User, info: ConnectionInfo, *, lifetime: timedelta | None = None
+        self,
+        user: User,
+        info: ConnectionInfo,
+        *,
+        lifetime: timedelta | None = None,
+        amr: Sequence[str] = (),
     ) -> LoginResult:
         """Open a session for a user the service has authenticated itself (an OAuth callback,
-        a one-time code); `validate_login` may still veto.
+        a one-time code); `amr` says how (RFC 8176). `validate_login` may still veto.
 
         Raises:
             UserNotFound, UserDeactivated, LoginNotAllowed.
         """
-        return await self._login(user, info, lifetime=lifetime)
+        return await self._login(user, info, lifetime=lifetime, amr=amr)
 
     async def create_user(
         self,

@@ -5,6 +5,7 @@ Messages are safe to show a client; context lives in attributes and never holds 
 
     AccountsError
     ├── ConfigurationError          misuse, raised at startup (or issue time for hooks)
+    ├── SealedDataUnreadable        a sealed secret does not open (its key was removed)
     ├── InvalidRequest              malformed input: wrong types, not an object, too deep
     │   ├── RequestTooLarge
     │   ├── RequestTimeout          the body did not arrive in time
@@ -13,9 +14,13 @@ Messages are safe to show a client; context lives in attributes and never holds 
     │   ├── InvalidEmail
     │   ├── InvalidUsername
     │   ├── InvalidPassword
-    │   └── UsernameOrEmailRequired
+    │   ├── UsernameOrEmailRequired
+    │   └── TwoFactorSecretRefused
     ├── AuthenticationFailed
     │   ├── InvalidCredentials
+    │   ├── TwoFactorCodeRequired
+    │   ├── TwoFactorCodeMismatch
+    │   ├── StepUpRequired          (RFC 9470: a second factor or a recent sign-in needed)
     │   └── InvalidToken            (.reason says why, for logs)
     │       ├── TokenExpired
     │       ├── TokenReused
@@ -35,12 +40,18 @@ Messages are safe to show a client; context lives in attributes and never holds 
     │   ├── UsernameAlreadyExists
     │   ├── EmailAlreadyExists
     │   ├── IdentityAlreadyLinked
-    │   └── CredentialAlreadyExists
+    │   ├── CredentialAlreadyExists
+    │   ├── TwoFactorAlreadySet
+    │   └── TwoFactorNotSet
     ├── RateLimited                 (.retry_after, seconds)
     └── TemporarilyUnavailable      (.retry_after, seconds)
         ├── StoreUnavailable
         ├── MailUnavailable
+        ├── TwoFactorUnavailable
         └── Overloaded
+
+The two-factor messages are accounts-js's, byte for byte: its client throws
+`new Error(message)`, so applications compare them.
 """
 
 from __future__ import annotations
@@ -73,12 +84,20 @@ __all__ = [
     "RequestTooLarge",
     "ResetPasswordLinkExpired",
     "RouteNotFound",
+    "SealedDataUnreadable",
     "ServiceNotFound",
     "SessionNotFound",
+    "StepUpRequired",
     "StoreUnavailable",
     "TemporarilyUnavailable",
     "TokenExpired",
     "TokenReused",
+    "TwoFactorAlreadySet",
+    "TwoFactorCodeMismatch",
+    "TwoFactorCodeRequired",
+    "TwoFactorNotSet",
+    "TwoFactorSecretRefused",
+    "TwoFactorUnavailable",
     "UnsupportedMediaType",
     "UserDeactivated",
     "UserNotFound",
@@ -105,6 +124,14 @@ class ConfigurationError(AccountsError):
 
     code = "ConfigurationError"
     default_message = "Invalid configuration"
+
+
+class SealedDataUnreadable(AccountsError):
+    """A secret sealed at rest would not open: the key that sealed it is not configured, or
+    the stored value was altered. The operator's problem (a 500, logged), never the client's."""
+
+    code = "SealedDataUnreadable"
+    default_message = "A sealed secret could not be read"
 
 
 class InvalidRequest(AccountsError):
@@ -154,6 +181,14 @@ class UsernameOrEmailRequired(ValidationFailed):
     default_message = "Username or email is required"
 
 
+class TwoFactorSecretRefused(ValidationFailed):
+    """`twoFactorSet` was given a secret this server did not issue, or issued too long ago:
+    a client cannot choose (or plant) a user's secret."""
+
+    code = "TwoFactorSecretRefused"
+    default_message = "This secret was not issued by this server or has expired; ask for a new one"
+
+
 class AuthenticationFailed(AccountsError):
     code = "AuthenticationFailed"
     default_message = "Authentication failed"
@@ -175,6 +210,32 @@ class InvalidToken(AuthenticationFailed):
     def __init__(self, message: str | None = None, *, reason: str = "invalid") -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class TwoFactorCodeRequired(AuthenticationFailed):
+    """The password was right; this user also needs a code (TOTP or a recovery code)."""
+
+    code = "TwoFactorCodeRequired"
+    default_message = "2FA code required"
+
+
+class TwoFactorCodeMismatch(AuthenticationFailed):
+    """Not the current code, one already used, or not a recovery code of this user."""
+
+    code = "TwoFactorCodeMismatch"
+    default_message = "2FA code didn't match"
+
+
+class StepUpRequired(AuthenticationFailed):
+    """The token is good but its sign-in is not enough for this route: it needs a second
+    factor, or a sign-in within `max_age` (RFC 9470's `insufficient_user_authentication`)."""
+
+    code = "InsufficientUserAuthentication"
+    default_message = "This needs a sign-in with a second factor"
+
+    def __init__(self, message: str | None = None, *, max_age: int | None = None) -> None:
+        super().__init__(message)
+        self.max_age = max_age
 
 
 class TokenExpired(InvalidToken):
@@ -297,6 +358,16 @@ class CredentialAlreadyExists(Conflict):
     default_message = "This credential is already registered"
 
 
+class TwoFactorAlreadySet(Conflict):
+    code = "TwoFactorAlreadySet"
+    default_message = "2FA already set"
+
+
+class TwoFactorNotSet(Conflict):
+    code = "TwoFactorNotSet"
+    default_message = "2FA not set"
+
+
 class RateLimited(AccountsError):
     """Too many attempts; `retry_after` says when to try again (RFC 6585 §4)."""
 
@@ -327,6 +398,13 @@ class MailUnavailable(TemporarilyUnavailable):
 
     code = "MailUnavailable"
     default_message = "Mail could not be sent; try again later"
+
+
+class TwoFactorUnavailable(TemporarilyUnavailable):
+    """The server has no sealing keys, so it cannot keep a second factor's secret."""
+
+    code = "TwoFactorUnavailable"
+    default_message = "Two-factor authentication is not configured on this server"
 
 
 class Overloaded(TemporarilyUnavailable):

@@ -44,6 +44,9 @@ EventName = Literal[
     "change_password_success",
     "email_verified",
     "session_revoked",
+    "two_factor_enabled",
+    "two_factor_disabled",
+    "recovery_code_used",
     "admin_action",
 ]
 _EVENTS = frozenset(get_args(EventName))

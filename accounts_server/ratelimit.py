@@ -40,12 +40,24 @@ def _failed_login_tiers() -> tuple[Limit, ...]:
     )
 
 
+def _failed_code_tiers() -> tuple[Limit, ...]:
+    """Each guess covers 1 + 2 x drift of the 10^6 codes: 20 a day walk half of them in
+    some 23 years (drift 1)."""
+    return (
+        Limit(5, timedelta(minutes=15)),
+        Limit(10, timedelta(hours=1)),
+        Limit(20, timedelta(days=1)),
+    )
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RateLimits:
     """The numbers; `enabled=False` turns every limit off (for trusted back-office use only)."""
 
     enabled: bool = True
     failed_logins: tuple[Limit, ...] = field(default_factory=_failed_login_tiers)
+    #: Wrong second-factor codes per account, in the same stepped tiers.
+    failed_codes: tuple[Limit, ...] = field(default_factory=_failed_code_tiers)
     login_per_ip: Limit = Limit(20, timedelta(minutes=1))
     register_per_ip: Limit = Limit(10, timedelta(hours=1))
     mail_per_account: Limit = Limit(3, timedelta(hours=1))

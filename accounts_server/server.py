@@ -33,7 +33,9 @@ from .errors import (
 )
 from .hooks import EventName, HookEvent, Hooks, Listener
 from .ratelimit import RateLimiter, RateLimits
+from .sealing import SealingKeys
 from .services import (
+    Authenticated,
     EndpointHandler,
     EndpointRequest,
     LoginService,
@@ -43,6 +45,7 @@ from .services import (
 from .sessions import SessionConfig, SessionRules, access_jti
 from .stores.base import Store, StoredSession
 from .tokens import AccessClaims, TokenCodec, TokenConfig
+from .twofactor import TwoFactor, TwoFactorConfig
 from .types import (
     Clock,
     ConnectionInfo,
@@ -94,6 +97,8 @@ class AccountsServer:
         authorize_admin: AdminAuthorize | None = None,
         user_sanitizer: UserSanitizer | None = None,
         rate_limits: RateLimits | None = None,
+        sealing: SealingKeys | None = None,
+        two_factor: TwoFactorConfig | None = None,
         clock: Clock = utc_now,
     ) -> None:
         self.store = store
@@ -109,6 +114,16 @@ class AccountsServer:
         self._sanitize = user_sanitizer or (lambda user: user)
         self._limiter = RateLimiter(store, rate_limits or RateLimits(), clock)
         self._background: set[asyncio.Task[None]] = set()
+        #: Second factors; available when `sealing` keys are given (they keep the secrets).
+        self.two_factor = TwoFactor(
+            store=store,
+            clock=clock,
+            limiter=self._limiter,
+            sealing=sealing,
+            config=two_factor or TwoFactorConfig(),
+            emit=self._emit,
+            revoke_sessions=self.revoke_all_sessions,
+        )
         #: What every login service gets (and server-side code calling a service's methods).
         self.context = ServiceContext(
             store=store,
@@ -121,6 +136,7 @@ class AccountsServer:
             create_user=self.create_user,
             revoke_sessions=self.revoke_all_sessions,
             after_response=self.after_response,
+            two_factor=self.two_factor,
         )
         self.services: dict[str, LoginService] = {}
         for service in services:
@@ -167,8 +183,8 @@ class AccountsServer:
         """
         try:
             await self._limiter.hit("login-ip", info.ip, self._limiter.limits.login_per_ip)
-            user = await self._authenticate(service_name, params, info)
-            result = await self._open_session(user, info, lifetime=self._remember(params))
+            user, amr = await self._authenticate(service_name, params, info)
+            result = await self._open_session(user, info, lifetime=self._remember(params), amr=amr)
         except AccountsError as exc:
             await self._emit("login_error", service=service_name, info=info, error=exc)
             raise
@@ -190,7 +206,7 @@ class AccountsServer:
             ServiceNotFound, InvalidCredentials, UserDeactivated, LoginNotAllowed.
         """
         try:
-            user = await self._authenticate(service_name, params, info)
+            user, _ = await self._authenticate(service_name, params, info)
         except AccountsError as exc:
             await self._emit("authenticate_error", service=service_name, info=info, error=exc)
             raise
@@ -198,11 +214,17 @@ class AccountsServer:
         return True
 
     async def login_with_user(
-        self, user: User, info: ConnectionInfo, *, lifetime: timedelta | None = None
+        self,
+        user: User,
+        info: ConnectionInfo,
+        *,
+        lifetime: timedelta | None = None,
+        amr: Sequence[str] = (),
     ) -> LoginResult:
         """Open a session for a user the caller has already authenticated (an OAuth callback,
-        a one-time code); `lifetime` is the "remember me" choice (5 minutes..365 days). The
-        `validate_login` listeners are consulted here too: every login can be vetoed.
+        a one-time code); `lifetime` is the "remember me" choice (5 minutes..365 days), `amr`
+        how the user proved themselves (RFC 8176). The `validate_login` listeners are
+        consulted here too: every login can be vetoed.
 
         Raises:
             UserNotFound, UserDeactivated, LoginNotAllowed.
@@ -215,7 +237,7 @@ class AccountsServer:
         event = HookEvent(name="validate_login", user=self._sanitize(current), info=info)
         if not await self._hooks.allow(event):
             raise LoginNotAllowed()
-        result = await self._open_session(current, info, lifetime=lifetime)
+        result = await self._open_session(current, info, lifetime=lifetime, amr=tuple(amr))
         await self._emit("login_success", user=current, session_id=result.session_id, info=info)
         return result
 
@@ -228,15 +250,16 @@ class AccountsServer:
 
     async def _authenticate(
         self, service_name: str, params: Mapping[str, Any], info: ConnectionInfo
-    ) -> User:
+    ) -> tuple[User, tuple[str, ...]]:
         service = self.services.get(service_name)
         if service is None:
             raise ServiceNotFound()
         if not isinstance(params, Mapping):
             raise InvalidRequest("params must be an object")
-        user = await service.authenticate(params, self.context)
-        if user is None:
+        proved = await service.authenticate(params, self.context)
+        if proved is None:
             raise InvalidCredentials()
+        user, amr = (proved.user, proved.amr) if isinstance(proved, Authenticated) else (proved, ())
         if user.deactivated:
             raise UserDeactivated()
         event = HookEvent(
@@ -244,7 +267,7 @@ class AccountsServer:
         )
         if not await self._hooks.allow(event):
             raise LoginNotAllowed()
-        return user
+        return user, amr
 
     async def _open_session(
         self,
@@ -253,9 +276,10 @@ class AccountsServer:
         *,
         lifetime: timedelta | None = None,
         impersonator_id: str | None = None,
+        amr: tuple[str, ...] = (),
     ) -> LoginResult:
         session, jti = await self._sessions.open(
-            user.id, info, lifetime=lifetime, impersonator_id=impersonator_id
+            user.id, info, lifetime=lifetime, impersonator_id=impersonator_id, amr=amr
         )
         tokens = await self._issue(session, user, jti, session.created_at)
         return LoginResult(session_id=session.id, tokens=tokens, user=self._sanitize(user))
@@ -278,6 +302,8 @@ class AccountsServer:
             expires_at=expires,
             actor=session.impersonator_id,
             extra=extra,
+            amr=session.amr,
+            auth_time=session.created_at,
         )
         refresh = self._codec.issue_refresh(
             subject=user.id,

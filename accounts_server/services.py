@@ -22,6 +22,7 @@ from .errors import ConfigurationError
 from .types import ConnectionInfo, User
 
 __all__ = [
+    "Authenticated",
     "EndpointHandler",
     "EndpointRequest",
     "LoginService",
@@ -36,10 +37,22 @@ _SEGMENT = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}|\{[a-z_]{1,32}\}")
 _PROTOCOL_PATHS = frozenset({"authenticate", "verifyAuthentication"})
 
 
+@dataclass(frozen=True, slots=True)
+class Authenticated:
+    """What a service may return instead of a bare `User` to say how the user proved
+    themselves: the RFC 8176 `amr` values the session and its access tokens carry (a bare
+    `User` carries none)."""
+
+    user: User
+    amr: tuple[str, ...] = ()
+
+
 class LoginService(Protocol):
     name: str
 
-    async def authenticate(self, params: Mapping[str, Any], ctx: ServiceContext) -> User | None:
+    async def authenticate(
+        self, params: Mapping[str, Any], ctx: ServiceContext
+    ) -> User | Authenticated | None:
         """Return the user these params prove, or None (the server answers the same for both
         unknown user and bad proof). Raise an `AccountsError` for malformed params."""
         ...

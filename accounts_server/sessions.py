@@ -100,6 +100,7 @@ class SessionRules:
         *,
         lifetime: timedelta | None = None,
         impersonator_id: str | None = None,
+        amr: tuple[str, ...] = (),
     ) -> tuple[StoredSession, str]:
         """Store a new session; returns it and its first refresh-token id."""
         if impersonator_id is not None:
@@ -122,6 +123,7 @@ class SessionRules:
             ip=info.ip,
             user_agent=info.user_agent,
             impersonator_id=impersonator_id,
+            amr=tuple(sorted(set(amr))),
         )
         await self.store.create_session(session)
         return session, jti

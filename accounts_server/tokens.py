@@ -61,6 +61,7 @@ REFRESH_TOKEN_TYPE = "rt+jwt"  # noqa: S105
 #: Claims the server owns; `create_jwt_payload` may not set them.
 RESERVED_CLAIMS = frozenset(
     {"iss", "sub", "aud", "exp", "nbf", "iat", "jti", "sid", "act", "typ", "scope", "client_id"}
+    | {"amr", "auth_time"}
 )
 _REQUIRED = ["exp", "iat", "iss", "aud", "sub", "jti"]
 #: Longer than any token we issue with a generous payload; refuse before parsing anything.
@@ -301,6 +302,16 @@ class AccessClaims:
     #: The impersonator's user id (RFC 8693 `act.sub`), when impersonating.
     actor: str | None
     claims: Mapping[str, Any]
+    #: How the user authenticated (RFC 8176): `("pwd",)`, `("mfa", "otp", "pwd")`, ...
+    amr: tuple[str, ...] = ()
+    #: When the user authenticated (OpenID Connect Core §2), seconds since the epoch; a
+    #: refresh keeps it, so a route can ask for a recent sign-in.
+    auth_time: int | None = None
+
+    @property
+    def mfa(self) -> bool:
+        """Whether the sign-in used more than one factor (RFC 8176 `mfa`)."""
+        return "mfa" in self.amr
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,6 +355,8 @@ class TokenCodec:
         expires_at: datetime,
         actor: str | None = None,
         extra: Mapping[str, Any] | None = None,
+        amr: Sequence[str] = (),
+        auth_time: datetime | None = None,
     ) -> str:
         """Raises:
         ConfigurationError: `extra` tries to set a reserved claim.
@@ -364,6 +377,8 @@ class TokenCodec:
             exp=int(expires_at.timestamp()),
             jti=jti,
             sid=session_id,
+            amr=list(amr),
+            auth_time=int((auth_time or issued_at).timestamp()),
         )
         if actor is not None:
             payload["act"] = {"sub": actor}
@@ -413,6 +428,8 @@ class TokenCodec:
             exp=claims["exp"],
             actor=actor,
             claims=MappingProxyType(claims),
+            amr=tuple(claims.get("amr", ())),
+            auth_time=claims.get("auth_time"),
         )
         if self._cache_size and isinstance(token, str) and not expired_ok:  # _decode: a str
             self._cache[token] = verified
@@ -484,7 +501,10 @@ class TokenCodec:
         for name in ("sub", "jti", "sid", "iss", "aud"):
             if not isinstance(claims.get(name), str):
                 raise InvalidToken(reason="claims")
-        times = [claims["exp"], claims["iat"], claims.get("nbf", 0)]
+        amr = claims.get("amr", [])
+        if not isinstance(amr, list) or not all(isinstance(m, str) for m in amr):
+            raise InvalidToken(reason="claims")
+        times = [claims["exp"], claims["iat"], claims.get("nbf", 0), claims.get("auth_time", 0)]
         if any(not isinstance(t, int) or isinstance(t, bool) for t in times):
             raise InvalidToken(reason="claims")
         if claims["iss"] != self.config.issuer:

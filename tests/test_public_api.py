@@ -23,10 +23,13 @@ def test_accounts_server_exports() -> None:
         "Admin",
         "AdminAction",
         "AdminNotAllowed",
+        "Authenticated",
         "AuthenticationFailed",
         "ConfigurationError",
         "Conflict",
         "ConnectionInfo",
+        "Credential",
+        "CredentialAlreadyExists",
         "Email",
         "EmailAlreadyExists",
         "EndpointHandler",
@@ -66,6 +69,8 @@ def test_accounts_server_exports() -> None:
         "ResetPasswordLinkExpired",
         "RouteNotFound",
         "SMTPMailer",
+        "SealedDataUnreadable",
+        "SealingKeys",
         "SecretService",
         "ServiceContext",
         "ServiceEndpoint",
@@ -74,6 +79,7 @@ def test_accounts_server_exports() -> None:
         "SessionConfig",
         "SessionNotFound",
         "SigningKey",
+        "StepUpRequired",
         "Store",
         "StoreUnavailable",
         "StoredSession",
@@ -82,6 +88,16 @@ def test_accounts_server_exports() -> None:
         "TokenExpired",
         "TokenReused",
         "Tokens",
+        "TotpSecret",
+        "TwoFactor",
+        "TwoFactorAlreadySet",
+        "TwoFactorCodeMismatch",
+        "TwoFactorCodeRequired",
+        "TwoFactorConfig",
+        "TwoFactorNotSet",
+        "TwoFactorSecretRefused",
+        "TwoFactorStatus",
+        "TwoFactorUnavailable",
         "UnsupportedMediaType",
         "User",
         "UserDeactivated",
@@ -110,12 +126,14 @@ def test_http_and_stores_exports() -> None:
         "TokenUser",
         "TokenVerifier",
         "bearer_token",
+        "check_step_up",
         "create_app",
         "on_auth_error",
         "status_for",
         "to_wire",
     ]
     assert accounts_server.stores.__all__ == [
+        "Credential",
         "SQLiteStore",
         "Store",
         "StoredSession",
@@ -173,7 +191,17 @@ def test_services_import_only_the_public_api() -> None:
 
 def test_nothing_a_service_imports_refers_back_to_the_server() -> None:
     """The service contract is the context: no module a service imports names the server."""
-    for module in ("services", "context", "onetime", "hooks", "types", "mail", "ratelimit"):
+    for module in (
+        "services",
+        "context",
+        "onetime",
+        "hooks",
+        "types",
+        "mail",
+        "ratelimit",
+        "twofactor",
+        "sealing",
+    ):
         tree = ast.parse((ROOT / "accounts_server" / f"{module}.py").read_text())
         imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
         assert "server" not in imported and "accounts_server.server" not in imported, module

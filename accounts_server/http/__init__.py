@@ -10,6 +10,7 @@ from .auth import (
     CurrentUser,
     StatelessBackend,
     TokenUser,
+    check_step_up,
     on_auth_error,
 )
 from .errors import STATUS, status_for
@@ -26,6 +27,7 @@ __all__ = [
     "TokenUser",
     "TokenVerifier",
     "bearer_token",
+    "check_step_up",
     "create_app",
     "on_auth_error",
     "status_for",

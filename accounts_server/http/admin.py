@@ -69,6 +69,10 @@ def admin_operations(
         await (await admin(request)).delete_user(request.path_params["user_id"])
         return None
 
+    async def reset_two_factor(request: Request) -> object:
+        removed = await (await admin(request)).reset_two_factor(request.path_params["user_id"])
+        return {"removed": removed}
+
     async def sessions(request: Request) -> object:
         return await (await admin(request)).list_sessions(request.path_params["user_id"])
 
@@ -97,6 +101,10 @@ def admin_operations(
         Operation("POST", f"{_USER}/deactivate", deactivate, "Admin: deactivate a user", _NULL,
                   admin=True),
         Operation("POST", f"{_USER}/activate", activate, "Admin: activate a user", _NULL,
+                  admin=True),
+        Operation("POST", f"{_USER}/resetTwoFactor", reset_two_factor,
+                  "Admin: remove a user's second factor (TOTP and recovery codes)",
+                  {"type": "object", "properties": {"removed": {"type": "boolean"}}},
                   admin=True),
         Operation("GET", f"{_USER}/sessions", sessions, "Admin: a user's sessions",
                   sessions_list, admin=True),

@@ -114,6 +114,7 @@ def _session(session: Session) -> dict[str, Any]:
         "ip": session.ip,
         "userAgent": session.user_agent,
         "impersonatorId": session.impersonator_id,
+        "amr": list(session.amr),
         "current": session.current,
     }
 
@@ -132,6 +133,7 @@ SCHEMAS["Session"] = {
         "ip": {"type": ["string", "null"]},
         "userAgent": {"type": ["string", "null"]},
         "impersonatorId": {"type": ["string", "null"]},
+        "amr": {"type": "array", "items": _STRING},
         "current": {"type": "boolean"},
     },
 }

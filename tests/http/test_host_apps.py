@@ -6,7 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from datetime import timedelta
+
 import httpx
+import pyotp
 import pytest
 from fastapi import Depends, FastAPI
 from starlette.applications import Starlette
@@ -17,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 
-from accounts_server import AccountsServer, ConnectionInfo, InvalidToken, User
+from accounts_server import AccountsServer, ConnectionInfo, InvalidToken, SealingKeys, User
 from accounts_server.http import (
     AccountsBackend,
     CurrentUser,
@@ -27,6 +30,7 @@ from accounts_server.http import (
     on_auth_error,
 )
 
+from ..conftest import Clock, MakeServer
 from ..helpers import PASSWORD, register
 from .test_uvicorn import serving
 
@@ -123,3 +127,59 @@ async def test_token_verifier_with_only_the_jwks_url(tmp_path: Path) -> None:
         transport = httpx.ASGITransport(app=backend_host)
         async with httpx.AsyncClient(transport=transport, base_url="http://svc") as client:
             assert (await client.get("/who", headers=bearer(access))).json() == {"sub": claims.sub}
+
+
+async def test_a_route_that_needs_a_second_factor(make_server: MakeServer, clock: Clock) -> None:
+    """One line per framework (`requires([..., "mfa"])`, `CurrentUser(mfa=True, max_age=)`):
+    the session that enrolled signed in with the password alone and is sent to sign in again
+    (RFC 9470's challenge), as is a sign-in older than `max_age`, refreshes notwithstanding."""
+    server = make_server(sealing=SealingKeys.generate())
+    account = await register(server)
+    first = await server.login_with_service("password", account.credentials(), ConnectionInfo())
+    user = await server.find_user_by_id(account.user_id)
+    assert user is not None
+    secret = await server.two_factor.new_secret()
+    totp = pyotp.TOTP(secret.base32)
+    code = totp.at(clock.now.timestamp())
+    await server.two_factor.enable(
+        user, {"base32": secret.base32}, code, session_id=first.session_id
+    )
+    clock.advance(timedelta(seconds=30))
+    params = {**account.credentials(), "code": totp.at(clock.now.timestamp())}
+    second = await server.login_with_service("password", params, ConnectionInfo())
+    password_only, with_mfa = first.tokens.access_token, second.tokens.access_token
+
+    @requires(["authenticated", "mfa"])
+    async def payouts(request: Request) -> JSONResponse:
+        return JSONResponse({"scopes": request.auth.scopes})
+
+    api = FastAPI()
+    recent_mfa = CurrentUser(server, mfa=True, max_age=timedelta(minutes=10))
+
+    @api.post("/transfer")
+    async def transfer(user: User = Depends(recent_mfa)) -> dict[str, Any]:  # noqa: B008
+        return {"id": user.id}
+
+    host = Starlette(
+        routes=[Route("/payouts", payouts), Mount("/api", app=api)],
+        middleware=[Middleware(AuthenticationMiddleware, backend=AccountsBackend(server))],
+    )
+    transport = httpx.ASGITransport(app=host)
+    async with httpx.AsyncClient(transport=transport, base_url="http://host") as client:
+        assert (await client.get("/payouts", headers=bearer(password_only))).status_code == 403
+        ok = await client.get("/payouts", headers=bearer(with_mfa))
+        assert ok.json()["scopes"] == ["authenticated", "mfa"]
+
+        refused = await client.post("/api/transfer", headers=bearer(password_only))
+        assert refused.status_code == 401
+        assert refused.json()["detail"]["code"] == "InsufficientUserAuthentication"
+        assert refused.headers["WWW-Authenticate"] == (
+            'Bearer error="insufficient_user_authentication"'
+        )
+        assert (await client.post("/api/transfer", headers=bearer(with_mfa))).status_code == 200
+
+        clock.advance(timedelta(minutes=11))
+        refreshed = await server.refresh_tokens(None, second.tokens.refresh_token, ConnectionInfo())
+        late = await client.post("/api/transfer", headers=bearer(refreshed.tokens.access_token))
+        assert late.status_code == 401
+        assert late.headers["WWW-Authenticate"].endswith('max_age="600"')

@@ -2,6 +2,7 @@
 // against accounts-server. Every step asserts what the client sees; prints "ALL OK" at the end.
 // Env: API_URL (http://127.0.0.1:PORT), MAILDIR (the SMTP test server's Maildir).
 import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import clientPkg from '@accounts/client';
@@ -43,6 +44,42 @@ async function expectCode(promise, code) {
     return;
   }
   assert.fail(`expected the error ${code}`);
+}
+
+async function expectMessage(promise, message) {
+  try {
+    await promise;
+  } catch (error) {
+    assert.equal(error.message, message);
+    return;
+  }
+  assert.fail(`expected the error "${message}"`);
+}
+
+// RFC 6238 TOTP, as an authenticator app computes it from the base32 secret. `serverSkew` is
+// how far the server's clock is behind ours, read off a token's `iat` (serve_for_client.py
+// runs a clock in the past); `offset` picks a neighbouring 30-second step.
+function base32Decode(text) {
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
+  let bits = '';
+  for (const char of text.replace(/=+$/, '')) bits += alphabet.indexOf(char).toString(2).padStart(5, '0');
+  const bytes = [];
+  for (let i = 0; i + 8 <= bits.length; i += 8) bytes.push(parseInt(bits.slice(i, i + 8), 2));
+  return Buffer.from(bytes);
+}
+
+function totp(base32, serverSkew, offset = 0) {
+  const counter = Math.floor((Date.now() / 1000 - serverSkew) / 30) + offset;
+  const message = Buffer.alloc(8);
+  message.writeBigUInt64BE(BigInt(counter));
+  const mac = crypto.createHmac('sha1', base32Decode(base32)).update(message).digest();
+  const at = mac[19] & 0xf;
+  return String((mac.readUInt32BE(at) & 0x7fffffff) % 1000000).padStart(6, '0');
+}
+
+function skewOf(accessToken) {
+  const payload = JSON.parse(Buffer.from(accessToken.split('.')[1], 'base64url'));
+  return Date.now() / 1000 - payload.iat;
 }
 
 // The link token of the newest mail to `to` whose link path is `kind`, waiting for it.
@@ -134,6 +171,35 @@ assert.equal(await client.getUser(), null); // a reset ends every session
 await expectCode(password.resetPassword(resetToken, 'and once more please'), 'InvalidToken');
 await password.login({ user: { email }, password: RESET });
 step('requestPasswordReset + resetPassword');
+
+// Two-factor through the client's transport, as an app's settings page would call it.
+{
+  const transport = client.transport;
+  const skew = skewOf((await client.getTokens()).accessToken);
+  const { secret } = await transport.getTwoFactorSecret(); // sent without a token
+  assert.ok(secret.base32 && secret.otpauth_url.startsWith('otpauth://totp/'));
+  const wrong = totp(secret.base32, skew, 10);
+  await expectMessage(transport.twoFactorSet(secret, wrong), "2FA code didn't match");
+  const set = await transport.twoFactorSet(secret, totp(secret.base32, skew));
+  assert.equal(set.recoveryCodes.length, 10);
+  await expectMessage(transport.twoFactorSet(secret, totp(secret.base32, skew)), '2FA already set');
+  step('getTwoFactorSecret + twoFactorSet');
+
+  await expectMessage(password.login({ user: { email }, password: RESET }), '2FA code required');
+  await expectCode(password.login({ user: { email }, password: 'not the password', code: wrong }), 'InvalidCredentials');
+  const code = totp(secret.base32, skew, 1);
+  const withCode = await password.login({ user: { email }, password: RESET, code });
+  const amr = JSON.parse(Buffer.from(withCode.tokens.accessToken.split('.')[1], 'base64url')).amr;
+  assert.deepEqual(amr, ['mfa', 'otp', 'pwd']);
+  assert.equal((await client.getUser()).id, created.userId);
+  await expectMessage(password.login({ user: { email }, password: RESET, code }), "2FA code didn't match");
+  step('login with a code, once');
+
+  await transport.twoFactorUnset(set.recoveryCodes[0]);
+  await expectMessage(transport.twoFactorUnset(set.recoveryCodes[1]), '2FA not set');
+  await password.login({ user: { email }, password: RESET });
+  step('twoFactorUnset (with a recovery code)');
+}
 
 const admin = makeClient();
 await admin.password.createUser({ username: 'admin', email: 'admin@example.com', password: PW });

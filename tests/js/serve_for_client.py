@@ -2,7 +2,8 @@
 
     python tests/js/serve_for_client.py PORT DB_PATH SMTP_PORT
 
-Differences from `accounts-server serve`, each for the test: `admin` may impersonate; a 5 s
+Differences from `accounts-server serve`, each for the test: `admin` may impersonate;
+throwaway sealing keys (two-factor secrets die with the process); a 5 s
 refresh grace window (the client refreshes concurrently); and a clock 55 s behind with 1-minute
 access tokens, so a fresh access token looks expired to the client after ~5 s of waiting.
 """
@@ -18,6 +19,7 @@ from accounts_password import PasswordService
 from accounts_server import (
     AccountsServer,
     KeyRing,
+    SealingKeys,
     SessionConfig,
     SigningKey,
     SMTPMailer,
@@ -44,6 +46,7 @@ def main() -> None:
             PasswordService(mailer=SMTPMailer(sender="accounts@example.com", port=smtp_port))
         ],
         impersonation_authorize=admin_only,
+        sealing=SealingKeys.generate(),
         clock=lambda: datetime.now(UTC) - timedelta(seconds=55),
     )
     uvicorn.run(create_app(server), host="127.0.0.1", port=port, log_level="warning")

@@ -17,6 +17,7 @@ from datetime import timedelta
 from typing import Any
 
 from accounts_server import (
+    Authenticated,
     ConfigurationError,
     Email,
     EmailAlreadyExists,
@@ -89,6 +90,22 @@ def _templates() -> dict[str, MailTemplate]:
             "It expires in 7 days.",
             html='<p>An account was created for you. <a href="$url">Set your password</a>.</p>',
         ),
+        "two_factor_enabled": MailTemplate(
+            subject="Two-factor authentication is on",
+            text="Two-factor authentication was turned on for your account; signing in now "
+            "also needs a code from your authenticator app. Your other sessions were ended.\n\n"
+            "If this was not you, reset your password and contact us.",
+            html="<p>Two-factor authentication was turned on for your account. If this was not "
+            "you, reset your password and contact us.</p>",
+        ),
+        "two_factor_disabled": MailTemplate(
+            subject="Two-factor authentication is off",
+            text="Two-factor authentication was turned off for your account; signing in now "
+            "needs only your password. Your other sessions were ended.\n\n"
+            "If this was not you, reset your password and contact us.",
+            html="<p>Two-factor authentication was turned off for your account. If this was not "
+            "you, reset your password and contact us.</p>",
+        ),
     }
 
 
@@ -106,6 +123,10 @@ class MailSettings:
         }
     )
     templates: Mapping[str, MailTemplate] = field(default_factory=_templates)
+
+    def notice(self, kind: str, to: str) -> MailMessage:
+        """A mail that tells, without a link (a security change on the account)."""
+        return self.templates[kind].render(to, {"email": to, "url": "", "token": ""})
 
     def message(self, kind: str, to: str, token: str) -> MailMessage:
         url = f"{self.site_url.rstrip('/')}{self.paths[kind]}{token}"
@@ -174,15 +195,41 @@ class PasswordService:
                             summary="Change the logged-in user's password; other sessions end",
                             body=_object(oldPassword=_STRING, newPassword=_STRING),
                             response=_NULL),
+            ServiceEndpoint("twoFactorSecret", self._two_factor_secret, auth="optional",
+                            summary="A new TOTP secret to enable two-factor with (10 minutes)",
+                            body={"type": "object"}, response=_object(secret=_SECRET)),
+            ServiceEndpoint("twoFactorSet", self._two_factor_set, auth="required",
+                            summary="Turn two-factor on with the secret and a current code; "
+                            "other sessions end; answers the recovery codes, shown once",
+                            body=_object(secret=_SECRET, code=_STRING), response=_CODES),
+            ServiceEndpoint("twoFactorUnset", self._two_factor_unset, auth="required",
+                            summary="Turn two-factor off with a current or recovery code; "
+                            "other sessions end", body=_object(code=_STRING),
+                            response={"type": "object"}),
+            ServiceEndpoint("twoFactorRecoveryCodes", self._two_factor_recovery_codes,
+                            auth="required",
+                            summary="New recovery codes for a current code; the old ones end",
+                            body=_object(code=_STRING), response=_CODES),
+            ServiceEndpoint("twoFactorStatus", self._two_factor_status, method="GET",
+                            auth="required",
+                            summary="Whether two-factor is on, and how many recovery codes "
+                            "are left", response=_STATUS),
         )
         # fmt: on
 
     # -- login ------------------------------------------------------------------------------
 
-    async def authenticate(self, params: Mapping[str, Any], ctx: ServiceContext) -> User | None:
-        """Raises:
-        InvalidRequest: `user` or `password` missing or of the wrong type.
-        RateLimited: too many failures for this identifier (whether or not it exists).
+    async def authenticate(
+        self, params: Mapping[str, Any], ctx: ServiceContext
+    ) -> Authenticated | None:
+        """The password first, then, for a user with two-factor on, the `code` (TOTP or a
+        recovery code): a wrong password never hears of two-factor.
+
+        Raises:
+            InvalidRequest: `user`, `password` or `code` missing or of the wrong type.
+            RateLimited: too many failures for this identifier (whether or not it exists),
+                or too many wrong codes for the account (whatever the password).
+            TwoFactorCodeRequired, TwoFactorCodeMismatch.
         """
         raw = params.get("password")
         password = normalize(raw, max_length=self.policy.max_length)
@@ -199,13 +246,15 @@ class PasswordService:
         else:
             keys.append(_account_key(user.id))
             await ctx.limiter.check(_FAILED_LOGIN, keys[-1], tiers)
+            await ctx.two_factor.check_not_locked(user.id)
         if user is None or not await self._verify(ctx, user, password, raw):
             for counted in keys:
                 await ctx.limiter.count(_FAILED_LOGIN, counted, tiers)
             return None
         for counted in keys:
             await ctx.limiter.clear(_FAILED_LOGIN, counted, tiers)
-        return user
+        second = await ctx.two_factor.verify(user, params.get("code"))
+        return Authenticated(user, ("pwd", *second))
 
     async def _verify(self, ctx: ServiceContext, user: User, password: str, raw: object) -> bool:
         """One hash verification whatever happens; legacy bcrypt and outdated argon2 hashes are
@@ -560,6 +609,82 @@ class PasswordService:
         address = validate_email(request.body.get("newEmail"))
         await self.add_email(ctx, user.id, address)
 
+    async def _two_factor_secret(
+        self, request: EndpointRequest, ctx: ServiceContext
+    ) -> dict[str, object]:
+        """`{}` (a token optional: the accounts-js client sends none) → `{secret}`."""
+        await self._token_submission(request, ctx)
+        account = None
+        if request.access_token is not None:
+            user, _ = await ctx.authenticated(request.access_token)
+            account = user.username or (user.emails[0].address if user.emails else None)
+        secret = await ctx.two_factor.new_secret(account)
+        return {
+            "secret": {
+                "ascii": secret.ascii,
+                "hex": secret.hex,
+                "base32": secret.base32,
+                "otpauth_url": secret.otpauth_url,
+            }
+        }
+
+    async def _two_factor_set(
+        self, request: EndpointRequest, ctx: ServiceContext
+    ) -> dict[str, object]:
+        """`{secret, code}` with an access token → `{recoveryCodes}`."""
+        user, session = await ctx.authenticated(request.access_token)
+        body = request.body
+        codes = await ctx.two_factor.enable(
+            user, body.get("secret"), body.get("code"), session_id=session.id
+        )
+        self._notify(ctx, user, "two_factor_enabled")
+        return {"recoveryCodes": codes}
+
+    async def _two_factor_unset(
+        self, request: EndpointRequest, ctx: ServiceContext
+    ) -> dict[str, object]:
+        """`{code}` with an access token → `{}`."""
+        user, session = await ctx.authenticated(request.access_token)
+        await ctx.two_factor.disable(user, request.body.get("code"), session_id=session.id)
+        self._notify(ctx, user, "two_factor_disabled")
+        return {}
+
+    async def _two_factor_recovery_codes(
+        self, request: EndpointRequest, ctx: ServiceContext
+    ) -> dict[str, object]:
+        """`{code}` with an access token → `{recoveryCodes}`."""
+        user, session = await ctx.authenticated(request.access_token)
+        codes = await ctx.two_factor.regenerate_recovery_codes(
+            user, request.body.get("code"), session_id=session.id
+        )
+        return {"recoveryCodes": codes}
+
+    async def _two_factor_status(
+        self, request: EndpointRequest, ctx: ServiceContext
+    ) -> dict[str, object]:
+        user, _ = await ctx.authenticated(request.access_token)
+        status = await ctx.two_factor.status(user.id)
+        enabled_at = status.enabled_at
+        return {
+            "enabled": status.enabled,
+            "recoveryCodesLeft": status.recovery_codes_left,
+            "enabledAt": None if enabled_at is None else enabled_at.isoformat(),
+        }
+
+    def _notify(self, ctx: ServiceContext, user: User, kind: str) -> None:
+        """Tell the user's verified addresses (or, with none verified, the first) of a
+        security change, after answering; a mail that fails is logged, the change stands."""
+        if self.mailer is None or not user.emails:
+            return
+        mailer = self.mailer
+        addresses = [e.address for e in user.emails if e.verified] or [user.emails[0].address]
+
+        async def send() -> None:
+            for address in addresses:
+                await mailer.send(self.mail.notice(kind, address))
+
+        ctx.after_response(send())
+
     async def _change_password(self, request: EndpointRequest, ctx: ServiceContext) -> None:
         """`{oldPassword, newPassword}` with an access token → `null`."""
         body = request.body
@@ -570,6 +695,19 @@ class PasswordService:
 
 _STRING = {"type": "string"}
 _NULL = {"type": "null"}
+_SECRET = {
+    "type": "object",
+    "properties": dict.fromkeys(("ascii", "hex", "base32", "otpauth_url"), _STRING),
+}
+_CODES = {"type": "object", "properties": {"recoveryCodes": {"type": "array", "items": _STRING}}}
+_STATUS = {
+    "type": "object",
+    "properties": {
+        "enabled": {"type": "boolean"},
+        "recoveryCodesLeft": {"type": "integer"},
+        "enabledAt": {"type": ["string", "null"]},
+    },
+}
 
 
 def _account_key(user_id: str) -> str:
