@@ -9,11 +9,20 @@ import logging
 import re
 from pathlib import Path
 
+import pyotp
 import pytest
 from click.testing import CliRunner
 
 from accounts_password import PasswordService
-from accounts_server import AccountsServer, ConnectionInfo, InvalidToken, KeyRing, TokenConfig
+from accounts_server import (
+    AccountsServer,
+    ConnectionInfo,
+    InvalidToken,
+    KeyRing,
+    SealingKeys,
+    TokenConfig,
+    TwoFactorCodeRequired,
+)
 from accounts_server.cli import main
 from accounts_server.stores import SQLiteStore
 
@@ -167,3 +176,36 @@ def test_users_create_needs_a_service_that_takes_a_password(db: Path) -> None:
     )
     assert weak.exit_code == 1 and "InvalidPassword" in weak.output
     assert "eve" not in cli(db, "users", "list")  # nothing half-written
+
+
+def test_reset_2fa_lets_a_locked_out_user_in_with_the_password(
+    db: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The user lost the authenticator and the recovery codes; an operator who has checked
+    who is asking removes the second factor (no sealing key needed to remove one), audited."""
+    user_id = cli(db, "users", "create", "--username", "fay", "--password", PASSWORD).split()[-1]
+
+    async def enable() -> None:
+        store = SQLiteStore(db)
+        server = AccountsServer(
+            store=store,
+            tokens=TokenConfig(keys=KeyRing([load_key("ed25519")])),
+            sealing=SealingKeys.generate(),
+        )
+        user = await server.find_user_by_id(user_id)
+        assert user is not None
+        secret = await server.two_factor.new_secret()
+        code = pyotp.TOTP(secret.base32).now()
+        await server.two_factor.enable(user, {"base32": secret.base32}, code)
+        await store.close()
+
+    asyncio.run(enable())
+    with pytest.raises(TwoFactorCodeRequired):
+        login(db, "fay")
+    with caplog.at_level(logging.INFO, logger="accounts_server.audit"):
+        assert f"two-factor removed for {user_id}" in cli(db, "users", "reset-2fa", "fay")
+    login(db, "fay")
+    assert "had no two-factor" in cli(db, "users", "reset-2fa", "fay")
+    lines = [r.getMessage() for r in caplog.records if r.name == "accounts_server.audit"]
+    line = f"admin_action operator=console:{getpass.getuser()} action=users.reset_two_factor"
+    assert lines == [f"{line} user={user_id}"] * 2  # the no-op too: it was asked for

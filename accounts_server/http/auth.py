@@ -14,6 +14,8 @@ Step-up (RFC 9470): every access token says how and when its user signed in (`am
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 from starlette.authentication import (
     AuthCredentials,
     AuthenticationBackend,
@@ -23,8 +25,6 @@ from starlette.authentication import (
 from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
-
-from datetime import datetime, timedelta
 
 from ..errors import AccountsError, AuthenticationFailed, StepUpRequired, TemporarilyUnavailable
 from ..server import AccountsServer

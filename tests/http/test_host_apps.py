@@ -3,10 +3,9 @@ verifier against a real server's JWKS over TCP."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
-
-from datetime import timedelta
 
 import httpx
 import pyotp

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import pyotp
 import pytest
 
 from ..helpers import PASSWORD, free_port, stop_process
@@ -86,14 +87,25 @@ def test_readme_flow_then_tokens_survive_a_restart(tmp_path: Path) -> None:
         refreshed = api.post("/refreshTokens", json=tokens).json()["tokens"]
         assert refreshed["refreshToken"] != tokens["refreshToken"]
         assert "server" not in {k.lower() for k in login.headers}
+        secret = api.post("/password/twoFactorSecret").json()["secret"]
+        totp = pyotp.TOTP(secret["base32"])
+        auth = {"Authorization": f"Bearer {refreshed['accessToken']}"}
+        body = {"secret": secret, "code": totp.now()}
+        assert api.post("/password/twoFactorSet", json=body, headers=auth).status_code == 200
 
     assert (tmp_path / "accounts.db").exists()
-    key = tmp_path / "accounts.key"
-    assert key.stat().st_mode & 0o777 == 0o600
+    for name in ("accounts.key", "accounts.sealing.key"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o600
 
     with serving(tmp_path) as api:
         auth = {"Authorization": f"Bearer {refreshed['accessToken']}"}
         assert api.get("/user", headers=auth).json()["username"] == "alice"
+        # The sealing key outlived the process, so the second factor did too.
+        credentials = {"user": "alice", "password": PASSWORD}
+        assert api.post("/password/authenticate", json=credentials).status_code == 401
+        code = totp.at(time.time(), counter_offset=1)  # a later step than the enabling code
+        again = api.post("/password/authenticate", json={**credentials, "code": code})
+        assert again.status_code == 200, again.text
         assert api.post("/logout", headers=auth).json() is None
         assert api.get("/user", headers=auth).json() is None
 
