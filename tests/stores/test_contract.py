@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -16,7 +17,8 @@ from accounts_server import (
     StoredSession,
     UsernameAlreadyExists,
 )
-from accounts_server.stores.base import OneTimeToken
+from accounts_server.errors import CredentialAlreadyExists
+from accounts_server.stores.base import Credential, OneTimeToken
 
 #: Current (a TTL index really deletes sessions that expired), whole seconds (MongoDB keeps ms).
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -179,13 +181,18 @@ class TestSessions:
             impersonator_id="admin",
             previous_hash=h("p"),
             rotated_at=NOW + timedelta(seconds=3),
+            amr=("pwd", "otp", "mfa"),  # in no sorted order: the order given is kept
         )
         await store.create_session(stored)
         assert await store.find_session("s1") == stored
         assert await store.find_session("nope") is None
         bare = session(user_id, "s2", ip=None, user_agent=None)
         await store.create_session(bare)
-        assert await store.find_session("s2") == bare
+        found = await store.find_session("s2")
+        assert found == bare
+        assert found is not None and found.amr == ()
+        listed = {s.id: s for s in await store.list_user_sessions(user_id)}
+        assert listed == {"s1": stored, "s2": bare}
 
     async def test_rotate_is_compare_and_set(self, store: Store) -> None:
         user_id = await make_user(store)
@@ -506,6 +513,154 @@ class TestIdentities:
         )
         assert results.count(True) == 1
         assert all(isinstance(r, IdentityAlreadyLinked) for r in results if r is not True)
+
+
+#: JSON values of every kind, nested, as a TOTP or passkey record holds them.
+DATA = {
+    "secret": "sealed:v1:abc",
+    "codes": [{"hash": "h1", "used": False}, {"hash": "h2", "used": True}],
+    "counter": 7,
+    "big": 2**53,
+    "label": None,
+    "empty": {"list": [], "dict": {}},
+    "mixed": [1, "a", None, True, [2, [3]]],
+}
+
+
+def credential(user_id: str, cid: str = "c1", kind: str = "totp", **changes: object) -> Credential:
+    fields: dict[str, object] = {
+        "id": cid,
+        "user_id": user_id,
+        "kind": kind,
+        "data": DATA,
+        "created_at": NOW,
+        "updated_at": NOW,
+    }
+    fields.update(changes)
+    return Credential(**fields)  # type: ignore[arg-type]
+
+
+class TestCredentials:
+    async def test_round_trip(self, store: Store) -> None:
+        user_id = await make_user(store)
+        stored = credential(user_id)
+        assert await store.create_credential(stored)
+        found = await store.find_credential("c1")
+        assert found == stored and found is not None and found.version == 0
+        # Exactly: `True == 1` would let a bool come back as an int unnoticed.
+        assert json.dumps(found.data, sort_keys=True) == json.dumps(DATA, sort_keys=True)
+        assert await store.find_credential("nope") is None
+
+    async def test_no_credential_for_a_missing_user(self, store: Store) -> None:
+        assert not await store.create_credential(credential("nope"))
+        assert await store.find_credential("c1") is None
+
+    async def test_an_id_is_unique_across_users(self, store: Store) -> None:
+        alice = await make_user(store, "alice")
+        bob = await make_user(store, "bob")
+        assert await store.create_credential(credential(alice, kind="passkey"))
+        with pytest.raises(CredentialAlreadyExists):
+            await store.create_credential(credential(bob, kind="passkey", data={"other": 1}))
+        with pytest.raises(CredentialAlreadyExists):
+            await store.create_credential(credential(alice, kind="totp"))
+        assert await store.find_credential("c1") == credential(alice, kind="passkey")
+        assert await store.list_user_credentials(bob) == []
+
+    async def test_concurrent_creates_of_one_id_have_one_winner(self, store: Store) -> None:
+        users = [await make_user(store, f"u{i}") for i in range(10)]
+        results = await asyncio.gather(
+            *(store.create_credential(credential(u)) for u in users), return_exceptions=True
+        )
+        assert results.count(True) == 1
+        assert all(isinstance(r, CredentialAlreadyExists) for r in results if r is not True)
+        found = await store.find_credential("c1")
+        assert found is not None and found.user_id == users[results.index(True)]
+
+    async def test_list_by_user_and_kind_oldest_first(self, store: Store) -> None:
+        alice = await make_user(store, "alice")
+        bob = await make_user(store, "bob")
+        later = NOW + timedelta(minutes=1)
+        created = [  # not in the order they are listed in
+            credential(alice, "p-late", "passkey", created_at=later),
+            credential(alice, "p-b", "passkey"),
+            credential(alice, "t", "totp", created_at=later),
+            credential(alice, "p-a", "passkey"),  # the same time as p-b: by id
+            credential(bob, "p-bob", "passkey"),
+        ]
+        for record in created:
+            assert await store.create_credential(record)
+        listed = await store.list_user_credentials(alice)
+        assert [c.id for c in listed] == ["p-a", "p-b", "p-late", "t"]
+        assert listed[0] == created[3]
+        passkeys = await store.list_user_credentials(alice, "passkey")
+        assert [c.id for c in passkeys] == ["p-a", "p-b", "p-late"]
+        assert [c.id for c in await store.list_user_credentials(alice, "totp")] == ["t"]
+        assert await store.list_user_credentials(alice, "recovery") == []
+        assert await store.list_user_credentials("nope") == []
+
+    async def test_update_is_compare_and_set_on_the_version(self, store: Store) -> None:
+        user_id = await make_user(store)
+        await store.create_credential(credential(user_id))
+        later = NOW + timedelta(minutes=5)
+        assert not await store.update_credential("c1", version=1, data={"x": 1}, now=later)
+        assert await store.update_credential("c1", version=0, data={"step": 1}, now=later)
+        assert not await store.update_credential("c1", version=0, data={"step": 2}, now=later)
+        found = await store.find_credential("c1")
+        # `data` replaced, not merged; `created_at`, the kind and the user untouched.
+        assert found == credential(user_id, data={"step": 1}, updated_at=later, version=1)
+        even_later = later + timedelta(minutes=5)
+        assert await store.update_credential("c1", version=1, data={}, now=even_later)
+        found = await store.find_credential("c1")
+        assert found is not None
+        assert (found.version, found.data, found.updated_at) == (2, {}, even_later)
+        assert not await store.update_credential("nope", version=0, data={}, now=later)
+
+    async def test_concurrent_updates_of_one_version_have_one_winner(self, store: Store) -> None:
+        """Two logins with one TOTP code, or one passkey assertion replayed: one gets it."""
+        user_id = await make_user(store)
+        await store.create_credential(credential(user_id))
+        wins = await asyncio.gather(
+            *(store.update_credential("c1", version=0, data={"by": i}, now=NOW) for i in range(20))
+        )
+        assert wins.count(True) == 1
+        found = await store.find_credential("c1")
+        assert found is not None
+        assert (found.version, found.data) == (1, {"by": wins.index(True)})
+
+    async def test_delete_once(self, store: Store) -> None:
+        user_id = await make_user(store)
+        await store.create_credential(credential(user_id))
+        await store.create_credential(credential(user_id, "c2"))
+        assert await store.delete_credential("c1")
+        assert not await store.delete_credential("c1")
+        assert await store.find_credential("c1") is None
+        assert not await store.update_credential("c1", version=0, data={}, now=NOW)
+        assert [c.id for c in await store.list_user_credentials(user_id)] == ["c2"]
+        assert await store.create_credential(credential(user_id))  # the id is free again
+
+    async def test_concurrent_deletes_have_one_winner(self, store: Store) -> None:
+        user_id = await make_user(store)
+        await store.create_credential(credential(user_id))
+        results = await asyncio.gather(*(store.delete_credential("c1") for _ in range(20)))
+        assert results.count(True) == 1
+
+    async def test_credentials_go_with_their_user(self, store: Store) -> None:
+        alice = await make_user(store, "alice")
+        bob = await make_user(store, "bob")
+        await store.create_credential(credential(alice, "a1"))
+        await store.create_credential(credential(alice, "a2", "passkey"))
+        await store.create_credential(credential(bob, "b1"))
+        assert await store.delete_user(alice)
+        assert await store.find_credential("a1") is None
+        assert await store.list_user_credentials(alice) == []
+        assert await store.find_credential("b1") is not None
+        assert await store.create_credential(credential(bob, "a1"))  # the id is free again
+
+    async def test_prune_leaves_credentials_alone(self, store: Store) -> None:
+        user_id = await make_user(store)
+        await store.create_credential(credential(user_id))
+        await store.prune_expired(now=FAR + timedelta(days=365))
+        assert await store.find_credential("c1") == credential(user_id)
 
 
 async def test_tokens_may_carry_data_and_need_no_user(store: Store) -> None:
