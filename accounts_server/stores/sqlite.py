@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 
 from ..errors import (
     ConfigurationError,
+    CredentialAlreadyExists,
     EmailAlreadyExists,
     IdentityAlreadyLinked,
     StoreUnavailable,
@@ -44,6 +45,7 @@ from ._common import (
     unique_conflict,
 )
 from .base import (
+    Credential,
     OneTimeToken,
     StoredSession,
     canonical_email,
@@ -181,6 +183,20 @@ _MIGRATIONS: tuple[str | Callable[[sqlite3.Connection], None], ...] = (
     """,
     # 4: `canonical_email` version 2 (NFKC, casefold, IDNA).
     _recanonicalise_emails,
+    # 5: a session's authentication methods (a JSON array); credentials.
+    """
+    ALTER TABLE sessions ADD COLUMN amr TEXT NOT NULL DEFAULT '[]';
+    CREATE TABLE credentials (
+        id TEXT PRIMARY KEY,
+        user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        kind TEXT NOT NULL,
+        data TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        version INTEGER NOT NULL
+    );
+    CREATE INDEX credentials_user ON credentials(user_id, kind);
+    """,
 )
 
 #: The tables `prune_expired` deletes expired rows from, each with the key that names a row.
@@ -196,8 +212,9 @@ _USER_COLUMNS = "id, username, deactivated, extra, created_at, updated_at"
 _U_COLUMNS = ", ".join("u." + column for column in _USER_COLUMNS.split(", "))
 _SESSION_COLUMNS = (
     "id, user_id, valid, created_at, updated_at, last_used_at, expires_at, refresh_hash, "
-    "previous_hash, rotated_at, ip, user_agent, impersonator_id"
+    "previous_hash, rotated_at, ip, user_agent, impersonator_id, amr"
 )
+_CREDENTIAL_COLUMNS = "id, user_id, kind, data, created_at, updated_at, version"
 
 
 def _identity(path: str) -> tuple[int, int] | None:
@@ -232,6 +249,19 @@ def _session(row: tuple[Any, ...]) -> StoredSession:
         ip=row[10],
         user_agent=row[11],
         impersonator_id=row[12],
+        amr=() if row[13] == "[]" else tuple(json.loads(row[13])),
+    )
+
+
+def _credential(row: tuple[Any, ...]) -> Credential:
+    return Credential(
+        id=row[0],
+        user_id=row[1],
+        kind=row[2],
+        data=json.loads(row[3]),
+        created_at=_dt(row[4]),
+        updated_at=_dt(row[5]),
+        version=row[6],
     )
 
 
@@ -637,7 +667,8 @@ class SQLiteStore:
         return self._run(fetch)
 
     async def delete_user(self, user_id: str) -> bool:
-        # Emails, service data and sessions go with the user (ON DELETE CASCADE).
+        # Emails, service data, identities, credentials, sessions and tokens go with the user
+        # (ON DELETE CASCADE).
         sql = "DELETE FROM users WHERE id = ?"
         return self._run(lambda: self._db.execute(sql, (user_id,)).rowcount == 1, write=True)
 
@@ -728,6 +759,7 @@ class SQLiteStore:
             s.ip,
             s.user_agent,
             s.impersonator_id,
+            json.dumps(list(s.amr)),
         )
         marks = ", ".join("?" * len(row))
         sql = f"INSERT INTO sessions ({_SESSION_COLUMNS}) VALUES ({marks})"  # noqa: S608
@@ -784,6 +816,69 @@ class SQLiteStore:
             sql += f" AND id NOT IN ({keep})"
         args = (_ts(now), user_id, *except_ids)
         return self._run(lambda: self._db.execute(sql, args).rowcount, write=True)
+
+    # -- credentials ------------------------------------------------------------------------
+    #
+    # Narrow writes: a credential row is no cached record, and no cascade goes from it to one.
+
+    async def create_credential(self, credential: Credential) -> bool:
+        c = credential
+        row = (
+            c.id,
+            c.user_id,
+            c.kind,
+            json.dumps(dict(c.data)),
+            _ts(c.created_at),
+            _ts(c.updated_at),
+            int(c.version),
+        )
+        marks = ", ".join("?" * len(row))
+        sql = f"INSERT INTO credentials ({_CREDENTIAL_COLUMNS}) VALUES ({marks})"  # noqa: S608
+
+        def add() -> bool:
+            with self._transaction() as db:
+                if db.execute("SELECT 1 FROM users WHERE id = ?", (c.user_id,)).fetchone() is None:
+                    return False
+                db.execute(sql, row)
+                return True
+
+        try:
+            return self._narrow_write(None, add)
+        except sqlite3.IntegrityError as exc:  # the primary key: the user exists
+            raise CredentialAlreadyExists() from exc
+
+    async def find_credential(self, credential_id: str) -> Credential | None:
+        sql = f"SELECT {_CREDENTIAL_COLUMNS} FROM credentials WHERE id = ?"  # noqa: S608
+        row = self._run(lambda: self._db.execute(sql, (credential_id,)).fetchone())
+        return None if row is None else _credential(row)
+
+    async def list_user_credentials(
+        self, user_id: str, kind: str | None = None
+    ) -> list[Credential]:
+        sql = f"SELECT {_CREDENTIAL_COLUMNS} FROM credentials WHERE user_id = ?"  # noqa: S608
+        args: tuple[str, ...] = (user_id,)
+        if kind is not None:
+            sql += " AND kind = ?"
+            args += (kind,)
+        sql += " ORDER BY created_at, id"
+        rows = self._run(lambda: self._db.execute(sql, args).fetchall())
+        return [_credential(row) for row in rows]
+
+    async def update_credential(
+        self, credential_id: str, *, version: int, data: Mapping[str, Any], now: datetime
+    ) -> bool:
+        sql = (
+            "UPDATE credentials SET data = ?, version = version + 1, updated_at = ? "
+            "WHERE id = ? AND version = ?"
+        )
+        args = (json.dumps(dict(data)), _ts(now), credential_id, int(version))
+        return self._narrow_write(None, lambda: self._db.execute(sql, args).rowcount == 1)
+
+    async def delete_credential(self, credential_id: str) -> bool:
+        sql = "DELETE FROM credentials WHERE id = ?"
+        return self._narrow_write(
+            None, lambda: self._db.execute(sql, (credential_id,)).rowcount == 1
+        )
 
     async def prune_expired(self, *, now: datetime) -> int:
         """In batches of `prune_batch_size` rows, each one statement (one transaction), with

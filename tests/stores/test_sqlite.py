@@ -193,6 +193,44 @@ async def test_migration_4_recanonicalises_and_keeps_both_addresses_of_a_collisi
     await again.close()
 
 
+async def test_migration_5_reads_old_sessions_without_amr_and_adds_credentials(
+    tmp_path: Path,
+) -> None:
+    """A file made by version 4: its sessions keep working (no methods recorded), and
+    credentials are stored and go with their user like every other child row."""
+    from accounts_server.stores import sqlite as module
+
+    from .test_contract import credential
+
+    path = tmp_path / "v4.db"
+    db = sqlite3.connect(path, isolation_level=None)
+    for number, step in enumerate(module._MIGRATIONS[:4], start=1):
+        if callable(step):
+            step(db)
+        else:
+            db.executescript(step)
+        db.execute(f"PRAGMA user_version = {number}")
+    db.execute(
+        "INSERT INTO users (id, username, username_canonical, created_at, updated_at) "
+        "VALUES ('u1', 'old', 'old', 0, 0)"
+    )
+    db.execute(
+        "INSERT INTO sessions (id, user_id, valid, created_at, updated_at, last_used_at, "
+        "expires_at, refresh_hash) VALUES ('s1', 'u1', 1, 0, 0, 0, 4102444800, x'00')"
+    )
+    db.close()
+    store = SQLiteStore(path)
+    old = await store.find_session("s1")
+    assert old is not None and old.amr == () and old.refresh_hash == b"\x00"
+    await store.create_session(session("u1", "s2", amr=("pwd",)))
+    assert [s.amr for s in await store.list_user_sessions("u1")] == [("pwd",), ()]
+    assert await store.create_credential(credential("u1"))
+    assert await store.find_credential("c1") == credential("u1")
+    assert await store.delete_user("u1")
+    assert await store.find_credential("c1") is None  # ON DELETE CASCADE
+    await store.close()
+
+
 def test_every_canonical_email_version_has_its_migration() -> None:
     """A change of `canonical_email` raises its version and appends a recanonicalisation."""
     from accounts_server.stores import sqlite as module
