@@ -25,6 +25,7 @@ from accounts_server import (
     StoredSession,
     StoreUnavailable,
     TokenConfig,
+    User,
 )
 from accounts_server.http import create_app
 from accounts_server.stores.mongo import MongoStore
@@ -217,6 +218,34 @@ async def test_a_credential_version_is_an_integer(mongo: MongoStore, version: ob
     found = await mongo.find_credential("c1")
     assert found is not None and found.version == 0
     assert await mongo.find_credential("c2") is None
+
+
+async def test_a_user_deleted_right_after_its_lookup_keeps_no_credential(
+    mongodb_url: str,
+) -> None:
+    """The interleaving a concurrent `delete_user` may give (the contract's gather rarely
+    does): the deletion lands between `create_credential`'s user lookup and its return. Had
+    the lookup come before the insert, the credential would outlive its user."""
+    deleted: list[str] = []
+
+    class DeletedMeanwhile(MongoStore):
+        async def find_user_by_id(self, user_id: str) -> User | None:
+            found = await super().find_user_by_id(user_id)
+            if not deleted:
+                deleted.append(user_id)
+                assert await self.delete_user(user_id)
+            return found
+
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongodb_url)
+    store = DeletedMeanwhile(client["test_deleted_meanwhile"])
+    try:
+        user = await store.create_user(username="gone", emails=[], extra={}, services={}, now=NOW)
+        await store.create_credential(credential(user.id))
+        assert deleted == [user.id]
+        assert await store.find_credential("c1") is None
+    finally:
+        await client.drop_database("test_deleted_meanwhile")
+        await client.close()
 
 
 async def test_a_session_stored_before_amr_reads_as_no_methods(
