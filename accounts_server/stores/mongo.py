@@ -1,11 +1,11 @@
 """The MongoDB store, on PyMongo's async API or a motor database handle.
 
 One document per user (emails and per-service data embedded; the service data is projected out
-of every user read) and one per session. Uniqueness comes from unique indexes, never from a
-prior find; every critical transition is a single-document conditional update, so no
-multi-document transaction is needed and a standalone mongod works. Every value that reaches a
-filter is checked to be a string first: a JSON object such as `{"$ne": null}` can never become
-a query operator.
+of every user read), one per session and one per credential. Uniqueness comes from unique
+indexes, never from a prior find; every critical transition is a single-document conditional
+update, so no multi-document transaction is needed and a standalone mongod works. Every value
+that reaches a filter is checked to be a string (a version: an integer) first: a JSON object
+such as `{"$ne": null}` can never become a query operator.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from ..errors import (
     ConfigurationError,
+    CredentialAlreadyExists,
     EmailAlreadyExists,
     IdentityAlreadyLinked,
     InvalidRequest,
@@ -39,6 +40,7 @@ from ..validation import check_service_name
 from ._common import claim, demoted, holds, report_demoted, search_ranges, unique_conflict
 from .base import (
     CANONICAL_EMAIL_VERSION,
+    Credential,
     OneTimeToken,
     StoredSession,
     canonical_email,
@@ -85,6 +87,13 @@ def _key(value: object) -> str:
     return value
 
 
+def _version(value: object) -> int:
+    """A version in a filter: an integer (not a bool, which MongoDB does not match to 1)."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InvalidRequest("versions must be integers")
+    return value
+
+
 def _violated_index(exc: DuplicateKeyError) -> str:
     """The name of the unique index a duplicate-key error reports (MongoDB and the wire server
     both put it in the message); not the whole message, which quotes the duplicated value."""
@@ -107,6 +116,19 @@ def _session(doc: Mapping[str, Any]) -> StoredSession:
         ip=doc.get("ip"),
         user_agent=doc.get("user_agent"),
         impersonator_id=doc.get("impersonator_id"),
+        amr=tuple(doc.get("amr", ())),
+    )
+
+
+def _credential(doc: Mapping[str, Any]) -> Credential:
+    return Credential(
+        id=doc["_id"],
+        user_id=doc["user_id"],
+        kind=doc["kind"],
+        data=doc["data"],
+        created_at=doc["created_at"],
+        updated_at=doc["updated_at"],
+        version=int(doc["version"]),
     )
 
 
@@ -134,6 +156,7 @@ class MongoStore:
         self._sessions = self._db["sessions"]
         self._tokens = self._db["tokens"]
         self._counters = self._db["counters"]
+        self._credentials = self._db["credentials"]
         self._owns_client = owns_client
         self._indexed = False
 
@@ -231,6 +254,12 @@ class MongoStore:
                     IndexModel([("key", ASCENDING)], name="key"),
                     IndexModel([("expires_at", ASCENDING)], name="ttl", expireAfterSeconds=0),
                 ]
+            )
+        )
+        # Credential documents are keyed by their id (`_id`, unique by nature); no expiry.
+        await self._run(
+            lambda: self._credentials.create_indexes(
+                [IndexModel([("user_id", ASCENDING), ("kind", ASCENDING)], name="user")]
             )
         )
         await self._recanonicalise_emails()
@@ -525,10 +554,11 @@ class MongoStore:
 
     async def delete_user(self, user_id: str) -> bool:
         key = _key(user_id)
-        # The user first: a session or token left by a crash here resolves to no user, so it
-        # is dead, and the TTL index removes it.
+        # The user first: a session, token or credential left by a crash here resolves to no
+        # user, so it is dead; the TTL index removes sessions and tokens, and deleting the user
+        # again removes any of them (`create_credential` relies on this order).
         result = await self._run(lambda: self._users.delete_one({"_id": key}))
-        for collection in (self._sessions, self._tokens):
+        for collection in (self._sessions, self._tokens, self._credentials):
             await self._run(partial(collection.delete_many, {"user_id": key}))
         return bool(result.deleted_count == 1)
 
@@ -623,6 +653,7 @@ class MongoStore:
             "ip": s.ip,
             "user_agent": s.user_agent,
             "impersonator_id": s.impersonator_id,
+            "amr": list(s.amr),
         }
         await self._run(lambda: self._sessions.insert_one(doc))
 
@@ -676,6 +707,66 @@ class MongoStore:
         update = {"$set": {"valid": False, "updated_at": now}}
         result = await self._run(lambda: self._sessions.update_many(query, update))
         return int(result.modified_count)
+
+    # -- credentials ------------------------------------------------------------------------
+
+    async def create_credential(self, credential: Credential) -> bool:
+        """Inserted first and its user looked up after, as `delete_user` removes the user
+        before its credentials: a user deleted meanwhile is either seen missing here (and the
+        credential taken back) or removes the credential itself. Looked up first, a deletion
+        in between would leave a credential of nobody, holding its id for good."""
+        await self._ensure_indexes()
+        c = credential
+        doc = {
+            "_id": _key(c.id),
+            "user_id": _key(c.user_id),
+            "kind": _key(c.kind),
+            "data": dict(c.data),
+            "created_at": c.created_at,
+            "updated_at": c.updated_at,
+            "version": _version(c.version),
+        }
+        try:
+            await self._run(lambda: self._credentials.insert_one(doc))
+        except DuplicateKeyError as exc:
+            if await self.find_user_by_id(c.user_id) is None:
+                return False  # as SQLite answers: no user comes before a taken id
+            raise CredentialAlreadyExists() from exc
+        if await self.find_user_by_id(c.user_id) is not None:
+            return True
+        mine = {"_id": c.id, "user_id": c.user_id}
+        await self._run(lambda: self._credentials.delete_one(mine))
+        return False
+
+    async def find_credential(self, credential_id: str) -> Credential | None:
+        doc = await self._run(lambda: self._credentials.find_one({"_id": _key(credential_id)}))
+        return None if doc is None else _credential(doc)
+
+    async def list_user_credentials(
+        self, user_id: str, kind: str | None = None
+    ) -> list[Credential]:
+        query = {"user_id": _key(user_id)}
+        if kind is not None:
+            query["kind"] = _key(kind)
+
+        async def fetch() -> list[dict[str, Any]]:
+            cursor = self._credentials.find(query).sort([("created_at", 1), ("_id", 1)])
+            return [doc async for doc in cursor]
+
+        return [_credential(doc) for doc in await self._run(fetch)]
+
+    async def update_credential(
+        self, credential_id: str, *, version: int, data: Mapping[str, Any], now: datetime
+    ) -> bool:
+        query = {"_id": _key(credential_id), "version": _version(version)}
+        update = {"$set": {"data": dict(data), "updated_at": now}, "$inc": {"version": 1}}
+        result = await self._run(lambda: self._credentials.update_one(query, update))
+        return bool(result.modified_count == 1)
+
+    async def delete_credential(self, credential_id: str) -> bool:
+        query = {"_id": _key(credential_id)}
+        result = await self._run(lambda: self._credentials.delete_one(query))
+        return bool(result.deleted_count == 1)
 
     async def prune_expired(self, *, now: datetime) -> int:
         """The TTL indexes do this on their own; this is for an explicit prune. In batches of

