@@ -67,6 +67,7 @@ _SECRET_LENGTH = 30
 _RECOVERY_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
 _RECOVERY_LENGTH = 12
 _MAX_CODE_LENGTH = 64
+_DIGITS = 6
 _CAS_ATTEMPTS = 3
 
 Emit = Callable[..., Awaitable[None]]
@@ -353,7 +354,7 @@ class TwoFactor:
         self, user_id: str, sealed: _Sealed, code: str, last_step: int, *, recovery: bool
     ) -> tuple[int | None, str | None]:
         """(the TOTP step `code` is for, or None; the recovery hash it uses, or None)."""
-        if code.isdigit():
+        if _is_digits(code):
             step = self._matching_step(sealed.secret, code)
             return (step, None) if step is not None and step > last_step else (None, None)
         if not recovery:
@@ -368,6 +369,8 @@ class TwoFactor:
     def _matching_step(self, base32: str, digits: str) -> int | None:
         """The time step within the drift window whose code is `digits`; every candidate is
         computed and compared, whichever matches."""
+        if not _is_digits(digits):
+            return None
         totp = pyotp.TOTP(base32)
         now = self.clock().timestamp()
         current = totp.timecode(now)
@@ -436,6 +439,11 @@ def _code(code: object) -> str:
     if not isinstance(code, str) or len(code) > _MAX_CODE_LENGTH:
         raise InvalidRequest("code must be a string")
     return code.replace(" ", "").replace("-", "").lower()
+
+
+def _is_digits(code: str) -> bool:
+    """Six ASCII digits: `str.isdigit` alone also takes `²` and Arabic-Indic digits."""
+    return len(code) == _DIGITS and code.isascii() and code.isdigit()
 
 
 def _new_recovery_codes(count: int) -> list[str]:

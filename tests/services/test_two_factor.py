@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -17,19 +17,28 @@ import httpx
 import jwt
 import pyotp
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from accounts_password import PasswordService
 from accounts_server import (
     AccountsServer,
     HookEvent,
+    InvalidRequest,
+    KeyRing,
     RateLimits,
     SealingKeys,
+    TokenConfig,
+    TwoFactorCodeMismatch,
+    TwoFactorCodeRequired,
     TwoFactorConfig,
+    User,
 )
 from accounts_server.http import create_app
+from accounts_server.stores import SQLiteStore
 
 from ..conftest import Clock, MakeServer
-from ..helpers import PASSWORD, SMTPServer
+from ..helpers import PASSWORD, SMTPServer, load_key, register
 
 STEP = timedelta(seconds=30)
 RECOVERY = re.compile(r"[a-z2-9]{4}-[a-z2-9]{4}-[a-z2-9]{4}")
@@ -423,3 +432,48 @@ class TestAdminReset:
 
 def _bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture(scope="module")
+def enrolled(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[Any, AccountsServer, User]]:
+    """A server with one enrolled user, on a loop of its own (hypothesis runs sync tests)."""
+    loop = asyncio.new_event_loop()
+    clock = Clock()
+    server = AccountsServer(
+        store=SQLiteStore(tmp_path_factory.mktemp("codes") / "accounts.db"),
+        tokens=TokenConfig(keys=KeyRing([load_key("ed25519")])),
+        services=[PasswordService()],
+        sealing=SealingKeys.generate(),
+        rate_limits=RateLimits(enabled=False),
+        clock=clock,
+    )
+
+    async def enrol() -> User:
+        account = await register(server)
+        user = await server.find_user_by_id(account.user_id)
+        assert user is not None
+        secret = await server.two_factor.new_secret()
+        code = pyotp.TOTP(secret.base32).at(clock.now.timestamp())
+        await server.two_factor.enable(user, {"base32": secret.base32}, code)
+        return user
+
+    user = loop.run_until_complete(enrol())
+    yield loop, server, user
+    loop.run_until_complete(server.close())
+    loop.close()
+
+
+@settings(max_examples=300, deadline=None)
+@example(code="\u0661\u0662\u0663\u0664\u0665\u0666")  # Arabic-Indic digits: str.isdigit()
+@example(code="\u00b2" * 6)
+@given(code=st.one_of(st.text(max_size=80), st.integers(), st.none(), st.lists(st.text())))
+def test_any_code_is_refused_cleanly(
+    enrolled: tuple[Any, AccountsServer, User], code: object
+) -> None:
+    """Whatever arrives as a code (Unicode digits such as `٣`, huge strings, other JSON types)
+    is a clear refusal, never an exception of another kind (a 500) and never an acceptance."""
+    loop, server, user = enrolled
+    with pytest.raises((InvalidRequest, TwoFactorCodeMismatch, TwoFactorCodeRequired)):
+        loop.run_until_complete(server.two_factor.verify(user, code))
