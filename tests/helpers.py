@@ -164,6 +164,13 @@ class WireServer(NodeServer):
         return cls.launch("mongodb-wire", "server.mjs", port=port)
 
 
+def _arrival(key: str) -> tuple[int, ...]:
+    """A Maildir key (`<seconds>.M<microseconds>P<pid>Q<count>.<host>`) as numbers: sorted as
+    text, `M99` would come after `M100`."""
+    match = re.match(r"(\d+)\.M(\d+)P(\d+)Q(\d+)", key)
+    return tuple(int(part) for part in match.groups()) if match else (0,)
+
+
 @dataclass
 class SMTPServer:
     """aiosmtpd in its own process on 127.0.0.1, delivering into a Maildir we read."""
@@ -214,7 +221,8 @@ class SMTPServer:
 
     def messages(self, to: str) -> list[Message]:
         box = mailbox.Maildir(self.maildir)
-        return [m for key, m in sorted(box.items()) if key not in self.seen and m["To"] == to]
+        found = [(key, m) for key, m in box.items() if key not in self.seen and m["To"] == to]
+        return [m for _, m in sorted(found, key=lambda item: _arrival(item[0]))]
 
     async def wait_for(self, to: str, count: int = 1) -> Message:
         """The `count`-th message to `to` (polls: delivery is another process)."""
