@@ -113,7 +113,3 @@ class SealingKeys:
             return aead.decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], context.encode())
         except (InvalidTag, binascii.Error, ValueError) as exc:
             raise SealedDataUnreadable("sealed data failed its integrity check") from exc
-
-    def sealed_with_current_key(self, sealed: str) -> bool:
-        """Whether `sealed` is under the sealing key (else it is worth sealing again)."""
-        return sealed.startswith(f"{_PREFIX}.{self._sealing_kid}.")

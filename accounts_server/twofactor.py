@@ -39,7 +39,6 @@ from .errors import (
     ConfigurationError,
     CredentialAlreadyExists,
     InvalidRequest,
-    InvalidToken,
     TwoFactorAlreadySet,
     TwoFactorCodeMismatch,
     TwoFactorCodeRequired,
@@ -147,11 +146,6 @@ class TwoFactor:
         self._emit = emit
         self._revoke_sessions = revoke_sessions
 
-    @property
-    def available(self) -> bool:
-        """Whether this server can keep second factors (it has sealing keys)."""
-        return self._sealing is not None
-
     # -- enrolment --------------------------------------------------------------------------
 
     async def new_secret(self, account: str | None = None) -> TotpSecret:
@@ -196,10 +190,7 @@ class TwoFactor:
         digits = _code(code)
         if await self.store.find_credential(_credential_id(user.id)) is not None:
             raise TwoFactorAlreadySet()
-        try:
-            pending = await self._redeem_pending(base32)
-        except InvalidToken:
-            raise TwoFactorSecretRefused() from None
+        pending = await self._redeem_pending(base32)
         step = self._matching_step(base32, digits)
         if step is None:
             await self.store.create_token(pending)  # a typo must not cost the scanned secret
@@ -406,9 +397,12 @@ class TwoFactor:
         return _Sealed(secret=plain["secret"], recovery=tuple(plain["recovery"]))
 
     async def _redeem_pending(self, base32: str) -> OneTimeToken:
+        """Raises:
+        TwoFactorSecretRefused: not issued here, already used, or expired.
+        """
         token = await self.store.consume_token(_pending_hash(base32), _PENDING_KIND)
         if token is None or token.expires_at <= self.clock():
-            raise InvalidToken(reason="secret")
+            raise TwoFactorSecretRefused()
         return token
 
 
