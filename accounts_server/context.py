@@ -50,6 +50,7 @@ class ServiceContext:
         revoke_sessions: RevokeSessions,
         after_response: Callable[[Coroutine[Any, Any, object]], None],
         two_factor: TwoFactor,
+        login_methods: Callable[[User], Awaitable[list[str]]],
     ) -> None:
         self.store = store
         self.clock = clock
@@ -65,6 +66,7 @@ class ServiceContext:
         self._create_user = create_user
         self._revoke_sessions = revoke_sessions
         self._after_response = after_response
+        self._login_methods = login_methods
 
     def sanitize(self, user: User) -> User:
         """The user as clients and listeners may see it."""
@@ -134,6 +136,11 @@ class ServiceContext:
     async def revoke_sessions(self, user_id: str, *, except_: Sequence[str] = ()) -> int:
         """End every session of the user but `except_`; returns how many."""
         return await self._revoke_sessions(user_id, except_=except_)
+
+    async def login_methods(self, user: User) -> list[str]:
+        """The services that could log this user in now (those offering `LoginAvailability`):
+        before removing a way in, a service checks another remains."""
+        return await self._login_methods(user)
 
     def after_response(self, work: Coroutine[Any, Any, object]) -> None:
         """Run `work` after answering: for steps whose duration must not show in the answer

@@ -41,6 +41,7 @@ Messages are safe to show a client; context lives in attributes and never holds 
     │   ├── EmailAlreadyExists
     │   ├── IdentityAlreadyLinked
     │   ├── CredentialAlreadyExists
+    │   ├── LastLoginMethod
     │   ├── TwoFactorAlreadySet
     │   └── TwoFactorNotSet
     ├── RateLimited                 (.retry_after, seconds)
@@ -56,7 +57,8 @@ The two-factor messages are accounts-js's, byte for byte: its client throws
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 __all__ = [
     "AccountsError",
@@ -74,6 +76,7 @@ __all__ = [
     "InvalidRequest",
     "InvalidToken",
     "InvalidUsername",
+    "LastLoginMethod",
     "LoginNotAllowed",
     "MailUnavailable",
     "MethodNotAllowed",
@@ -213,10 +216,31 @@ class InvalidToken(AuthenticationFailed):
 
 
 class TwoFactorCodeRequired(AuthenticationFailed):
-    """The password was right; this user also needs a code (TOTP or a recovery code)."""
+    """The first factor was right; this user also needs a second one (a TOTP or recovery
+    code, a passkey). From a login, `mfa_token` finishes it at `mfa/authenticate` (single use,
+    short-lived: it is meant for this client, so it is never put in an event), `factors` names
+    what the user has and `challenges` what each needs answered (a passkey's request options).
+    """
 
     code = "TwoFactorCodeRequired"
     default_message = "2FA code required"
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        mfa_token: str | None = None,
+        factors: tuple[str, ...] = (),
+        challenges: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.mfa_token = mfa_token
+        self.factors = factors
+        self.challenges: Mapping[str, Mapping[str, Any]] = challenges or {}
+
+    def without_token(self) -> TwoFactorCodeRequired:
+        """The same refusal without the token, for listeners and logs."""
+        return TwoFactorCodeRequired(self.message, factors=self.factors)
 
 
 class TwoFactorCodeMismatch(AuthenticationFailed):
@@ -356,6 +380,14 @@ class CredentialAlreadyExists(Conflict):
 
     code = "CredentialAlreadyExists"
     default_message = "This credential is already registered"
+
+
+class LastLoginMethod(Conflict):
+    """Removing this would leave the user no way to log in (their last passkey, with no
+    password or other way in)."""
+
+    code = "LastLoginMethod"
+    default_message = "This is the last way to log in to this account; add another first"
 
 
 class TwoFactorAlreadySet(Conflict):

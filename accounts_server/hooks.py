@@ -47,6 +47,9 @@ EventName = Literal[
     "two_factor_enabled",
     "two_factor_disabled",
     "recovery_code_used",
+    "passkey_registered",
+    "passkey_removed",
+    "passkey_sign_count_regressed",
     "admin_action",
 ]
 _EVENTS = frozenset(get_args(EventName))

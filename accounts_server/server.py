@@ -27,19 +27,23 @@ from .errors import (
     ServiceNotFound,
     SessionNotFound,
     TokenReused,
+    TwoFactorCodeRequired,
     UserDeactivated,
     UsernameOrEmailRequired,
     UserNotFound,
 )
 from .hooks import EventName, HookEvent, Hooks, Listener
+from .mfa import MultiFactor
 from .ratelimit import RateLimiter, RateLimits
 from .sealing import SealingKeys
 from .services import (
     Authenticated,
     EndpointHandler,
     EndpointRequest,
+    LoginAvailability,
     LoginService,
     ProvidesEndpoints,
+    SecondFactor,
     SecretService,
 )
 from .sessions import SessionConfig, SessionRules, access_jti
@@ -70,6 +74,11 @@ JwtPayloadHook = Callable[
 ImpersonationAuthorize = Callable[[User, User], bool | Awaitable[bool]]
 AdminAuthorize = Callable[[User, str], bool | Awaitable[bool]]
 UserSanitizer = Callable[[User], User]
+
+
+def _quiet(error: AccountsError) -> AccountsError:
+    """The error as listeners see it: an `mfaToken` is for the client alone."""
+    return error.without_token() if isinstance(error, TwoFactorCodeRequired) else error
 
 
 async def _maybe_await(value: _T | Awaitable[_T]) -> _T:
@@ -115,12 +124,13 @@ class AccountsServer:
         self._limiter = RateLimiter(store, rate_limits or RateLimits(), clock)
         self._background: set[asyncio.Task[None]] = set()
         #: Second factors; available when `sealing` keys are given (they keep the secrets).
+        two_factor = two_factor or TwoFactorConfig()
         self.two_factor = TwoFactor(
             store=store,
             clock=clock,
             limiter=self._limiter,
             sealing=sealing,
-            config=two_factor or TwoFactorConfig(),
+            config=two_factor,
             emit=self._emit,
             revoke_sessions=self.revoke_all_sessions,
         )
@@ -137,6 +147,7 @@ class AccountsServer:
             revoke_sessions=self.revoke_all_sessions,
             after_response=self.after_response,
             two_factor=self.two_factor,
+            login_methods=self._login_methods,
         )
         self.services: dict[str, LoginService] = {}
         for service in services:
@@ -146,6 +157,12 @@ class AccountsServer:
             if isinstance(service, ProvidesEndpoints):
                 service.endpoints()  # validated now, not on the first request
             self.services[name] = service
+        self._mfa = MultiFactor(
+            context=self.context,
+            two_factor=self.two_factor,
+            factors=[s for s in self.services.values() if isinstance(s, SecondFactor)],
+            lifetime=two_factor.mfa_lifetime,
+        )
 
     # -- hooks ------------------------------------------------------------------------------
 
@@ -183,10 +200,17 @@ class AccountsServer:
         """
         try:
             await self._limiter.hit("login-ip", info.ip, self._limiter.limits.login_per_ip)
-            user, amr = await self._authenticate(service_name, params, info)
-            result = await self._open_session(user, info, lifetime=self._remember(params), amr=amr)
+            user, amr, second = await self._authenticate(service_name, params, info)
+            lifetime = self._remember(params)
+            if second:
+                required = await self._mfa.required(
+                    user, service=service_name, amr=amr, lifetime=lifetime
+                )
+                if required is not None:
+                    raise required
+            result = await self._open_session(user, info, lifetime=lifetime, amr=amr)
         except AccountsError as exc:
-            await self._emit("login_error", service=service_name, info=info, error=exc)
+            await self._emit("login_error", service=service_name, info=info, error=_quiet(exc))
             raise
         await self._emit(
             "login_success",
@@ -206,12 +230,47 @@ class AccountsServer:
             ServiceNotFound, InvalidCredentials, UserDeactivated, LoginNotAllowed.
         """
         try:
-            user, _ = await self._authenticate(service_name, params, info)
+            user, _, second = await self._authenticate(service_name, params, info)
+            if second and (await self._mfa.factors(user))[0]:
+                raise TwoFactorCodeRequired()
         except AccountsError as exc:
             await self._emit("authenticate_error", service=service_name, info=info, error=exc)
             raise
         await self._emit("authenticate_success", user=user, service=service_name, info=info)
         return True
+
+    async def login_with_mfa(self, params: Mapping[str, Any], info: ConnectionInfo) -> LoginResult:
+        """Finish a login whose first step answered `TwoFactorCodeRequired`: `{mfaToken,
+        code}` or `{mfaToken, <factor service>: proof}` (mfa.py).
+
+        Raises:
+            InvalidToken, InvalidRequest, TwoFactorCodeMismatch (or the factor's refusal),
+            RateLimited, UserDeactivated, LoginNotAllowed.
+        """
+        service = None
+        try:
+            await self._limiter.hit("token-ip", info.ip, self._limiter.limits.token_per_ip)
+            step = await self._mfa.complete(params)
+            service = step.service
+            if step.user.deactivated:
+                raise UserDeactivated()
+            event = HookEvent(
+                name="validate_login", user=self._sanitize(step.user), service=service, info=info
+            )
+            if not await self._hooks.allow(event):
+                raise LoginNotAllowed()
+            result = await self._open_session(step.user, info, lifetime=step.lifetime, amr=step.amr)
+        except AccountsError as exc:
+            await self._emit("login_error", service=service, info=info, error=exc)
+            raise
+        await self._emit(
+            "login_success",
+            user=step.user,
+            session_id=result.session_id,
+            service=service,
+            info=info,
+        )
+        return result
 
     async def login_with_user(
         self,
@@ -250,7 +309,8 @@ class AccountsServer:
 
     async def _authenticate(
         self, service_name: str, params: Mapping[str, Any], info: ConnectionInfo
-    ) -> tuple[User, tuple[str, ...]]:
+    ) -> tuple[User, tuple[str, ...], bool]:
+        """(the user, their `amr`, whether their second factor is still wanted)."""
         service = self.services.get(service_name)
         if service is None:
             raise ServiceNotFound()
@@ -259,7 +319,10 @@ class AccountsServer:
         proved = await service.authenticate(params, self.context)
         if proved is None:
             raise InvalidCredentials()
-        user, amr = (proved.user, proved.amr) if isinstance(proved, Authenticated) else (proved, ())
+        if isinstance(proved, Authenticated):
+            user, amr, second = proved.user, proved.amr, proved.second_factor
+        else:
+            user, amr, second = proved, (), False
         if user.deactivated:
             raise UserDeactivated()
         event = HookEvent(
@@ -267,7 +330,16 @@ class AccountsServer:
         )
         if not await self._hooks.allow(event):
             raise LoginNotAllowed()
-        return user, amr
+        return user, amr, second and "mfa" not in amr
+
+    async def _login_methods(self, user: User) -> list[str]:
+        """The services that could log the user in now."""
+        return [
+            name
+            for name, service in self.services.items()
+            if isinstance(service, LoginAvailability)
+            and await service.can_log_in(user, self.context)
+        ]
 
     async def _open_session(
         self,

@@ -7,7 +7,9 @@ absolute `/<path>`), so a service never imports a web framework. A handler retur
 `User`/`LoginResult` values, or a `Redirect` (with cookies) for browser flows such as OAuth.
 Everything a service uses of the server comes through its `ServiceContext` (`context.py`).
 A service whose users know a secret may also offer `SecretService`, which the core uses
-without naming any service.
+without naming any service; one that can also be a second factor after another service's
+first step (passkeys after a password) offers `SecondFactor`; and `LoginAvailability` says
+whether a service can still log a user in, so no one removes their last way in.
 """
 
 from __future__ import annotations
@@ -25,9 +27,11 @@ __all__ = [
     "Authenticated",
     "EndpointHandler",
     "EndpointRequest",
+    "LoginAvailability",
     "LoginService",
     "ProvidesEndpoints",
     "Redirect",
+    "SecondFactor",
     "SecretService",
     "ServiceEndpoint",
 ]
@@ -45,6 +49,9 @@ class Authenticated:
 
     user: User
     amr: tuple[str, ...] = ()
+    #: This proof is a first factor: a user who has a second one (TOTP, a passkey) must give
+    #: it too before a session opens, unless `amr` already says `mfa`.
+    second_factor: bool = False
 
 
 class LoginService(Protocol):
@@ -97,7 +104,7 @@ class ServiceEndpoint:
 
     path: str
     handler: EndpointHandler = field(repr=False)
-    method: Literal["GET", "POST"] = "POST"
+    method: Literal["GET", "POST", "PATCH", "DELETE"] = "POST"
     summary: str = ""
     body: Mapping[str, Any] = field(default_factory=lambda: {"type": "object"})
     response: Mapping[str, Any] = field(default_factory=dict)
@@ -110,7 +117,7 @@ class ServiceEndpoint:
         if (
             not all(_SEGMENT.fullmatch(segment) for segment in segments)
             or self.path in _PROTOCOL_PATHS
-            or self.method not in ("GET", "POST")
+            or self.method not in ("GET", "POST", "PATCH", "DELETE")
         ):
             raise ConfigurationError(f"invalid endpoint {self.method} {self.path!r}")
 
@@ -147,3 +154,38 @@ class SecretService(Protocol):
             InvalidPassword (or the service's own `ValidationFailed`): `secret` is refused.
         """
         ...
+
+
+@runtime_checkable
+class SecondFactor(Protocol):
+    """A service that is also a second factor after another service's first step. Its proof
+    comes to `POST mfa/authenticate` under the service's name, beside the `mfaToken`."""
+
+    name: str
+
+    async def second_factor_challenge(
+        self, user: User, ctx: ServiceContext
+    ) -> Mapping[str, Any] | None:
+        """None if the user has no such factor; else what the client needs to answer it (a
+        passkey's request options), sent with the `mfaToken`."""
+        ...
+
+    async def verify_second_factor(
+        self, user: User, proof: object, ctx: ServiceContext
+    ) -> tuple[str, ...]:
+        """The RFC 8176 `amr` values `proof` earns (with `mfa`).
+
+        Raises:
+            AuthenticationFailed: the proof is refused; InvalidRequest: it is malformed.
+        """
+        ...
+
+
+@runtime_checkable
+class LoginAvailability(Protocol):
+    """A service that can tell whether it could log a user in now (a password is set, an
+    email can receive a link)."""
+
+    name: str
+
+    async def can_log_in(self, user: User, ctx: ServiceContext) -> bool: ...

@@ -86,6 +86,8 @@ class TwoFactorConfig:
     #: How long a secret from `new_secret` may be enabled with.
     pending_lifetime: timedelta = timedelta(minutes=10)
     recovery_codes: int = 10
+    #: How long the `mfaToken` of a login's first step may be used to finish it.
+    mfa_lifetime: timedelta = timedelta(minutes=5)
 
     def __post_init__(self) -> None:
         if not (0 <= self.drift_steps <= 2):
@@ -94,6 +96,8 @@ class TwoFactorConfig:
             raise ConfigurationError("recovery_codes must be between 5 and 20")
         if not (timedelta(minutes=1) <= self.pending_lifetime <= timedelta(hours=1)):
             raise ConfigurationError("pending_lifetime must be between 1 minute and 1 hour")
+        if not (timedelta(minutes=1) <= self.mfa_lifetime <= timedelta(minutes=15)):
+            raise ConfigurationError("mfa_lifetime must be between 1 and 15 minutes")
         if not self.issuer or ":" in self.issuer:
             raise ConfigurationError("issuer must be non-empty and without ':'")
 
@@ -261,6 +265,9 @@ class TwoFactor:
             await self._emit("two_factor_disabled", user=user)
         return removed
 
+    async def enabled(self, user_id: str) -> bool:
+        return await self.store.find_credential(_credential_id(user_id)) is not None
+
     async def status(self, user_id: str) -> TwoFactorStatus:
         """Raises:
         TwoFactorUnavailable: two-factor is on but this server has no sealing keys.
@@ -284,7 +291,7 @@ class TwoFactor:
         Raises:
             RateLimited: too many wrong codes for this account.
         """
-        if await self.store.find_credential(_credential_id(user_id)) is not None:
+        if await self.enabled(user_id):
             await self.limiter.check(_FAILED_CODE, user_id, self.limiter.limits.failed_codes)
 
     async def verify(

@@ -66,10 +66,16 @@ def validate_username(value: object) -> str:
     return username
 
 
+#: First path segments the server's own routes use (`/mfa/authenticate`, `/sessions/...`).
+_RESERVED_SERVICE_NAMES = frozenset({"mfa", "sessions", "admin", "user"})
+
+
 def check_service_name(name: object) -> str:
     """Raises:
     ConfigurationError: a name that cannot be a single URL path segment.
     """
     if not isinstance(name, str) or not _SERVICE_NAME.fullmatch(name):
         raise ConfigurationError(f"invalid login service name {name!r}")
+    if name in _RESERVED_SERVICE_NAMES:
+        raise ConfigurationError(f"{name!r} is a route of the server, not a service name")
     return name

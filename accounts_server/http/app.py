@@ -77,6 +77,10 @@ class _Handlers:
         info = connection_info(request, self.proxies)
         return await self.server.login_with_service(request.path_params["service"], body, info)
 
+    async def mfa_authenticate(self, request: Request) -> object:
+        body = await self.body(request)
+        return await self.server.login_with_mfa(body, connection_info(request, self.proxies))
+
     async def verify_authentication(self, request: Request) -> object:
         body = await self.body(request)
         info = connection_info(request, self.proxies)
@@ -153,7 +157,7 @@ class _Handlers:
 
     def endpoint(self, handler: EndpointHandler) -> Handler:
         async def call(request: Request) -> object:
-            body = await self.body(request) if request.method == "POST" else {}
+            body = await self.body(request) if request.method != "GET" else {}
             endpoint_request = EndpointRequest(
                 body=body,
                 info=connection_info(request, self.proxies),
@@ -176,6 +180,10 @@ def _operations(server: AccountsServer, h: _Handlers) -> list[Operation]:
         "required": ["refreshToken"],
     }
     target = _object(userId=_STRING, username=_STRING, email=_STRING)
+    mfa_body = {
+        **_object(mfaToken=_STRING, code=_STRING, webauthn={"type": "object"}),
+        "required": ["mfaToken"],
+    }
     impersonate_body = {
         **_object(accessToken=_STRING, impersonated=target),
         "required": ["accessToken", "impersonated"],
@@ -183,6 +191,10 @@ def _operations(server: AccountsServer, h: _Handlers) -> list[Operation]:
     # A table: one operation per entry (fmt: off keeps its columns).
     # fmt: off
     operations = [
+        Operation("POST", "/mfa/authenticate", h.mfa_authenticate,
+                  "Finish a login that answered TwoFactorCodeRequired: its mfaToken and one "
+                  "proof, a TOTP or recovery `code` or a factor service's (`webauthn`)",
+                  ref("LoginResult"), body=mfa_body),
         Operation("POST", "/refreshTokens", h.refresh_tokens,
                   "Rotate the refresh token and issue a new pair", ref("LoginResult"),
                   body=refresh_body),
@@ -224,7 +236,7 @@ def _operations(server: AccountsServer, h: _Handlers) -> list[Operation]:
                         h.endpoint(endpoint.handler),
                         endpoint.summary or f"{name}: {path}",
                         endpoint.response,
-                        body=endpoint.body if endpoint.method == "POST" else None,
+                        body=endpoint.body if endpoint.method != "GET" else None,
                         body_required=False,
                         auth=endpoint.auth,
                         redirects=endpoint.redirects,

@@ -54,17 +54,29 @@ def status_for(error: e.AccountsError) -> int:
 
 def error_response(error: e.AccountsError) -> Response:
     status = status_for(error)
+    body: dict[str, object]
     if status == 500:
         # A misconfiguration (e.g. a hook setting a reserved claim): the operator's problem,
         # logged in full; the client learns nothing about it.
         logger.error("request failed: %s: %s", type(error).__name__, error.message)
         body = {"message": "Internal server error", "code": "InternalError"}
     else:
-        body = {"message": error.message, "code": error.code}
+        body = {"message": error.message, "code": error.code, **_details(error)}
     headers = dict(NO_STORE)
     if isinstance(error, e.RateLimited | e.TemporarilyUnavailable):
         headers["Retry-After"] = str(error.retry_after)
     return json_response(body, status_code=status, headers=headers)
+
+
+def _details(error: e.AccountsError) -> dict[str, object]:
+    """What a client needs beside the code: how to finish a login that wants a second factor."""
+    if isinstance(error, e.TwoFactorCodeRequired) and error.mfa_token is not None:
+        return {
+            "mfaToken": error.mfa_token,
+            "factors": list(error.factors),
+            "challenges": dict(error.challenges),
+        }
+    return {}
 
 
 async def handle_accounts_error(request: Request, exc: Exception) -> Response:

@@ -115,9 +115,21 @@ def claims(token: str) -> dict[str, Any]:
     return decoded
 
 
-def assert_error(response: httpx.Response, status: int, code: str, message: str) -> None:
+def assert_error(
+    response: httpx.Response, status: int, code: str, message: str, *, session: bool = False
+) -> None:
+    """`session`: the request was a login, so a `TwoFactorCodeRequired` says how to finish it."""
     assert response.status_code == status, response.text
-    assert response.json() == {"code": code, "message": message}
+    body = response.json()
+    assert {"code": body.pop("code"), "message": body.pop("message")} == {
+        "code": code,
+        "message": message,
+    }
+    if code == "TwoFactorCodeRequired" and session:  # how to finish the login (mfa.py)
+        assert set(body) == {"mfaToken", "factors", "challenges"}
+        assert body["factors"] == ["totp"]
+    else:
+        assert body == {}
 
 
 class TestSecret:
@@ -154,7 +166,8 @@ class TestLogin:
         assert len(codes) == 10 and len(set(codes)) == 10
         assert all(RECOVERY.fullmatch(code) for code in codes)
 
-        assert_error(await site.login(), 401, "TwoFactorCodeRequired", "2FA code required")
+        response = await site.login()
+        assert_error(response, 401, "TwoFactorCodeRequired", "2FA code required", session=True)
         assert_error(
             await site.login(code="000000" if site.code(secret) != "000000" else "111111"),
             401,

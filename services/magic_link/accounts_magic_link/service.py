@@ -88,6 +88,10 @@ class MagicLinkService:
         await ctx.store.set_email_verified(user.id, record.email, now=ctx.clock())
         return await ctx.store.find_user_by_id(user.id)
 
+    async def can_log_in(self, user: User, ctx: ServiceContext) -> bool:
+        """`LoginAvailability`: any address of the user can receive a link, if mail is set."""
+        return self.mailer is not None and bool(user.emails)
+
     async def request_link(self, ctx: ServiceContext, address: str) -> None:
         """Mail a login link if `address` belongs to a user; silently nothing otherwise.
 

@@ -253,8 +253,11 @@ class PasswordService:
             return None
         for counted in keys:
             await ctx.limiter.clear(_FAILED_LOGIN, counted, tiers)
-        second = await ctx.two_factor.verify(user, params.get("code"))
-        return Authenticated(user, ("pwd", *second))
+        # A code given here is checked here (accounts-js's way); without one, the server asks
+        # for whichever second factor the user has (mfa.py).
+        code = params.get("code")
+        second = () if code is None or code == "" else await ctx.two_factor.verify(user, code)
+        return Authenticated(user, ("pwd", *second), second_factor=True)
 
     async def _verify(self, ctx: ServiceContext, user: User, password: str, raw: object) -> bool:
         """One hash verification whatever happens; legacy bcrypt and outdated argon2 hashes are
@@ -316,6 +319,10 @@ class PasswordService:
 
     async def has_secret(self, user_id: str, ctx: ServiceContext) -> bool:
         return bool(await ctx.store.get_service_data(user_id, self.name))
+
+    async def can_log_in(self, user: User, ctx: ServiceContext) -> bool:
+        """`LoginAvailability`: a user with a password can log in with it."""
+        return await self.has_secret(user.id, ctx)
 
     async def verify_secret(self, user: User, secret: object, ctx: ServiceContext) -> bool:
         """Raises:

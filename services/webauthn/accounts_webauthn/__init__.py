@@ -1,0 +1,23 @@
+"""Passkeys (WebAuthn) for accounts-server: passwordless login and a second factor."""
+
+from __future__ import annotations
+
+from .service import (
+    NotWhileImpersonating,
+    PasskeyNotFound,
+    PasskeyRefused,
+    PasskeyRegistrationRefused,
+    SignCountRegressed,
+    WebAuthnService,
+    from_environment,
+)
+
+__all__ = [
+    "NotWhileImpersonating",
+    "PasskeyNotFound",
+    "PasskeyRefused",
+    "PasskeyRegistrationRefused",
+    "SignCountRegressed",
+    "WebAuthnService",
+    "from_environment",
+]
