@@ -141,8 +141,10 @@ class SoftAuthenticator:
         challenge: str | None = None,
         client_type: str = "webauthn.create",
         alg: Alg | None = None,
+        credential_id: bytes | None = None,
     ) -> dict[str, Any]:
         """`navigator.credentials.create({publicKey: options})`, then `credential.toJSON()`.
+        `credential_id` forces the new credential's id (another user's, to test uniqueness).
 
         Raises `ValueError` if the server offers none of the authenticator's algorithm, and
         `ValueError("excluded")` if `excludeCredentials` names a credential it holds for the RP
@@ -165,7 +167,7 @@ class SoftAuthenticator:
             else ec.generate_private_key(ec.SECP256R1())
         )
         credential = SoftCredential(
-            id=secrets.token_bytes(16 + secrets.randbelow(17)),
+            id=credential_id or secrets.token_bytes(16 + secrets.randbelow(17)),
             rp_id=rp_id,
             user_handle=unb64url(options["user"]["id"]),
             private_key=private_key,
