@@ -12,7 +12,7 @@ import os
 import signal
 import stat
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 from importlib.metadata import entry_points
@@ -61,6 +61,17 @@ def load_services(names: tuple[str, ...]) -> list[LoginService]:
     return [found[name].load()() for name in (names or tuple(sorted(found)))]
 
 
+def _export_service_settings(settings: Mapping[str, str | None]) -> None:
+    """Put `serve`'s options for login services into `os.environ`, only those given, before
+    `load_services` runs: entry-point factories take no arguments, so each service reads its
+    own ACCOUNTS_* settings from the environment (the core knows no service, so it cannot
+    pass them as arguments). An option overrides its variable; an option not given leaves the
+    variable as the operator set it. A config file replaces this with issue 18."""
+    for name, value in settings.items():
+        if value is not None:
+            os.environ[name] = value
+
+
 def load_or_create_key(path: Path) -> SigningKey:
     """The signing key in `path`, created (Ed25519, mode 0600) on first start so tokens
     survive a restart.
@@ -104,6 +115,17 @@ def _create_key_file(path: Path, algorithm: Literal["EdDSA", "ES256"]) -> Signin
     with os.fdopen(fd, "wb") as file:
         file.write(key.private_pem())
     return key
+
+
+def _origins(
+    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+) -> tuple[str, ...]:
+    """`--webauthn-origin` values, each possibly several separated by commas (click splits
+    the variable on whitespace only), as the service's own `ACCOUNTS_WEBAUTHN_ORIGINS` reads."""
+    origins = tuple(origin for value in values for origin in value.replace(",", " ").split())
+    if values and not origins:
+        raise click.BadParameter("give an origin, such as https://app.example.com")
+    return origins
 
 
 _SESSIONS = SessionConfig()
@@ -202,6 +224,30 @@ def store_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     help="Login service to load (default: all installed).",
 )
 @click.option(
+    "--webauthn-rp-id",
+    envvar="ACCOUNTS_WEBAUTHN_RP_ID",
+    show_envvar=True,
+    help="Passkeys: the domain they are bound to, e.g. example.com (default: the host of the "
+    "first origin).",
+)
+@click.option(
+    "--webauthn-rp-name",
+    envvar="ACCOUNTS_WEBAUTHN_RP_NAME",
+    show_envvar=True,
+    help="Passkeys: the name browsers show for this site (default: accounts-server).",
+)
+@click.option(
+    "--webauthn-origin",
+    "webauthn_origins",
+    metavar="ORIGIN",
+    multiple=True,
+    envvar="ACCOUNTS_WEBAUTHN_ORIGINS",
+    show_envvar=True,
+    callback=_origins,
+    help="Passkeys: an exact origin pages run on, e.g. https://app.example.com; repeat for "
+    "several; in the variable, separate them by spaces or commas (default: ACCOUNTS_SITE_URL).",
+)
+@click.option(
     "--trusted-proxy", multiple=True, help="Proxy network whose X-Forwarded-For is believed."
 )
 @click.option(
@@ -227,6 +273,9 @@ def serve(
     short_session_lifetime: int,
     reuse_grace: int,
     service_names: tuple[str, ...],
+    webauthn_rp_id: str | None,
+    webauthn_rp_name: str | None,
+    webauthn_origins: tuple[str, ...],
     trusted_proxy: tuple[str, ...],
     graceful_timeout: int,
     log_level: str,
@@ -238,6 +287,14 @@ def serve(
 
     try:
         db_path.parent.mkdir(parents=True, exist_ok=True)
+        _export_service_settings(
+            {
+                "ACCOUNTS_WEBAUTHN_RP_ID": webauthn_rp_id,
+                "ACCOUNTS_WEBAUTHN_RP_NAME": webauthn_rp_name,
+                "ACCOUNTS_WEBAUTHN_ORIGINS": " ".join(webauthn_origins) or None,
+            }
+        )
+        services = load_services(service_names)
         if key_paths:
             keys = [SigningKey.from_file(path) for path in key_paths]
         else:
@@ -255,7 +312,7 @@ def serve(
                 short_lifetime=timedelta(hours=short_session_lifetime),
                 reuse_grace=timedelta(seconds=reuse_grace),
             ),
-            services=load_services(service_names),
+            services=services,
             sealing=load_or_create_sealing_keys(
                 sealing_key_paths, db_path.with_name(SEALING_KEY_FILE)
             ),

@@ -4,11 +4,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import getpass
 import logging
+import os
 import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pyotp
 import pytest
 from click.testing import CliRunner
@@ -23,10 +30,11 @@ from accounts_server import (
     TokenConfig,
     TwoFactorCodeRequired,
 )
+from accounts_server import cli as cli_module
 from accounts_server.cli import main
 from accounts_server.stores import SQLiteStore
 
-from .helpers import PASSWORD, load_key
+from .helpers import PASSWORD, free_port, load_key, stop_process
 
 
 @pytest.fixture
@@ -209,3 +217,129 @@ def test_reset_2fa_lets_a_locked_out_user_in_with_the_password(
     lines = [r.getMessage() for r in caplog.records if r.name == "accounts_server.audit"]
     line = f"admin_action operator=console:{getpass.getuser()} action=users.reset_two_factor"
     assert lines == [f"{line} user={user_id}"] * 2  # the no-op too: it was asked for
+
+
+WEBAUTHN_VARIABLES = (
+    "ACCOUNTS_WEBAUTHN_RP_ID",
+    "ACCOUNTS_WEBAUTHN_RP_NAME",
+    "ACCOUNTS_WEBAUTHN_ORIGINS",
+)
+
+
+@pytest.fixture
+def in_process_serve(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`serve` through the runner, in this process: no passkey variable set before, and the
+    ones `serve` exports to the services removed after (monkeypatch restores every variable
+    it has touched). uvicorn never starts: a configuration wrongly accepted fails the test
+    instead of serving forever."""
+    for name in WEBAUTHN_VARIABLES:
+        monkeypatch.setenv(name, "")  # recorded as unset, so removed again at the end
+        monkeypatch.delenv(name)
+
+    def run(config: object) -> None:
+        pytest.fail("serve accepted the configuration and started uvicorn")
+
+    monkeypatch.setattr(cli_module, "_run_until_stopped", run)
+
+
+def refused(db: Path, *args: str, exit_code: int = 1) -> str:
+    """What `serve` says when it refuses to start: click's one "Error: ..." line."""
+    result = CliRunner().invoke(main, ["serve", "--db", str(db), *args], env=WIDE)
+    assert result.exit_code == exit_code, result.output
+    assert "Traceback" not in result.output
+    return result.output
+
+
+@pytest.mark.usefixtures("in_process_serve")
+def test_serve_refuses_an_rp_id_that_is_not_a_suffix_of_the_origin(db: Path) -> None:
+    output = refused(
+        db, "--webauthn-rp-id", "example.com", "--webauthn-origin", "https://evil.test"
+    )
+    assert output.startswith(
+        "Error: rp_id 'example.com' is not a registrable suffix of origin 'https://evil.test'"
+    ), output
+
+
+@pytest.mark.usefixtures("in_process_serve")
+def test_serve_reads_the_passkey_options_from_the_environment(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The variables the service reads itself, origins separated by commas or spaces; an
+    option overrides its variable."""
+    monkeypatch.setenv("ACCOUNTS_WEBAUTHN_RP_ID", "example.com")
+    monkeypatch.setenv("ACCOUNTS_WEBAUTHN_ORIGINS", "https://app.example.com,https://evil.test")
+    suffix = "is not a registrable suffix of origin"
+    assert f"Error: rp_id 'example.com' {suffix} 'https://evil.test'" in refused(db)
+    monkeypatch.setenv("ACCOUNTS_WEBAUTHN_ORIGINS", "https://app.example.com https://b.test")
+    assert f"Error: rp_id 'example.com' {suffix} 'https://b.test'" in refused(db)
+    overridden = refused(db, "--webauthn-rp-id", "app.example.com")
+    assert f"Error: rp_id 'app.example.com' {suffix} 'https://b.test'" in overridden
+    empty = refused(db, "--webauthn-origin", " , ", exit_code=2)
+    assert "Invalid value for '--webauthn-origin'" in empty
+
+
+@pytest.fixture
+def passkey_server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """`accounts-server serve` in its own process on a free port, configured for passkeys on
+    http://localhost:PORT by its options alone (the caller's passkey variables left out), up
+    once /accounts/health answers 200 (within 20 s); stopped by its PID however the test ends.
+    Yields the process and its base URL."""
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            *[sys.executable, "-m", "accounts_server.cli", "serve"],
+            *["--port", str(port), "--log-level", "warning"],
+            *["--webauthn-rp-id", "localhost", "--webauthn-origin", f"http://localhost:{port}"],
+            *["--webauthn-rp-name", "Test RP"],
+        ],
+        cwd=tmp_path,
+        env={k: v for k, v in os.environ.items() if k not in WEBAUTHN_VARIABLES},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"serve exited early:\n{output(process)}")
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{base}/accounts/health", timeout=5).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                pytest.fail("serve did not answer /accounts/health within 20 s")
+            time.sleep(0.1)
+        yield process, base
+    finally:
+        stop_process(process)
+        if process.stdout:
+            process.stdout.close()
+
+
+def output(process: subprocess.Popen[bytes]) -> str:
+    return process.stdout.read().decode() if process.stdout else ""
+
+
+def test_serve_with_passkey_options_serves_them(
+    passkey_server: tuple[subprocess.Popen[bytes], str],
+) -> None:
+    """The options reach the service: its login options name the RP ID, and the registration
+    options of a signed-in user the RP name (the service's default is accounts-server)."""
+    process, base = passkey_server
+    answer = httpx.post(f"{base}/accounts/webauthn/login/options", json={}, timeout=10)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["rpId"] == "localhost"
+    assert answer.json()["userVerification"] == "required"
+    with httpx.Client(base_url=f"{base}/accounts", timeout=10) as api:
+        user = {"username": "gus", "email": "gus@example.com", "password": PASSWORD}
+        assert api.post("/password/register", json={"user": user}).status_code == 200
+        login = api.post("/password/authenticate", json={"user": "gus", "password": PASSWORD})
+        auth = {"Authorization": f"Bearer {login.json()['tokens']['accessToken']}"}
+        options = api.post("/webauthn/register/options", json={}, headers=auth)
+    assert options.status_code == 200, options.text
+    assert options.json()["rp"] == {"id": "localhost", "name": "Test RP"}
+    stop_process(process)
+    startup = output(process)
+    assert re.search(r"accounts-server on http://\S+/accounts .*services: .*webauthn", startup), (
+        startup
+    )

@@ -7,10 +7,12 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import httpx
+import jwt
+import pyotp
 import pytest
 
 from accounts_magic_link import MagicLinkService
-from accounts_server import AccountsServer
+from accounts_server import AccountsServer, SealingKeys
 from accounts_server.http import create_app
 
 from ..conftest import Clock, MakeServer
@@ -92,3 +94,34 @@ async def test_bad_tokens_and_addresses_are_refused_cleanly(
     assert response.status_code == 401
     response = await api.post("/magiclink/requestMagicLinkEmail", json={"email": value})
     assert response.status_code == 422
+
+
+async def test_a_second_factor_is_asked_for_after_the_link(
+    make_server: MakeServer, smtp: SMTPServer, password_service: object, clock: Clock
+) -> None:
+    """The mailbox is one factor: a link does not skip a user's TOTP (or passkey)."""
+    smtp.checkpoint()
+    service = MagicLinkService(mailer=smtp.mailer(), site_url="https://app.example")
+    server = make_server(services=[password_service, service], sealing=SealingKeys.generate())
+    account = await register(server)
+    user = await server.find_user_by_id(account.user_id)
+    assert user is not None
+    secret = await server.two_factor.new_secret()
+    totp = pyotp.TOTP(secret.base32)
+    await server.two_factor.enable(user, {"base32": secret.base32}, totp.at(clock.now.timestamp()))
+    clock.advance(timedelta(seconds=30))
+    transport = httpx.ASGITransport(app=create_app(server))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t/accounts") as api:
+        await api.post("/magiclink/requestMagicLinkEmail", json={"email": account.email})
+        token = await link_token(smtp, account.email)
+        first = await api.post("/magicLink/authenticate", json={"token": token})
+        assert first.status_code == 401 and first.json()["code"] == "TwoFactorCodeRequired"
+        assert first.json()["factors"] == ["totp"]
+        code = totp.at(clock.now.timestamp())
+        body = {"mfaToken": first.json()["mfaToken"], "code": code}
+        done = await api.post("/mfa/authenticate", json=body)
+        assert done.status_code == 200, done.text
+        access = jwt.decode(
+            done.json()["tokens"]["accessToken"], options={"verify_signature": False}
+        )
+        assert set(access["amr"]) == {"mfa", "otp"}

@@ -32,7 +32,7 @@ from accounts_server import (
 )
 from accounts_server.http import create_app
 from accounts_server.stores import SQLiteStore
-from accounts_webauthn import WebAuthnService
+from accounts_webauthn import WebAuthnService, from_environment
 
 from ..authenticator import SoftAuthenticator, b64url, unb64url
 from ..conftest import Clock, MakeServer
@@ -693,6 +693,18 @@ class TestConfiguration:
             origins=["https://example.com", "https://app.example.com:8443"],
         )
         WebAuthnService(rp_id="localhost", rp_name="x", origins=["http://localhost:3000"])
+
+    def test_from_the_environment(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("ACCOUNTS_SITE_URL", "https://app.example.com/")
+        loaded = from_environment()
+        assert (loaded.rp_id, loaded.origins) == ("app.example.com", ["https://app.example.com"])
+        monkeypatch.setenv("ACCOUNTS_WEBAUTHN_RP_ID", "example.com")
+        monkeypatch.setenv("ACCOUNTS_WEBAUTHN_ORIGINS", "https://a.example.com,https://example.com")
+        loaded = from_environment()
+        assert (loaded.rp_id, len(loaded.origins)) == ("example.com", 2)
+        monkeypatch.setenv("ACCOUNTS_WEBAUTHN_ORIGINS", " , ")
+        with pytest.raises(ConfigurationError, match="names no origin"):
+            from_environment()
 
     def test_a_service_may_not_take_a_route_name(self) -> None:
         renamed = service()

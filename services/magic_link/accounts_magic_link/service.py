@@ -4,7 +4,8 @@
 Tokens are 256 bits, stored as SHA-256, valid 15 minutes and single use (an atomic consume).
 The request answers `null` at once for any address and mails after the response, so it cannot
 enumerate accounts; mails per address are capped by the server's rate limits. Following a link
-proves the address, so it becomes verified. Written only against `accounts_server`'s public API.
+proves the address, so it becomes verified; a user with a second factor (TOTP, a passkey) is
+then asked for it, as after a password. Written only against `accounts_server`'s public API.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from datetime import timedelta
 from typing import Any
 
 from accounts_server import (
+    Authenticated,
     EndpointRequest,
     InvalidToken,
     Mailer,
@@ -75,7 +77,9 @@ class MagicLinkService:
             ),
         )
 
-    async def authenticate(self, params: Mapping[str, Any], ctx: ServiceContext) -> User | None:
+    async def authenticate(
+        self, params: Mapping[str, Any], ctx: ServiceContext
+    ) -> Authenticated | None:
         """Raises:
         InvalidToken: unknown or used link; MagicLinkExpired.
         """
@@ -86,7 +90,11 @@ class MagicLinkService:
         if user is None or record.email is None:
             raise InvalidToken(reason="user")
         await ctx.store.set_email_verified(user.id, record.email, now=ctx.clock())
-        return await ctx.store.find_user_by_id(user.id)
+        verified = await ctx.store.find_user_by_id(user.id)
+        if verified is None:
+            raise InvalidToken(reason="user")
+        # Holding the mailbox is one factor: a user with a second one gives it too.
+        return Authenticated(verified, second_factor=True)
 
     async def can_log_in(self, user: User, ctx: ServiceContext) -> bool:
         """`LoginAvailability`: any address of the user can receive a link, if mail is set."""

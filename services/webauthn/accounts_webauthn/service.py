@@ -567,6 +567,8 @@ def from_environment() -> WebAuthnService:
     """
     site = os.environ.get("ACCOUNTS_SITE_URL", "http://localhost:3000").rstrip("/")
     origins = os.environ.get("ACCOUNTS_WEBAUTHN_ORIGINS", site).replace(",", " ").split()
+    if not origins:
+        raise ConfigurationError("ACCOUNTS_WEBAUTHN_ORIGINS is set but names no origin")
     rp_id = os.environ.get("ACCOUNTS_WEBAUTHN_RP_ID") or (urlsplit(origins[0]).hostname or "")
     return WebAuthnService(
         rp_id=rp_id,
