@@ -715,12 +715,15 @@ class TestConfiguration:
 
 # -- malformed input: a clear refusal, never a 500 --------------------------------------------
 
+
+def _nested(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.lists(children, max_size=3) | st.dictionaries(
+        st.text(max_size=8), children, max_size=3
+    )
+
+
 _JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
-    lambda children: (
-        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3)
-    ),
-    max_leaves=8,
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20), _nested, max_leaves=8
 )
 #: Hints outside the signed data: an absent or empty user handle, an attachment that is no
 #: string (py_webauthn ignores it, as browsers may omit it).
