@@ -33,6 +33,7 @@ import orjson
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm
 
 from .errors import ConfigurationError, InvalidToken, TokenExpired
@@ -209,6 +210,19 @@ class SigningKey(VerificationKey):
         )
 
 
+def _refresh_key(key: SigningKey) -> SigningKey:
+    """The HMAC key that signs this signing key's refresh tokens, derived from its private
+    part (HKDF-SHA256, RFC 5869): a refresh token is only ever verified by its issuer, so it
+    needs no asymmetric signature, and a derived key lives, rotates and is dropped with the
+    key it comes from (no second file to lose). One-way: it reveals nothing of the signing
+    key, and it is never published."""
+    secret = cast("bytes", key.signer) if key.algorithm == "HS256" else key.private_pem()
+    derived = HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=None, info=b"accounts-server refresh key v1"
+    ).derive(secret)
+    return SigningKey(kid=f"rt.{key.kid}", algorithm="HS256", verifier=derived, signer=derived)
+
+
 def _jwk(public: Any) -> dict[str, Any]:
     if isinstance(public, ed25519.Ed25519PublicKey):
         return OKPAlgorithm.to_jwk(public, as_dict=True)
@@ -344,6 +358,15 @@ class TokenCodec:
         self._leeway = config.leeway.total_seconds()
         self._cache: OrderedDict[str, AccessClaims] = OrderedDict()
         self._cache_size = cache_size
+        #: Refresh tokens are signed with HMAC keys derived from the ring's signing keys
+        #: (the first signs, all verify); tokens the ring's keys signed directly (before
+        #: these keys existed) still verify until they expire.
+        self._refresh_keys = {
+            derived.kid: derived
+            for derived in (_refresh_key(k) for k in config.keys if isinstance(k, SigningKey))
+        }
+        signing = config.keys.signing
+        self._refresh_signing = None if signing is None else _refresh_key(signing)
 
     def issue_access(
         self,
@@ -382,7 +405,11 @@ class TokenCodec:
         )
         if actor is not None:
             payload["act"] = {"sub": actor}
-        return self._encode(payload, ACCESS_TOKEN_TYPE)
+        token = self._encode(payload, ACCESS_TOKEN_TYPE)
+        # What this process signed a moment ago needs no verifying: the first request after
+        # a login or refresh is a cache hit (the same bounds and expiry as any other entry).
+        self._remember(token, _access_claims(payload))
+        return token
 
     def issue_refresh(
         self, *, subject: str, session_id: str, jti: str, issued_at: datetime, expires_at: datetime
@@ -396,7 +423,7 @@ class TokenCodec:
             "jti": jti,
             "sid": session_id,
         }
-        return self._encode(payload, REFRESH_TOKEN_TYPE)
+        return self._encode(payload, REFRESH_TOKEN_TYPE, self._refresh_signing)
 
     def verify_access(self, token: object, *, expired_ok: bool = False) -> AccessClaims:
         """`expired_ok` accepts a token whose only fault is its age: a refresh presents the
@@ -414,34 +441,22 @@ class TokenCodec:
                 del self._cache[token]
                 raise TokenExpired()
         claims = self._decode(token, ACCESS_TOKEN_TYPE, self.config.audience, expired_ok)
-        act = claims.get("act")
-        actor: str | None = None
-        if act is not None:
-            if not isinstance(act, dict) or not isinstance(act.get("sub"), str):
-                raise InvalidToken(reason="act")
-            actor = act["sub"]
-        verified = AccessClaims(
-            sub=claims["sub"],
-            sid=claims["sid"],
-            jti=claims["jti"],
-            iat=claims["iat"],
-            exp=claims["exp"],
-            actor=actor,
-            claims=MappingProxyType(claims),
-            amr=tuple(claims.get("amr", ())),
-            auth_time=claims.get("auth_time"),
-        )
-        if self._cache_size and isinstance(token, str) and not expired_ok:  # _decode: a str
-            self._cache[token] = verified
+        verified = _access_claims(claims)
+        if isinstance(token, str) and not expired_ok:  # _decode: a str
+            self._remember(token, verified)
+        return verified
+
+    def _remember(self, token: str, claims: AccessClaims) -> None:
+        if self._cache_size:
+            self._cache[token] = claims
             if len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
-        return verified
 
     def verify_refresh(self, token: object) -> RefreshClaims:
         """Raises:
         InvalidToken: anything wrong; `TokenExpired` when only the time is.
         """
-        claims = self._decode(token, REFRESH_TOKEN_TYPE, self.config.issuer)
+        claims = self._decode(token, REFRESH_TOKEN_TYPE, self.config.issuer, refresh=True)
         return RefreshClaims(
             sub=claims["sub"],
             sid=claims["sid"],
@@ -453,8 +468,8 @@ class TokenCodec:
     def jwks(self) -> dict[str, Any]:
         return self.config.keys.jwks()
 
-    def _encode(self, payload: dict[str, Any], typ: str) -> str:
-        key = self.config.keys.signing
+    def _encode(self, payload: dict[str, Any], typ: str, key: SigningKey | None = None) -> str:
+        key = key or self.config.keys.signing
         if key is None:
             raise ConfigurationError("this key ring only verifies (it was built from a JWKS)")
         header = {"alg": key.algorithm, "kid": key.kid, "typ": typ}
@@ -462,7 +477,13 @@ class TokenCodec:
         return (signing_input + b"." + _b64encode(_sign(key, signing_input))).decode("ascii")
 
     def _decode(
-        self, token: object, typ: str, audience: str, expired_ok: bool = False
+        self,
+        token: object,
+        typ: str,
+        audience: str,
+        expired_ok: bool = False,
+        *,
+        refresh: bool = False,
     ) -> dict[str, Any]:
         """RFC 7515 compact serialization, checked in the order RFC 8725 asks: shape, header
         (kid picks the key, whose one algorithm must be the header's), signature, then claims.
@@ -475,7 +496,11 @@ class TokenCodec:
         header_segment, payload_segment, signature_segment = token.split(".")
         header = _json_segment(header_segment)
         kid = header.get("kid")
-        key = self.config.keys.get(kid) if isinstance(kid, str) else None
+        key: VerificationKey | None = None
+        if isinstance(kid, str):
+            # Only a refresh token may name a refresh key: an access token never verifies
+            # under one, whatever its header says.
+            key = (self._refresh_keys.get(kid) if refresh else None) or self.config.keys.get(kid)
         if key is None:
             raise InvalidToken(reason="kid")
         if header.get("alg") != key.algorithm:
@@ -517,6 +542,29 @@ class TokenCodec:
         if claims["exp"] <= now - self._leeway and not expired_ok:
             raise TokenExpired()
         return claims
+
+
+def _access_claims(claims: dict[str, Any]) -> AccessClaims:
+    """Raises:
+    InvalidToken: an `act` claim of the wrong shape.
+    """
+    act = claims.get("act")
+    actor: str | None = None
+    if act is not None:
+        if not isinstance(act, dict) or not isinstance(act.get("sub"), str):
+            raise InvalidToken(reason="act")
+        actor = act["sub"]
+    return AccessClaims(
+        sub=claims["sub"],
+        sid=claims["sid"],
+        jti=claims["jti"],
+        iat=claims["iat"],
+        exp=claims["exp"],
+        actor=actor,
+        claims=MappingProxyType(claims),
+        amr=tuple(claims.get("amr", ())),
+        auth_time=claims.get("auth_time"),
+    )
 
 
 def _sign(key: SigningKey, message: bytes) -> bytes:

@@ -99,6 +99,44 @@ class TestIssue:
         assert claims_of(token)["aud"] == "accounts-server"
         assert codec().verify_refresh(token).sid == "s1"
 
+    @pytest.mark.parametrize(
+        "key", [ED, ES, SigningKey.from_secret(b"s" * 32)], ids=["EdDSA", "ES256", "HS256"]
+    )
+    def test_refresh_tokens_are_hmac_signed_under_a_key_never_published(
+        self, key: SigningKey
+    ) -> None:
+        """Only the issuer verifies a refresh token, so it costs no asymmetric signature: its
+        HMAC key is derived from the signing key (another one for each) and not in the JWKS."""
+        c = codec(key)
+        header = jwt.get_unverified_header(refresh(c))
+        assert header == {"alg": "HS256", "kid": f"rt.{key.kid}", "typ": "rt+jwt"}
+        assert header["kid"] not in {k["kid"] for k in c.jwks()["keys"]}
+        if key.algorithm == "HS256":  # not the access tokens' secret either
+            with pytest.raises(jwt.InvalidSignatureError):
+                jwt.decode(refresh(c), key.verifier, algorithms=["HS256"], audience="x")
+        assert codec(key).verify_refresh(refresh(c)).sid == "s1"  # derived alike each start
+
+    def test_a_refresh_key_never_verifies_an_access_token(self) -> None:
+        c = codec()
+        header = jwt.get_unverified_header(refresh(c))
+        forged = resign(access(c), b"\0" * 32, "HS256", kid=header["kid"])
+        with pytest.raises(InvalidToken) as caught:
+            c.verify_access(forged)
+        assert caught.value.reason == "kid"
+
+    def test_refresh_tokens_signed_the_old_way_keep_working(self) -> None:
+        """Before refresh keys, the signing key signed refresh tokens; those still verify."""
+        legacy = resign(refresh(codec()), ED.signer, "EdDSA", kid=ED.kid)
+        assert codec().verify_refresh(legacy).sid == "s1"
+
+    def test_refresh_keys_rotate_with_the_ring(self) -> None:
+        old_token = refresh(codec(OLD))
+        assert codec(ED, OLD).verify_refresh(old_token).sid == "s1"
+        assert jwt.get_unverified_header(refresh(codec(ED, OLD)))["kid"] == f"rt.{ED.kid}"
+        with pytest.raises(InvalidToken) as caught:
+            codec(ED).verify_refresh(old_token)
+        assert caught.value.reason == "kid"
+
     @pytest.mark.parametrize("claim", sorted(RESERVED_CLAIMS))
     def test_extra_claims_cannot_override_reserved_ones(self, claim: str) -> None:
         with pytest.raises(ConfigurationError, match="reserved"):
@@ -169,7 +207,7 @@ class TestRefusedTokens:
             codec().verify_refresh(access(codec()))
 
     def test_refresh_token_retyped_as_access_fails_on_audience(self) -> None:
-        retyped = resign(refresh(codec()), ED.signer, "EdDSA", typ="at+jwt")
+        retyped = resign(refresh(codec()), ED.signer, "EdDSA", typ="at+jwt", kid=ED.kid)
         with pytest.raises(InvalidToken) as caught:
             codec().verify_access(retyped)
         assert caught.value.reason == "InvalidAudienceError"
@@ -332,6 +370,20 @@ class TestVerifiedTokenCache:
         clock.advance(timedelta(seconds=1))
         with pytest.raises(TokenExpired):
             c.verify_access(token)
+        with pytest.raises(TokenExpired):
+            c.verify_access(token)
+
+    def test_a_token_just_issued_is_cached_and_still_expires(self, clock: Clock) -> None:
+        """Issued tokens enter the cache at once (the first request after a login is a hit)
+        under the same rules: expiry holds, and another codec verifies them in full."""
+        c = codec(clock=clock, leeway=timedelta(0))
+        now = clock()
+        token = c.issue_access(
+            subject="u", session_id="s", jti="j" * 22, issued_at=now, expires_at=now + timedelta(1)
+        )
+        assert c.verify_access(token) is c.verify_access(token)
+        assert codec(clock=clock).verify_access(token).sub == "u"
+        clock.advance(timedelta(days=1))
         with pytest.raises(TokenExpired):
             c.verify_access(token)
 
