@@ -443,9 +443,7 @@ class AccountsServer:
         try:
             claims = self._codec.verify_refresh(refresh_token)
             if access_token is not None:
-                paired = self._codec.verify_access(access_token, expired_ok=True)
-                if paired.sid != claims.sid or paired.sub != claims.sub:
-                    raise InvalidToken(reason="pair")
+                self._codec.check_pair(access_token, claims, access_jti(claims.jti))
             await self._limiter.hit("refresh", claims.sid, self._limiter.limits.refresh_per_session)
             user = await self.store.find_user_by_id(claims.sub)
             if user is None or user.deactivated:

@@ -465,6 +465,24 @@ class TokenCodec:
             exp=claims["exp"],
         )
 
+    def check_pair(self, access_token: object, refresh: RefreshClaims, pair_jti: str) -> None:
+        """The access token a refresh comes with must be of the refresh token's session and
+        user. The (verified) refresh token is the authority here, the access token only a
+        consistency check, so the one issued with it is recognised by its `jti` alone:
+        `pair_jti`, 128 bits derived from the refresh token's secret id, known only to the
+        pair's holder. That costs no asymmetric verify; any other access token is verified
+        in full and must name the same session and user.
+
+        Raises:
+            InvalidToken: not ours, or of another session or user.
+        """
+        jti = _unverified_jti(access_token)
+        if jti is not None and hmac.compare_digest(jti.encode(), pair_jti.encode()):
+            return
+        paired = self.verify_access(access_token, expired_ok=True)
+        if paired.sid != refresh.sid or paired.sub != refresh.sub:
+            raise InvalidToken(reason="pair")
+
     def jwks(self) -> dict[str, Any]:
         return self.config.keys.jwks()
 
@@ -565,6 +583,21 @@ def _access_claims(claims: dict[str, Any]) -> AccessClaims:
         amr=tuple(claims.get("amr", ())),
         auth_time=claims.get("auth_time"),
     )
+
+
+def _unverified_jti(token: object) -> str | None:
+    """The `jti` a compact token claims, for an exact comparison only; None if unreadable."""
+    if (
+        not isinstance(token, str)
+        or len(token) > _MAX_TOKEN_LENGTH
+        or not _COMPACT.fullmatch(token)
+    ):
+        return None
+    try:
+        jti = _json_segment(token.split(".")[1]).get("jti")
+    except InvalidToken:
+        return None
+    return jti if isinstance(jti, str) else None
 
 
 def _sign(key: SigningKey, message: bytes) -> bytes:

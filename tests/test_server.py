@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 from datetime import timedelta
 from typing import Any
 
@@ -186,6 +188,32 @@ class TestRefresh:
             mine.tokens.access_token, mine.tokens.refresh_token, INFO
         )
         assert fresh.session_id == mine.session_id
+
+    async def test_the_pair_is_known_by_its_jti_other_tokens_by_their_signature(
+        self, server: AccountsServer
+    ) -> None:
+        """The pair's own access token needs no asymmetric verify (its jti is derived from the
+        refresh token's secret id); an older one of the same session is verified in full, and
+        one that merely claims the session, unsigned by us, is refused."""
+        first = await login(server, await register(server))
+        second = await server.refresh_tokens(
+            first.tokens.access_token, first.tokens.refresh_token, INFO
+        )
+        third = await server.refresh_tokens(  # an earlier access token of this session
+            first.tokens.access_token, second.tokens.refresh_token, INFO
+        )
+        header, payload, signature = third.tokens.access_token.split(".")
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        claims["jti"] = "x" * 22  # the session's sid and sub, not the pair's jti
+        forged = ".".join(
+            (
+                header,
+                base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode(),
+                signature,
+            )
+        )
+        with pytest.raises(InvalidToken):
+            await server.refresh_tokens(forged, third.tokens.refresh_token, INFO)
 
     async def test_strict_mode_twenty_concurrent_refreshes_one_success(
         self, server: AccountsServer
