@@ -7,13 +7,14 @@ import asyncio
 import contextlib
 import copy
 import getpass
+import json
 import logging
 import os
 import signal
 import stat
 import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import fields
+from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime, timedelta
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -251,6 +252,15 @@ def store_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     "--trusted-proxy", multiple=True, help="Proxy network whose X-Forwarded-For is believed."
 )
 @click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    envvar="ACCOUNTS_WORKERS",
+    help="Processes serving on one database (SQLite or MongoDB): sessions, revocations and "
+    "rate counters are the store's, so they hold across all of them.",
+)
+@click.option(
     "--graceful-timeout",
     default=10,
     show_default=True,
@@ -277,13 +287,12 @@ def serve(
     webauthn_rp_name: str | None,
     webauthn_origins: tuple[str, ...],
     trusted_proxy: tuple[str, ...],
+    workers: int,
     graceful_timeout: int,
     log_level: str,
 ) -> None:
     """Run the server under uvicorn (uvloop and httptools when installed)."""
     import uvicorn
-
-    from .http import create_app
 
     try:
         db_path.parent.mkdir(parents=True, exist_ok=True)
@@ -294,56 +303,138 @@ def serve(
                 "ACCOUNTS_WEBAUTHN_ORIGINS": " ".join(webauthn_origins) or None,
             }
         )
-        services = load_services(service_names)
-        if key_paths:
-            keys = [SigningKey.from_file(path) for path in key_paths]
-        else:
-            keys = [load_or_create_key(db_path.with_name("accounts.key"))]
-        server = AccountsServer(
-            store=_open_store(db_path, mongodb_url, mongodb_db),
-            tokens=TokenConfig(
-                keys=KeyRing(keys),
-                issuer=issuer,
-                audience=audience,
-                access_lifetime=timedelta(minutes=access_lifetime),
-            ),
-            sessions=SessionConfig(
-                lifetime=timedelta(days=session_lifetime),
-                short_lifetime=timedelta(hours=short_session_lifetime),
-                reuse_grace=timedelta(seconds=reuse_grace),
-            ),
-            services=services,
-            sealing=load_or_create_sealing_keys(
-                sealing_key_paths, db_path.with_name(SEALING_KEY_FILE)
-            ),
+        services = load_services(service_names)  # a bad service setting fails before any key
+        if not key_paths:
+            key_path = db_path.with_name("accounts.key")
+            load_or_create_key(key_path)
+            key_paths = (key_path,)
+        if not sealing_key_paths:
+            sealing_key_paths = (db_path.with_name(SEALING_KEY_FILE),)
+            load_or_create_sealing_keys((), sealing_key_paths[0])
+        serving = _Serving(
+            db_path=str(db_path),
+            mongodb_url=mongodb_url,
+            mongodb_db=mongodb_db,
+            key_paths=tuple(map(str, key_paths)),
+            sealing_key_paths=tuple(map(str, sealing_key_paths)),
+            issuer=issuer,
+            audience=audience,
+            access_lifetime=access_lifetime,
+            session_lifetime=session_lifetime,
+            short_session_lifetime=short_session_lifetime,
+            reuse_grace=reuse_grace,
+            service_names=service_names,
+            trusted_proxy=trusted_proxy,
         )
-        server.on("admin_action", log_admin_action)
+        server = serving.server(services)
     except ConfigurationError as exc:
         raise click.ClickException(exc.message) from exc
-    app = create_app(
-        server,
-        trusted_proxies=trusted_proxy,
-        close_store_on_shutdown=True,
-        prune_every=timedelta(hours=1),
-    )
     where = f"MongoDB {mongodb_db}" if mongodb_url else f"db {db_path}"
     click.echo(
         f"accounts-server on http://{host}:{port}/accounts  ({where}, "
-        f"services: {', '.join(server.services) or 'none'})",
+        f"services: {', '.join(server.services) or 'none'}"
+        + (f", {workers} workers)" if workers > 1 else ")"),
         err=True,
     )
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        log_config=_log_config(log_level),
-        log_level=log_level,
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "log_config": _log_config(log_level),
+        "log_level": log_level,
         # Our app reads X-Forwarded-For itself, and only from --trusted-proxy.
-        proxy_headers=False,
-        server_header=False,
-        timeout_graceful_shutdown=graceful_timeout,
-    )
-    _run_until_stopped(config)
+        "proxy_headers": False,
+        "server_header": False,
+        "timeout_graceful_shutdown": graceful_timeout,
+    }
+    if workers == 1:
+        _run_until_stopped(uvicorn.Config(serving.app(server), **options))
+        return
+    # Workers build their own server from the same checked settings; the schema is brought
+    # up to date once, here, so they never migrate concurrently.
+    asyncio.run(_setup_then_close(server))
+    os.environ[_WORKER_SETTINGS] = json.dumps(asdict(serving))
+    _run_workers(uvicorn.Config(f"{__name__}:worker_app", factory=True, workers=workers, **options))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Serving:
+    """What `serve` builds its server from, once checked by the parent process; with
+    `--workers`, each worker builds its own from the same values (JSON in the environment)."""
+
+    db_path: str
+    mongodb_url: str | None
+    mongodb_db: str
+    key_paths: tuple[str, ...]
+    sealing_key_paths: tuple[str, ...]
+    issuer: str
+    audience: str
+    access_lifetime: int
+    session_lifetime: int
+    short_session_lifetime: int
+    reuse_grace: int
+    service_names: tuple[str, ...]
+    trusted_proxy: tuple[str, ...]
+
+    def server(self, services: Sequence[LoginService]) -> AccountsServer:
+        """Raises:
+        ConfigurationError.
+        """
+        server = AccountsServer(
+            store=_open_store(Path(self.db_path), self.mongodb_url, self.mongodb_db),
+            tokens=TokenConfig(
+                keys=KeyRing([SigningKey.from_file(path) for path in self.key_paths]),
+                issuer=self.issuer,
+                audience=self.audience,
+                access_lifetime=timedelta(minutes=self.access_lifetime),
+            ),
+            sessions=SessionConfig(
+                lifetime=timedelta(days=self.session_lifetime),
+                short_lifetime=timedelta(hours=self.short_session_lifetime),
+                reuse_grace=timedelta(seconds=self.reuse_grace),
+            ),
+            services=services,
+            sealing=load_or_create_sealing_keys(
+                [Path(path) for path in self.sealing_key_paths], Path(self.sealing_key_paths[0])
+            ),
+        )
+        server.on("admin_action", log_admin_action)
+        return server
+
+    def app(self, server: AccountsServer) -> Any:
+        from .http import create_app
+
+        return create_app(
+            server,
+            trusted_proxies=self.trusted_proxy,
+            close_store_on_shutdown=True,
+            prune_every=timedelta(hours=1),
+        )
+
+
+_WORKER_SETTINGS = "_ACCOUNTS_SERVE_WORKER"
+
+
+def worker_app() -> Any:
+    """The app of one `serve --workers` process (uvicorn imports this by name in each)."""
+    values: dict[str, Any] = json.loads(os.environ[_WORKER_SETTINGS])
+    typed: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    serving = _Serving(**typed)
+    return serving.app(serving.server(load_services(serving.service_names)))
+
+
+async def _setup_then_close(server: AccountsServer) -> None:
+    try:
+        await server.store.setup()
+    finally:
+        await server.close()
+
+
+def _run_workers(config: Any) -> None:
+    """uvicorn's supervisor: N processes accept on one socket, each restarted if it dies;
+    SIGTERM or Ctrl-C stops them gracefully and the parent exits 0."""
+    from uvicorn.supervisors import Multiprocess
+
+    Multiprocess(config, sockets=[config.bind_socket()]).run()
 
 
 def _log_config(level: str) -> dict[str, Any]:

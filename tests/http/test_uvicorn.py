@@ -10,6 +10,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -209,3 +210,60 @@ def test_store_errors_are_one_formatted_log_line(tmp_path: Path) -> None:
     for line in lines:
         assert line.startswith("WARNING:"), line
         assert len(line) < 300 and "Topology" not in line, line
+
+
+def _workers(pid: int) -> list[int]:
+    """The worker processes of a `serve --workers` parent (not multiprocessing's tracker)."""
+    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False)
+    children = [int(line) for line in found.stdout.split()]
+    return [c for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+
+
+def test_workers_share_sessions_revocation_and_the_refresh_cas(tmp_path: Path) -> None:
+    """`serve --workers 2`: two processes on one SQLite file. A logout in one holds in the
+    other on its next request (its read cache is stamped by the file), and of concurrent
+    refreshes with one token, across both, exactly one wins."""
+    with started(tmp_path, "--workers", "2", "--reuse-grace", "0") as (process, base):
+        workers = _workers(process.pid)
+        assert len(workers) == 2
+
+        def fresh() -> httpx.Client:  # a new connection: the kernel picks the worker
+            return httpx.Client(base_url=f"{base}/accounts", timeout=10)
+
+        user = {"username": "wanda", "email": "wanda@example.com", "password": PASSWORD}
+        with fresh() as api:
+            assert api.post("/password/register", json={"user": user}).status_code == 200
+        credentials = {"user": {"username": "wanda"}, "password": PASSWORD}
+
+        def login() -> dict[str, str]:
+            with fresh() as api:
+                tokens: dict[str, str] = api.post(
+                    "/password/authenticate", json=credentials
+                ).json()["tokens"]
+                return tokens
+
+        tokens = login()
+        auth = {"Authorization": f"Bearer {tokens['accessToken']}"}
+        for _ in range(20):  # both workers read (and cache) the session
+            with fresh() as api:
+                assert api.get("/user", headers=auth).json()["username"] == "wanda"
+        with fresh() as api:
+            assert api.post("/logout", headers=auth).status_code == 200
+        for _ in range(20):
+            with fresh() as api:
+                assert api.get("/user", headers=auth).json() is None
+
+        tokens = login()
+        body = {"accessToken": tokens["accessToken"], "refreshToken": tokens["refreshToken"]}
+
+        def refresh() -> int:
+            with fresh() as api:
+                return api.post("/refreshTokens", json=body).status_code
+
+        with ThreadPoolExecutor(max_workers=10) as pool:
+            statuses = list(pool.map(lambda _: refresh(), range(10)))
+        assert sorted(statuses) == [200] + [401] * 9
+
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0  # after joining its workers
+        assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
