@@ -2,7 +2,7 @@
 # The benchmark, from a fresh clone: installs what it needs, then runs benchmarks/run.py on
 # SQLite with HS256, SQLite with EdDSA, and MongoDB (the MongoDB-wire test server) with HS256.
 #
-#   bash benchmarks/run.sh                  all three (about 15 minutes)
+#   bash benchmarks/run.sh                  all three (about 25 minutes)
 #   bash benchmarks/run.sh --rounds 1 ...   extra arguments go to every run.py call
 #
 # Installs: wrk and util-linux's taskset (apt-get, with sudo when not root), the accounts-js peer
