@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # The benchmark, from a fresh clone: installs what it needs, then runs benchmarks/run.py on
-# SQLite with HS256, SQLite with EdDSA, and MongoDB (the MongoDB-wire test server) with HS256.
+# SQLite with EdDSA (the default key), SQLite with HS256, and MongoDB (the MongoDB-wire test
+# server) with HS256. Each run measures accounts-server served by uvicorn (every route), mounted
+# under a host Starlette app and served by granian (GET /user, refresh, logout), accounts-js,
+# and bare Starlette under uvicorn and under granian.
 #
-#   bash benchmarks/run.sh                  all three (about 25 minutes)
+#   bash benchmarks/run.sh                  all three (about 25 minutes on a 2-core VM: 7.5 min
+#                                           per SQLite run, 9 min for MongoDB, measured)
 #   bash benchmarks/run.sh --rounds 1 ...   extra arguments go to every run.py call
 #
 # Installs: wrk and util-linux's taskset (apt-get, with sudo when not root), the accounts-js peer
 # (npm ci in benchmarks/peer), and accounts-server with the password service and the [mongo]
-# extra into .venv. Results: benchmarks/results/{sqlite-hs256,sqlite-eddsa,mongo-hs256}.json.
+# extra, plus granian, into .venv. Results:
+# benchmarks/results/{sqlite-eddsa,sqlite-hs256,mongo-hs256}.json.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -18,9 +23,10 @@ fi
 npm ci --prefix benchmarks/peer --no-audit --no-fund --silent
 [ -d .venv ] || python3 -m venv .venv
 . .venv/bin/activate
-pip install -q -e '.[mongo]' -e ./services/password
+# granian pinned to the version measured: its flags (servers.py --granian) change between minors.
+pip install -q -e '.[mongo]' -e ./services/password 'granian==2.8.9'
 
 mkdir -p benchmarks/results
-python benchmarks/run.py --json benchmarks/results/sqlite-hs256.json "$@"
 python benchmarks/run.py --algorithm EdDSA --json benchmarks/results/sqlite-eddsa.json "$@"
+python benchmarks/run.py --json benchmarks/results/sqlite-hs256.json "$@"
 python benchmarks/run.py --store mongo --json benchmarks/results/mongo-hs256.json "$@"

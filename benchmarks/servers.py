@@ -1,7 +1,7 @@
 """The Python servers the HTTP benchmark starts (one process each, pinned by the caller).
 
-    python benchmarks/servers.py accounts|mounted PORT STORE ALG TOKENS SESSIONS
-    python benchmarks/servers.py bare PORT
+    python benchmarks/servers.py [--granian] accounts|mounted PORT STORE ALG TOKENS SESSIONS
+    python benchmarks/servers.py [--granian] bare PORT
 
 `accounts`: accounts-server with the password service on STORE (a SQLite file path, or a
 mongodb:// URL), signing with HS256 or EdDSA. Before it serves, it opens SESSIONS sessions for
@@ -10,12 +10,19 @@ refresh and logout runs (each refresh or logout uses a session up).
 `mounted`: the same, mounted under a host Starlette app (the README's way).
 `bare`: a bare Starlette JSON endpoint, the ceiling for any route of this stack.
 
-Both run under the same uvicorn configuration (uvloop, httptools, no access log).
+By default every one runs under the same uvicorn configuration (uvloop, httptools, no access
+log). `--granian` serves the same app with granian instead (one worker process under granian's
+supervisor, one runtime thread, uvloop, HTTP/1 only, no websockets, no access log): this process
+execs granian, whose worker builds the app with `from_env` from the arguments this process puts
+in `BENCH_SERVER`, so both servers run the very same builder.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import secrets
+import shutil
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -102,9 +109,11 @@ def mounted(location: str, algorithm: str, tokens: Path, sessions: int) -> Any:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await server.store.setup()
-        await _seed(server, tokens, sessions)
-        yield
-        await server.close()
+        try:
+            await _seed(server, tokens, sessions)
+            yield
+        finally:
+            await server.close()
 
     return Starlette(
         routes=[Route("/", home), Mount("/accounts", app=create_app(server, prefix=""))],
@@ -113,22 +122,64 @@ def mounted(location: str, algorithm: str, tokens: Path, sessions: int) -> Any:
 
 
 def bare() -> Any:
+    """One JSON route on plain Starlette, the size of `GET /user`'s answer: what the server
+    and framework cost per request with no work of ours, so the ceiling for any route."""
+
     async def hello(request: Request) -> JSONResponse:
         return JSONResponse({"id": "0123456789abcdef01234567", "username": "bench"})
 
     return Starlette(routes=[Route("/json", hello)])
 
 
-def main() -> None:
-    kind, port = sys.argv[1], int(sys.argv[2])
+def build(kind: str, args: list[str]) -> Any:
+    """The app `kind` names, from the command line's arguments after PORT."""
     if kind in ("accounts", "mounted"):
-        location, algorithm, tokens, sessions = sys.argv[3:7]
-        build = accounts if kind == "accounts" else mounted
-        app = build(location, algorithm, Path(tokens), int(sessions))
-    else:
-        app = bare()
+        location, algorithm, tokens, sessions = args
+        builder = accounts if kind == "accounts" else mounted
+        return builder(location, algorithm, Path(tokens), int(sessions))
+    if kind == "bare":
+        return bare()
+    raise SystemExit(f"unknown server {kind!r}: accounts, mounted or bare")
+
+
+def from_env() -> Any:
+    """The factory granian's worker calls (`granian --factory servers:from_env`): the app is
+    built in the worker, after the fork, from `BENCH_SERVER` (a JSON list: KIND, then the
+    arguments after PORT), since granian passes no arguments of its own to an app."""
+    kind, *args = json.loads(os.environ["BENCH_SERVER"])
+    return build(kind, args)
+
+
+def granian(kind: str, port: int, args: list[str]) -> None:
+    """Replace this process with granian serving `from_env`: exec, not a child, so the caller's
+    pid is granian's supervisor (its worker is its child in the same process group), and the
+    CPU affinity set by `taskset` is the supervisor's and so the worker's."""
+    os.environ["BENCH_SERVER"] = json.dumps([kind, *args])
+    executable = shutil.which("granian", path=str(Path(sys.executable).parent)) or shutil.which(
+        "granian"
+    )
+    if executable is None:
+        raise SystemExit("granian is needed for --granian: pip install granian")
+    command = [executable, "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port)]
+    # One worker on one thread: the pinned core is the whole budget, as for uvicorn. HTTP/1
+    # only (uvicorn's httptools speaks nothing else), so no per-connection protocol sniffing.
+    command += ["--workers", "1", "--runtime-threads", "1", "--loop", "uvloop", "--http", "1"]
+    command += ["--no-ws", "--no-access-log", "--log-level", "warning"]
+    command += ["--working-dir", str(Path(__file__).parent), "--factory", "servers:from_env"]
+    os.execv(executable, command)  # noqa: S606 (a fixed argument list, no shell wanted)
+
+
+def main() -> None:
+    argv = sys.argv[1:]
+    under_granian = argv[:1] == ["--granian"]
+    if under_granian:
+        argv = argv[1:]
+    kind, port, args = argv[0], int(argv[1]), argv[2:]
+    if under_granian:
+        granian(kind, port, args)
+        return
     uvicorn.run(
-        app,
+        build(kind, args),
         host="127.0.0.1",
         port=port,
         loop="uvloop",
