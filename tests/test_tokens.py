@@ -12,6 +12,7 @@ from typing import Any
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -149,8 +150,34 @@ class TestIssue:
             assert jwt.get_unverified_header(access(c))["alg"] == key.algorithm
             assert c.verify_access(access(c)).sub == "u1"
 
+    def test_eddsa_tokens_verify_under_pyjwt_and_any_jwks_verifier(self) -> None:
+        """libsodium signs, OpenSSL (through PyJWT) verifies: the tokens are plain RFC 8037."""
+        token = access(codec())
+        claims = jwt.decode(
+            token, ED.verifier, algorithms=["EdDSA"], audience="accounts-server/api"
+        )
+        assert claims["sub"] == "u1"
+
+    def test_an_eddsa_key_whose_halves_differ_is_refused(self) -> None:
+        with pytest.raises(ConfigurationError, match="not a EdDSA key for it"):
+            SigningKey(kid="k", algorithm="EdDSA", verifier=OLD.verifier, signer=ED.signer)
+
 
 class TestRefusedTokens:
+    def test_a_small_order_ed25519_key_is_refused_where_openssl_would_accept_forgeries(
+        self,
+    ) -> None:
+        identity = bytes([1]) + bytes(31)
+        signing_input = f"{b64({'alg': 'EdDSA', 'kid': 'k'})}.{b64({'sub': 'admin'})}"
+        signature = base64.urlsafe_b64encode(identity + bytes(32)).rstrip(b"=").decode()
+        public = ed25519.Ed25519PublicKey.from_public_bytes(identity)
+        # Why: PyJWT (OpenSSL) takes S=0 under the identity key as a signature of anything.
+        assert jwt.api_jws.decode(f"{signing_input}.{signature}", public, algorithms=["EdDSA"])
+        jwk = {"kty": "OKP", "crv": "Ed25519", "kid": "k", "alg": "EdDSA"}
+        jwk["x"] = base64.urlsafe_b64encode(identity).rstrip(b"=").decode()
+        with pytest.raises(ConfigurationError, match="small order"):
+            VerificationKey.from_jwk(jwk)
+
     def test_forged_signature(self) -> None:
         head, body, sig = access(codec()).split(".")
         tampered = f"{head}.{b64({**claims_of(f'{head}.{body}.{sig}'), 'sub': 'admin'})}.{sig}"
