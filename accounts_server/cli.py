@@ -19,12 +19,9 @@ from datetime import UTC, datetime, timedelta
 from importlib.metadata import entry_points
 from pathlib import Path
 from types import FrameType
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import click
-from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn
-from rich.table import Table
 
 from .admin import Admin, log_admin_action
 from .errors import AccountsError, ConfigurationError, UserNotFound
@@ -36,6 +33,9 @@ from .stores.base import Store
 from .stores.sqlite import SQLiteStore
 from .tokens import DEFAULT_AUDIENCE, DEFAULT_ISSUER, KeyRing, SigningKey, TokenConfig
 from .types import Session, User
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 _T = TypeVar("_T")
 
@@ -345,6 +345,8 @@ def serve(
         "proxy_headers": False,
         "server_header": False,
         "timeout_graceful_shutdown": graceful_timeout,
+        # No route speaks WebSocket; "auto" would import a websockets library (~15 MiB).
+        "ws": "none",
     }
     if workers == 1:
         _run_until_stopped(uvicorn.Config(serving.app(server), **options))
@@ -512,6 +514,8 @@ def _when(moment: datetime | None) -> str:
 
 
 def _users_table(users: Sequence[User]) -> Table:
+    from rich.table import Table  # rich only for the commands that print (~6 MiB)
+
     table = Table("id", "username", "emails", "status", "created (UTC)")
     for user in users:
         emails = ", ".join(
@@ -566,6 +570,9 @@ def prune(db_path: Path, mongodb_url: str | None, mongodb_db: str) -> None:
 
 
 def _prune(db_path: Path, mongodb_url: str | None, mongodb_db: str) -> None:
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn
+
     with Progress(
         SpinnerColumn(), TextColumn("{task.description}"), console=Console(stderr=True)
     ) as bar:
@@ -628,6 +635,8 @@ def users_list(
     limit: int,
 ) -> None:
     """List users, oldest first."""
+    from rich.console import Console
+
     found = _run(
         db_path,
         mongodb_url,
@@ -642,6 +651,7 @@ def users_list(
 @click.argument("who")
 def users_show(db_path: Path, mongodb_url: str | None, mongodb_db: str, who: str) -> None:
     """One user (by id, username or email) and their live sessions."""
+    from rich.console import Console
 
     async def show(server: AccountsServer) -> tuple[User, list[Session]]:
         user = await _find(server, who)
@@ -705,6 +715,8 @@ def users_delete(db_path: Path, mongodb_url: str | None, mongodb_db: str, who: s
 
 
 def _sessions_table(sessions: Sequence[Session]) -> Table:
+    from rich.table import Table
+
     table = Table("session", "created", "last used", "expires", "ip", "user agent", "impersonator")
     for s in sessions:
         table.add_row(
@@ -729,6 +741,7 @@ def sessions() -> None:
 @click.argument("who")
 def sessions_list(db_path: Path, mongodb_url: str | None, mongodb_db: str, who: str) -> None:
     """A user's live sessions."""
+    from rich.console import Console
 
     async def listing(server: AccountsServer) -> list[Session]:
         return await server.list_sessions((await _find(server, who)).id)
@@ -780,6 +793,9 @@ def keys() -> None:
 @click.argument("paths", nargs=-1, type=click.Path(dir_okay=False, exists=True, path_type=Path))
 def keys_list(paths: tuple[Path, ...]) -> None:
     """Show the kid and algorithm of key files (default: accounts.key)."""
+    from rich.console import Console
+    from rich.table import Table
+
     table = Table("file", "kid", "algorithm")
     for path in paths or (Path("accounts.key"),):
         try:

@@ -175,6 +175,18 @@ def test_importing_the_core_loads_no_framework_driver_or_cli() -> None:
     assert out.stdout.strip() == "[]"
 
 
+def test_serving_loads_no_library_it_does_not_use() -> None:
+    """Idle memory is a target (issue 17): httpx (and the rich it brings) is for the remote
+    JWKS verifier, rich for the CLI's tables, websockets for no route of ours."""
+    code = (
+        "import sys, accounts_server.cli, accounts_server.http; "
+        "print(sorted(m for m in ('httpx', 'rich', 'websockets', 'pygments') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def test_services_import_only_the_public_api() -> None:
     public = set(accounts_server.__all__)
     for path in (ROOT / "services").rglob("*.py"):

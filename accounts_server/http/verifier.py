@@ -11,8 +11,6 @@ from __future__ import annotations
 import time
 from datetime import timedelta
 
-import httpx
-
 from ..errors import InvalidToken, TemporarilyUnavailable
 from ..tokens import (
     DEFAULT_AUDIENCE,
@@ -49,6 +47,10 @@ class TokenVerifier:
         self._fetched_at = float("-inf")
 
     async def _load(self) -> TokenCodec:
+        # Imported here: httpx (which brings rich for its CLI) is ~15 MiB that a server which
+        # never verifies against a remote JWKS should not carry.
+        import httpx
+
         try:
             async with httpx.AsyncClient(timeout=self.timeout) as client:
                 response = await client.get(self.jwks_url)
