@@ -11,7 +11,7 @@ from .admin import Admin, AdminAction
 from .context import ServiceContext
 from .errors import *  # noqa: F403 (the error tree, listed once: errors.__all__)
 from .hooks import EventName, HookEvent, Listener
-from .mail import Mailer, MailMessage, MailTemplate, SMTPMailer
+from .mail import LogMailer, Mailer, MailMessage, MailTemplate, SMTPMailer
 from .onetime import OneTimeTokens
 from .ratelimit import Limit, RateLimiter, RateLimits
 from .sealing import SealingKeys
@@ -26,6 +26,7 @@ from .services import (
     SecondFactor,
     SecretService,
     ServiceEndpoint,
+    ServiceSettings,
 )
 from .sessions import SessionConfig
 from .stores.base import (
@@ -60,6 +61,7 @@ __all__ = [
     "KeyRing",
     "Limit",
     "Listener",
+    "LogMailer",
     "LoginAvailability",
     "LoginResult",
     "LoginService",
@@ -77,6 +79,7 @@ __all__ = [
     "SecretService",
     "ServiceContext",
     "ServiceEndpoint",
+    "ServiceSettings",
     "Session",
     "SessionConfig",
     "SigningKey",

@@ -7,27 +7,30 @@ import asyncio
 import contextlib
 import copy
 import getpass
+import inspect
 import json
 import logging
 import os
 import signal
 import stat
 import sys
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, fields, replace
 from datetime import UTC, datetime, timedelta
 from importlib.metadata import entry_points
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 import click
 
 from .admin import Admin, log_admin_action
+from .config import config_option, describe, environment_names, service_tables
 from .errors import AccountsError, ConfigurationError, UserNotFound
+from .mail import LogMailer, Mailer, SMTPMailer
 from .sealing import SealingKeys
 from .server import AccountsServer
-from .services import LoginService, SecretService
+from .services import LoginService, SecretService, ServiceSettings
 from .sessions import SessionConfig
 from .stores.base import Store
 from .stores.sqlite import SQLiteStore
@@ -43,31 +46,65 @@ __all__ = ["main"]
 
 SERVICE_GROUP = "accounts_server.services"
 SEALING_KEY_FILE = "accounts.sealing.key"
+DEFAULT_SITE_URL = "http://localhost:3000"
 
 
-def load_services(names: tuple[str, ...]) -> list[LoginService]:
-    """Instantiate the login services installed under the entry-point group; all of them when
-    `names` is empty.
+def installed_services() -> list[str]:
+    return sorted(ep.name for ep in entry_points(group=SERVICE_GROUP))
+
+
+def load_services(
+    names: Sequence[str],
+    *,
+    tables: Mapping[str, Mapping[str, Any]] | None = None,
+    mailer: Mailer | None = None,
+    site_url: str = DEFAULT_SITE_URL,
+) -> list[LoginService]:
+    """Build the login services installed under the entry-point group (all of them when
+    `names` is empty), each from its `ServiceSettings`. A factory that takes no argument
+    (a class, say) is called without; one that answers None has nothing to serve without
+    settings (OAuth with no provider) and is left out, unless it was asked for.
 
     Raises:
-        ConfigurationError: a named service is not installed.
+        ConfigurationError: a service asked for or configured is not installed, or refuses
+            its settings.
     """
+    tables = tables or {}
     found = {ep.name: ep for ep in entry_points(group=SERVICE_GROUP)}
-    missing = sorted(set(names) - set(found))
+    missing = sorted((set(names) | {n for n, t in tables.items() if t}) - set(found))
     if missing:
         raise ConfigurationError(
             f"login service(s) not installed: {', '.join(missing)}; installed: "
             f"{', '.join(sorted(found)) or 'none'}"
         )
-    return [found[name].load()() for name in (names or tuple(sorted(found)))]
+    services = []
+    for name in names or sorted(found):
+        values = tables.get(name, {})
+        settings = ServiceSettings(name=name, values=values, mailer=mailer, site_url=site_url)
+        service = _build(found[name].load(), settings)
+        if service is not None:
+            services.append(service)
+        elif name in names or values:
+            raise ConfigurationError(f"services.{name}: nothing to serve with these settings")
+    return services
+
+
+def _build(factory: Callable[..., Any], settings: ServiceSettings) -> LoginService | None:
+    try:
+        takes_settings = bool(inspect.signature(factory).parameters)
+    except (TypeError, ValueError):  # a builtin without a signature: assume the new contract
+        takes_settings = True
+    if takes_settings:
+        return cast("LoginService | None", factory(settings))
+    if settings.values:
+        raise ConfigurationError(f"services.{settings.name}: this service takes no settings")
+    return cast("LoginService", factory())
 
 
 def _export_service_settings(settings: Mapping[str, str | None]) -> None:
-    """Put `serve`'s options for login services into `os.environ`, only those given, before
-    `load_services` runs: entry-point factories take no arguments, so each service reads its
-    own ACCOUNTS_* settings from the environment (the core knows no service, so it cannot
-    pass them as arguments). An option overrides its variable; an option not given leaves the
-    variable as the operator set it. A config file replaces this with issue 18."""
+    """Put `serve`'s options for a login service (`--webauthn-rp-id`) into `os.environ` as
+    that service's `ACCOUNTS_<NAME>_<KEY>` variables, only those given, so they reach its
+    settings as a variable of its own would (over the file's table)."""
     for name, value in settings.items():
         if value is not None:
             os.environ[name] = value
@@ -161,7 +198,11 @@ def main() -> None:
 def store_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """The database options every management command shares with `serve`."""
     fn = click.option(
-        "--mongodb-db", default="accounts", show_default=True, help="MongoDB database."
+        "--mongodb-db",
+        default="accounts",
+        show_default=True,
+        envvar="ACCOUNTS_MONGODB_DB",
+        help="MongoDB database.",
     )(fn)
     fn = click.option(
         "--mongodb-url",
@@ -179,6 +220,8 @@ def store_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     )(fn)
 
 
+@config_option
+@environment_names
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
@@ -249,6 +292,34 @@ def store_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     "several; in the variable, separate them by spaces or commas (default: ACCOUNTS_SITE_URL).",
 )
 @click.option(
+    "--site-url",
+    default=DEFAULT_SITE_URL,
+    show_default=True,
+    help="The front end's address: mailed links and passkey origins point there.",
+)
+@click.option(
+    "--smtp-url",
+    help="Send mail through this server: smtp://user:pass@host:587 (STARTTLS when offered) "
+    "or smtps://host:465. Give the password by reference in a config file.",
+)
+@click.option("--mail-from", help="The sender address of mails (needed with --smtp-url).")
+@click.option(
+    "--mail",
+    "mail_mode",
+    type=click.Choice(["smtp", "log", "none"]),
+    help="smtp: send (needs --smtp-url); log: write each mail's recipient, subject and links to "
+    "the log instead, for development; none: mail routes answer 503. Default: smtp with "
+    "--smtp-url, else log.",
+)
+@click.option(
+    "--cors-origin",
+    "cors_origins",
+    multiple=True,
+    metavar="ORIGIN",
+    help="An exact origin (https://app.example.com) whose pages may call the API with "
+    "credentials; repeat for several. CORS is off without one.",
+)
+@click.option(
     "--trusted-proxy", multiple=True, help="Proxy network whose X-Forwarded-For is believed."
 )
 @click.option(
@@ -268,7 +339,9 @@ def store_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     help="Seconds in-flight requests get to finish on SIGTERM before connections are closed.",
 )
 @click.option("--log-level", default="info", show_default=True)
+@click.pass_context
 def serve(
+    ctx: click.Context,
     host: str,
     port: int,
     db_path: Path,
@@ -286,6 +359,11 @@ def serve(
     webauthn_rp_id: str | None,
     webauthn_rp_name: str | None,
     webauthn_origins: tuple[str, ...],
+    site_url: str,
+    smtp_url: str | None,
+    mail_from: str | None,
+    mail_mode: str | None,
+    cors_origins: tuple[str, ...],
     trusted_proxy: tuple[str, ...],
     workers: int,
     graceful_timeout: int,
@@ -303,14 +381,9 @@ def serve(
                 "ACCOUNTS_WEBAUTHN_ORIGINS": " ".join(webauthn_origins) or None,
             }
         )
-        services = load_services(service_names)  # a bad service setting fails before any key
-        if not key_paths:
-            key_path = db_path.with_name("accounts.key")
-            load_or_create_key(key_path)
-            key_paths = (key_path,)
-        if not sealing_key_paths:
-            sealing_key_paths = (db_path.with_name(SEALING_KEY_FILE),)
-            load_or_create_sealing_keys((), sealing_key_paths[0])
+        mail = mail_mode or ("smtp" if smtp_url else "log")
+        if mail == "smtp" and not (smtp_url and mail_from):
+            raise ConfigurationError("--mail smtp needs --smtp-url and --mail-from")
         serving = _Serving(
             db_path=str(db_path),
             mongodb_url=mongodb_url,
@@ -324,8 +397,23 @@ def serve(
             short_session_lifetime=short_session_lifetime,
             reuse_grace=reuse_grace,
             service_names=service_names,
+            services=service_tables(ctx, installed_services()),
+            site_url=site_url,
+            smtp_url=smtp_url,
+            mail_from=mail_from,
+            mail=mail,
+            cors_origins=cors_origins,
             trusted_proxy=trusted_proxy,
         )
+        services = serving.login_services()  # a bad service setting fails before any key
+        if not key_paths:
+            key_path = db_path.with_name("accounts.key")
+            load_or_create_key(key_path)
+            serving = replace(serving, key_paths=(str(key_path),))
+        if not sealing_key_paths:
+            default = db_path.with_name(SEALING_KEY_FILE)
+            load_or_create_sealing_keys((), default)
+            serving = replace(serving, sealing_key_paths=(str(default),))
         server = serving.server(services)
     except ConfigurationError as exc:
         raise click.ClickException(exc.message) from exc
@@ -336,6 +424,14 @@ def serve(
         + (f", {workers} workers)" if workers > 1 else ")"),
         err=True,
     )
+    if mail == "log":
+        click.echo(
+            "mail is logged, not sent (no --smtp-url): each mail's links are written to the log, "
+            "and they are live credentials; set --smtp-url in production",
+            err=True,
+        )
+    elif mail == "none":
+        click.echo("mail is off (--mail none): the routes that send mail answer 503", err=True)
     options: dict[str, Any] = {
         "host": host,
         "port": port,
@@ -358,6 +454,34 @@ def serve(
     _run_workers(uvicorn.Config(f"{__name__}:worker_app", factory=True, workers=workers, **options))
 
 
+@main.group()
+def config() -> None:
+    """The settings `serve` runs with."""
+
+
+def _show(**values: Any) -> None:
+    """Every setting of `serve`, given as `serve` takes them (options, ACCOUNTS_* variables,
+    --config FILE), with its effective value and where it came from; secrets redacted."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("setting", "value", "from")
+    for row in describe(click.get_current_context(), values, installed_services()):
+        table.add_row(row.key, row.value, row.source)
+    Console().print(table)
+
+
+config.add_command(
+    click.Command(
+        "show",
+        params=list(serve.params),
+        callback=_show,
+        help=_show.__doc__,
+        short_help="Print the effective settings of `serve` and where each came from.",
+    )
+)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _Serving:
     """What `serve` builds its server from, once checked by the parent process; with
@@ -375,7 +499,31 @@ class _Serving:
     short_session_lifetime: int
     reuse_grace: int
     service_names: tuple[str, ...]
+    #: Each installed service's settings (file table, then its variables), by name.
+    services: Mapping[str, Mapping[str, Any]]
+    site_url: str
+    smtp_url: str | None
+    mail_from: str | None
+    #: smtp, log or none, as `--mail` resolved it.
+    mail: str
+    cors_origins: tuple[str, ...]
     trusted_proxy: tuple[str, ...]
+
+    def mailer(self) -> Mailer | None:
+        """Raises:
+        ConfigurationError: a bad SMTP URL.
+        """
+        if self.mail == "smtp" and self.smtp_url:
+            return SMTPMailer.from_url(self.smtp_url, sender=self.mail_from or "")
+        return LogMailer() if self.mail == "log" else None
+
+    def login_services(self) -> list[LoginService]:
+        """Raises:
+        ConfigurationError: as `load_services`.
+        """
+        return load_services(
+            self.service_names, tables=self.services, mailer=self.mailer(), site_url=self.site_url
+        )
 
     def server(self, services: Sequence[LoginService]) -> AccountsServer:
         """Raises:
@@ -408,6 +556,7 @@ class _Serving:
         return create_app(
             server,
             trusted_proxies=self.trusted_proxy,
+            cors_origins=self.cors_origins,
             close_store_on_shutdown=True,
             prune_every=timedelta(hours=1),
         )
@@ -421,7 +570,7 @@ def worker_app() -> Any:
     values: dict[str, Any] = json.loads(os.environ[_WORKER_SETTINGS])
     typed: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
     serving = _Serving(**typed)
-    return serving.app(serving.server(load_services(serving.service_names)))
+    return serving.app(serving.server(serving.login_services()))
 
 
 async def _setup_then_close(server: AccountsServer) -> None:
@@ -836,3 +985,17 @@ def keys_generate(path: Path, algorithm: str) -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+
+def _management_commands(group: click.Group) -> Iterator[click.Command]:
+    for command in group.commands.values():
+        if isinstance(command, click.Group):
+            yield from _management_commands(command)
+        elif command is not serve and any(p.name == "db_path" for p in command.params):
+            yield command
+
+
+# Every command that opens the database reads the database settings of the same --config
+# file (or ACCOUNTS_CONFIG) as `serve`, so an operator names the database once.
+for _command in _management_commands(main):
+    config_option(_command, partial=True)

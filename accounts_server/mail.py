@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -17,9 +18,10 @@ from urllib.parse import unquote, urlsplit
 
 from .errors import ConfigurationError, MailUnavailable
 
-__all__ = ["MailMessage", "MailTemplate", "Mailer", "SMTPMailer"]
+__all__ = ["LogMailer", "MailMessage", "MailTemplate", "Mailer", "SMTPMailer"]
 
 logger = logging.getLogger("accounts_server.mail")
+_LINK = re.compile(r"https?://[^\s<>\"']+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,3 +132,20 @@ class SMTPMailer:
         except (aiosmtplib.SMTPException, OSError) as exc:
             logger.warning("mail to the SMTP server at %s:%s failed: %s", self.host, self.port, exc)
             raise MailUnavailable() from exc
+
+
+@dataclass(frozen=True, slots=True)
+class LogMailer:
+    """Development without SMTP: each mail is logged at WARNING (recipient, subject and the
+    links in it) instead of sent, as accounts-js prints mails it has no transport for.
+
+    The links are live credentials (a reset link resets the password), so this is for a
+    developer's machine; `accounts-server serve` says at startup that mail is logged, and
+    production sets an SMTP URL.
+    """
+
+    logger: logging.Logger = logger
+
+    async def send(self, message: MailMessage) -> None:
+        links = " ".join(_LINK.findall(message.text)) or "(no link)"
+        self.logger.warning("mail to %s: %s: %s", message.to, message.subject, links)

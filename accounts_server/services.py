@@ -10,6 +10,8 @@ A service whose users know a secret may also offer `SecretService`, which the co
 without naming any service; one that can also be a second factor after another service's
 first step (passkeys after a password) offers `SecondFactor`; and `LoginAvailability` says
 whether a service can still log a user in, so no one removes their last way in.
+`accounts-server serve` builds an installed service by calling its entry point with the
+service's `ServiceSettings`.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, cast, runtime_checkable
 
 from .context import ServiceContext
 from .errors import ConfigurationError
+from .mail import Mailer
 from .types import ConnectionInfo, User
 
 __all__ = [
@@ -34,6 +37,7 @@ __all__ = [
     "SecondFactor",
     "SecretService",
     "ServiceEndpoint",
+    "ServiceSettings",
 ]
 
 _SEGMENT = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}|\{[a-z_]{1,32}\}")
@@ -189,3 +193,82 @@ class LoginAvailability(Protocol):
     name: str
 
     async def can_log_in(self, user: User, ctx: ServiceContext) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServiceSettings:
+    """What `accounts-server serve` hands a login service's entry-point factory
+    (`factory(settings) -> LoginService`): the service's own settings, from its
+    `[services.<name>]` table with `ACCOUNTS_<NAME>_<KEY>` variables over it, and the
+    server-wide ones a service may need (the mail transport, the front end's address).
+
+    The readers check each value's type and name the setting in every error; a variable is a
+    string, so they read `"20"` as 20 and `"a, b"` as two items. `check_known` refuses a
+    setting the service does not read: a typo is a startup error, not a line ignored.
+    """
+
+    name: str
+    values: Mapping[str, Any] = field(default_factory=dict)
+    mailer: Mailer | None = None
+    site_url: str = "http://localhost:3000"
+
+    def check_known(self, *keys: str) -> None:
+        """Raises:
+        ConfigurationError: a setting not among `keys`.
+        """
+        unknown = sorted(set(self.values) - set(keys))
+        if unknown:
+            known = ", ".join(sorted(keys)) or "none"
+            raise ConfigurationError(
+                f"services.{self.name}: unknown setting(s) {', '.join(unknown)} (known: {known})"
+            )
+
+    def text(self, key: str, default: str | None = None) -> str | None:
+        value = self.values.get(key, default)
+        if value is not None and not isinstance(value, str):
+            raise self._bad(key, "a string")
+        return value
+
+    def required(self, key: str) -> str:
+        """Raises:
+        ConfigurationError: the setting is missing or empty.
+        """
+        value = self.text(key)
+        if not value:
+            raise ConfigurationError(f"services.{self.name}.{key} is required")
+        return value
+
+    def texts(self, key: str, default: Sequence[str] = ()) -> tuple[str, ...]:
+        value = self.values.get(key, default)
+        if isinstance(value, str):
+            return tuple(value.replace(",", " ").split())
+        if not isinstance(value, Sequence) or not all(isinstance(v, str) for v in value):
+            raise self._bad(key, "a list of strings")
+        return tuple(value)
+
+    def integer(self, key: str, default: int) -> int:
+        value = self.values.get(key, default)
+        if isinstance(value, str) and value.strip().lstrip("-").isdecimal():
+            value = int(value)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise self._bad(key, "an integer")
+        return value
+
+    def flag(self, key: str, default: bool) -> bool:
+        value = self.values.get(key, default)
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            value = value.lower() in ("true", "1", "yes")
+        if not isinstance(value, bool):
+            raise self._bad(key, "true or false")
+        return value
+
+    def tables(self, key: str) -> Mapping[str, Mapping[str, Any]]:
+        """A table of tables (`[services.oauth.providers.google]`), by name."""
+        value = self.values.get(key, {})
+        tables = isinstance(value, Mapping) and all(isinstance(v, Mapping) for v in value.values())
+        if not tables:
+            raise self._bad(key, f"tables, e.g. [services.{self.name}.{key}.<name>]")
+        return cast("Mapping[str, Mapping[str, Any]]", value)
+
+    def _bad(self, key: str, what: str) -> ConfigurationError:
+        return ConfigurationError(f"services.{self.name}.{key} must be {what}")

@@ -12,15 +12,19 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.routing import BaseRoute
 
 from ..errors import (
     AccountsError,
     AuthenticationFailed,
+    ConfigurationError,
     InvalidRequest,
     InvalidToken,
     StoreUnavailable,
@@ -276,16 +280,20 @@ def create_app(
     body_timeout: float = BODY_TIMEOUT,
     close_store_on_shutdown: bool = False,
     prune_every: timedelta | None = None,
+    cors_origins: Sequence[str] = (),
 ) -> Starlette:
     """The ASGI app. Routes live under `prefix`; with `prefix=""` it is meant to be mounted
     (`host.mount("/accounts", create_app(server, prefix=""))`). With a prefix, the JWKS is also
     served at the root `/.well-known/jwks.json`. A body must arrive within `body_timeout`
     seconds (408 otherwise). `prune_every` deletes expired sessions periodically while the app
-    runs (validity never depends on it).
+    runs (validity never depends on it). `cors_origins` lets pages on those exact origins call
+    the API with credentials (CORS is off without them; `*` is refused).
 
     Raises:
-        ConfigurationError: never; `ValueError` for an unparsable proxy network.
+        ConfigurationError: a CORS origin that is not exact; `ValueError` for an unparsable
+            proxy network.
     """
+    cors = [Middleware(CORSMiddleware, **_cors(cors_origins))] if cors_origins else []
     proxies = [ipaddress.ip_network(net, strict=False) for net in trusted_proxies]
     handlers = _Handlers(server, proxies, max_body_size, body_timeout)
     root = prefix.rstrip("/")
@@ -324,4 +332,32 @@ def create_app(
             Exception: handle_unexpected,
         },
         lifespan=lifespan,
+        middleware=cors,
     )
+
+
+def _cors(origins: Sequence[str]) -> dict[str, Any]:
+    """CORSMiddleware's settings for exact origins: with credentials (the accounts-js client
+    sends the Authorization header), so never a wildcard (the Fetch standard forbids `*` with
+    credentials, and reflecting any origin would hand every site the API)."""
+    for origin in origins:
+        parts = urlsplit(origin)
+        exact = (
+            parts.scheme in ("http", "https")
+            and parts.hostname
+            and origin == f"{parts.scheme}://{parts.netloc}"
+            and not parts.username
+            and origin == origin.lower()
+        )
+        if not exact:
+            raise ConfigurationError(
+                f"CORS origin {origin!r} is not an exact origin such as https://app.example.com "
+                "(lower case, no path, no trailing slash, no wildcard)"
+            )
+    return {
+        "allow_origins": list(origins),
+        "allow_credentials": True,
+        "allow_methods": ["GET", "POST", "PATCH", "DELETE"],
+        "allow_headers": ["Authorization", "Content-Type"],
+        "max_age": 600,
+    }

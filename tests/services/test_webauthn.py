@@ -28,11 +28,12 @@ from accounts_server import (
     HookEvent,
     RateLimits,
     SealingKeys,
+    ServiceSettings,
     Store,
 )
 from accounts_server.http import create_app
 from accounts_server.stores import SQLiteStore
-from accounts_webauthn import WebAuthnService, from_environment
+from accounts_webauthn import WebAuthnService, from_settings
 
 from ..authenticator import SoftAuthenticator, b64url, unb64url
 from ..conftest import Clock, MakeServer
@@ -694,17 +695,25 @@ class TestConfiguration:
         )
         WebAuthnService(rp_id="localhost", rp_name="x", origins=["http://localhost:3000"])
 
-    def test_from_the_environment(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.setenv("ACCOUNTS_SITE_URL", "https://app.example.com/")
-        loaded = from_environment()
-        assert (loaded.rp_id, loaded.origins) == ("app.example.com", ["https://app.example.com"])
-        monkeypatch.setenv("ACCOUNTS_WEBAUTHN_RP_ID", "example.com")
-        monkeypatch.setenv("ACCOUNTS_WEBAUTHN_ORIGINS", "https://a.example.com,https://example.com")
-        loaded = from_environment()
-        assert (loaded.rp_id, len(loaded.origins)) == ("example.com", 2)
-        monkeypatch.setenv("ACCOUNTS_WEBAUTHN_ORIGINS", " , ")
+    def test_from_its_settings(self) -> None:
+        def loaded(**values: object) -> WebAuthnService:
+            settings = ServiceSettings(
+                name="webauthn", values=values, site_url="https://app.example.com/"
+            )
+            return from_settings(settings)
+
+        site = loaded()
+        assert (site.rp_id, site.origins) == ("app.example.com", ["https://app.example.com"])
+        # As variables give them: one string, origins separated by commas or spaces.
+        two = loaded(rp_id="example.com", origins="https://a.example.com,https://example.com")
+        assert (two.rp_id, len(two.origins)) == ("example.com", 2)
+        assert loaded(max_passkeys="5").max_passkeys == 5
         with pytest.raises(ConfigurationError, match="names no origin"):
-            from_environment()
+            loaded(origins=" , ")
+        with pytest.raises(ConfigurationError, match=r"unknown setting.*rp_idd"):
+            loaded(rp_idd="example.com")
+        with pytest.raises(ConfigurationError, match=r"services\.webauthn\.max_passkeys"):
+            loaded(max_passkeys="many")
 
     def test_a_service_may_not_take_a_route_name(self) -> None:
         renamed = service()

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from .service import MagicLinkExpired, MagicLinkService, from_environment
+from .service import MagicLinkExpired, MagicLinkService, from_settings
 
-__all__ = ["MagicLinkExpired", "MagicLinkService", "from_environment"]
+__all__ = ["MagicLinkExpired", "MagicLinkService", "from_settings"]

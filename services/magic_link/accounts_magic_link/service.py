@@ -10,7 +10,6 @@ then asked for it, as after a password. Written only against `accounts_server`'s
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
@@ -24,16 +23,18 @@ from accounts_server import (
     MailUnavailable,
     ServiceContext,
     ServiceEndpoint,
-    SMTPMailer,
+    ServiceSettings,
     User,
     canonical_email,
     validate_email,
 )
 
-__all__ = ["MagicLinkExpired", "MagicLinkService", "from_environment"]
+__all__ = ["MagicLinkExpired", "MagicLinkService", "from_settings"]
 
 KIND = "magic"
 LIFETIME = timedelta(minutes=15)
+#: Where on the site a link points (the token is appended), as accounts-js has it.
+LINK_PATH = "/magic-link/"
 TEMPLATE = MailTemplate(
     subject="Your login link",
     text="To log in, open this link:\n\n$url\n\nIt works once and expires in 15 minutes. "
@@ -58,7 +59,7 @@ class MagicLinkService:
         *,
         mailer: Mailer | None = None,
         site_url: str = "http://localhost:3000",
-        path: str = "/magic-link/",
+        path: str = LINK_PATH,
         template: MailTemplate = TEMPLATE,
     ) -> None:
         self.mailer = mailer
@@ -130,11 +131,16 @@ class MagicLinkService:
         ctx.after_response(self.request_link(ctx, address))
 
 
-def from_environment() -> MagicLinkService:
-    """As `accounts-server serve` loads it: `ACCOUNTS_SMTP_URL`, `ACCOUNTS_MAIL_FROM`,
-    `ACCOUNTS_SITE_URL`, as for the password service."""
-    url, sender = os.environ.get("ACCOUNTS_SMTP_URL"), os.environ.get("ACCOUNTS_MAIL_FROM")
-    mailer = SMTPMailer.from_url(url, sender=sender or "") if url else None
+def from_settings(settings: ServiceSettings) -> MagicLinkService:
+    """As `accounts-server serve` builds it: the server's mail transport and site URL, and
+    `path` (where links point on the site) from `[services.magicLink]`.
+
+    Raises:
+        ConfigurationError: an unknown or bad setting.
+    """
+    settings.check_known("path")
     return MagicLinkService(
-        mailer=mailer, site_url=os.environ.get("ACCOUNTS_SITE_URL", "http://localhost:3000")
+        mailer=settings.mailer,
+        site_url=settings.site_url,
+        path=settings.text("path") or LINK_PATH,
     )

@@ -9,6 +9,7 @@ from .service import (
     OIDCProvider,
     ProviderNotFound,
     ProviderUnavailable,
+    from_settings,
 )
 
 __all__ = [
@@ -18,4 +19,5 @@ __all__ = [
     "OIDCProvider",
     "ProviderNotFound",
     "ProviderUnavailable",
+    "from_settings",
 ]

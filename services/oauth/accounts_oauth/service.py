@@ -54,6 +54,7 @@ from accounts_server import (
     Redirect,
     ServiceContext,
     ServiceEndpoint,
+    ServiceSettings,
     TemporarilyUnavailable,
     User,
     canonical_email,
@@ -67,6 +68,7 @@ __all__ = [
     "OIDCProvider",
     "ProviderNotFound",
     "ProviderUnavailable",
+    "from_settings",
 ]
 
 STATE_KIND = "oauth-state"
@@ -490,3 +492,39 @@ class OAuthService:
         if user is None:
             raise InvalidToken(reason="user")
         return await ctx.login(user, request.info)
+
+
+_PROVIDER_KEYS = ("issuer", "client_id", "client_secret", "redirect_uri", "scopes", "token_auth")
+
+
+def from_settings(settings: ServiceSettings) -> OAuthService | None:
+    """As `accounts-server serve` builds it: one provider per `[services.oauth.providers.<name>]`
+    table (`issuer`, `client_id`, `client_secret` (by reference: `{ env = "..." }`),
+    `redirect_uri`, and optionally `scopes` and `token_auth`), and `frontend_url`, the page the
+    browser is sent to with a one-time code after a login (without it, the callback answers the
+    login result itself, as `OAuthService` does). With no provider there is nothing to serve:
+    None, so `serve` runs without this service.
+
+    Raises:
+        ConfigurationError: an unknown, missing or bad setting, named.
+    """
+    settings.check_known("providers", "frontend_url")
+    providers = []
+    for name, table in settings.tables("providers").items():
+        provider = ServiceSettings(name=f"{settings.name}.providers.{name}", values=table)
+        provider.check_known(*_PROVIDER_KEYS)
+        defaults = OIDCProvider.__dataclass_fields__
+        providers.append(
+            OIDCProvider(
+                name=name,
+                issuer=provider.required("issuer"),
+                client_id=provider.required("client_id"),
+                client_secret=provider.text("client_secret"),
+                redirect_uri=provider.required("redirect_uri"),
+                scopes=provider.texts("scopes", defaults["scopes"].default),  # type: ignore[arg-type]
+                token_auth=provider.text("token_auth") or defaults["token_auth"].default,  # type: ignore[arg-type]
+            )
+        )
+    if not providers:
+        return None
+    return OAuthService(providers, frontend_url=settings.text("frontend_url"))

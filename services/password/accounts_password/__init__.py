@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from .hashing import PasswordHasher
 from .policy import PasswordPolicy
-from .service import CannotRemoveLastEmail, MailSettings, PasswordService, from_environment
+from .service import CannotRemoveLastEmail, MailSettings, PasswordService, from_settings
 
 __all__ = [
     "CannotRemoveLastEmail",
@@ -13,5 +13,5 @@ __all__ = [
     "PasswordHasher",
     "PasswordPolicy",
     "PasswordService",
-    "from_environment",
+    "from_settings",
 ]

@@ -10,11 +10,10 @@ nor its timing tells whether an account exists.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 from accounts_server import (
     Authenticated,
@@ -33,7 +32,7 @@ from accounts_server import (
     ResetPasswordLinkExpired,
     ServiceContext,
     ServiceEndpoint,
-    SMTPMailer,
+    ServiceSettings,
     User,
     UsernameOrEmailRequired,
     UserNotFound,
@@ -47,7 +46,7 @@ from accounts_server import (
 from .hashing import PasswordHasher
 from .policy import PasswordPolicy, normalize
 
-__all__ = ["CannotRemoveLastEmail", "MailSettings", "PasswordService", "from_environment"]
+__all__ = ["CannotRemoveLastEmail", "MailSettings", "PasswordService", "from_settings"]
 
 _ARGON2 = "argon2"
 _BCRYPT = "bcrypt"
@@ -726,11 +725,22 @@ def _object(**properties: Mapping[str, Any]) -> dict[str, Any]:
     return {"type": "object", "properties": properties}
 
 
-def from_environment() -> PasswordService:
-    """The service as `accounts-server serve` loads it: mail over SMTP when
-    `ACCOUNTS_SMTP_URL` (smtp://user:pass@host:port or smtps://...) and `ACCOUNTS_MAIL_FROM`
-    are set, links to `ACCOUNTS_SITE_URL`."""
-    url, sender = os.environ.get("ACCOUNTS_SMTP_URL"), os.environ.get("ACCOUNTS_MAIL_FROM")
-    mailer = SMTPMailer.from_url(url, sender=sender or "") if url else None
-    site = os.environ.get("ACCOUNTS_SITE_URL")
-    return PasswordService(mailer=mailer, mail=MailSettings(site_url=site) if site else None)
+def from_settings(settings: ServiceSettings) -> PasswordService:
+    """The service as `accounts-server serve` builds it: the server's mail transport and site
+    URL, and from `[services.password]`: `min_length`, `max_length`, `ambiguous_registration`.
+
+    Raises:
+        ConfigurationError: an unknown or bad setting.
+    """
+    settings.check_known("min_length", "max_length", "ambiguous_registration")
+    defaults = {f.name: f.default for f in fields(PasswordPolicy)}
+    policy = PasswordPolicy(
+        min_length=settings.integer("min_length", cast("int", defaults["min_length"])),
+        max_length=settings.integer("max_length", cast("int", defaults["max_length"])),
+    )
+    return PasswordService(
+        mailer=settings.mailer,
+        mail=MailSettings(site_url=settings.site_url),
+        policy=policy,
+        ambiguous_registration=settings.flag("ambiguous_registration", False),
+    )

@@ -9,7 +9,7 @@ from .service import (
     PasskeyRegistrationRefused,
     SignCountRegressed,
     WebAuthnService,
-    from_environment,
+    from_settings,
 )
 
 __all__ = [
@@ -19,5 +19,5 @@ __all__ = [
     "PasskeyRegistrationRefused",
     "SignCountRegressed",
     "WebAuthnService",
-    "from_environment",
+    "from_settings",
 ]

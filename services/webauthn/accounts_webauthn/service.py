@@ -33,7 +33,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import ipaddress
-import os
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -83,6 +82,7 @@ from accounts_server import (
     NotFound,
     ServiceContext,
     ServiceEndpoint,
+    ServiceSettings,
     Session,
     StepUpRequired,
     User,
@@ -97,7 +97,7 @@ __all__ = [
     "PasskeyRegistrationRefused",
     "SignCountRegressed",
     "WebAuthnService",
-    "from_environment",
+    "from_settings",
 ]
 
 KIND = "webauthn"
@@ -106,6 +106,8 @@ _REGISTER, _LOGIN, _SECOND = "webauthn-register", "webauthn-login", "webauthn-mf
 #: user's PIN or biometric, which makes it multi-factor on its own.
 PASSWORDLESS_AMR = ("hwk", "mfa", "user")
 SECOND_FACTOR_AMR = ("hwk", "mfa")
+#: The default limit of passkeys per user.
+MAX_PASSKEYS = 20
 #: Ed25519 first (small, fast), then P-256 and RSA, which most authenticators have.
 _ALGORITHMS = [
     COSEAlgorithmIdentifier.EDDSA,
@@ -189,7 +191,7 @@ class WebAuthnService:
         aaguids: frozenset[str] | None = None,
         challenge_lifetime: timedelta = timedelta(minutes=5),
         recent_login: timedelta = timedelta(minutes=15),
-        max_passkeys: int = 20,
+        max_passkeys: int = MAX_PASSKEYS,
     ) -> None:
         self.rp_id = _check_rp_id(rp_id)
         if not rp_name or len(rp_name) > 128:
@@ -557,23 +559,25 @@ class WebAuthnService:
         return int(self.challenge_lifetime.total_seconds() * 1000)
 
 
-def from_environment() -> WebAuthnService:
-    """As `accounts-server serve` loads it: `ACCOUNTS_WEBAUTHN_RP_ID`, `_RP_NAME` and
-    `_ORIGINS` (space- or comma-separated); the origin defaults to `ACCOUNTS_SITE_URL`
-    (the front end's address, as for mailed links) and the RP ID to its host.
+def from_settings(settings: ServiceSettings) -> WebAuthnService:
+    """As `accounts-server serve` builds it, from `[services.webauthn]` (or
+    `ACCOUNTS_WEBAUTHN_RP_ID`, `_RP_NAME`, `_ORIGINS`, `_MAX_PASSKEYS`): the origins default
+    to the site URL (the front end's address, as for mailed links), the RP ID to the host of
+    the first origin.
 
     Raises:
-        ConfigurationError: as `WebAuthnService`.
+        ConfigurationError: an unknown setting, or as `WebAuthnService`.
     """
-    site = os.environ.get("ACCOUNTS_SITE_URL", "http://localhost:3000").rstrip("/")
-    origins = os.environ.get("ACCOUNTS_WEBAUTHN_ORIGINS", site).replace(",", " ").split()
+    settings.check_known("rp_id", "rp_name", "origins", "max_passkeys")
+    origins = settings.texts("origins", (settings.site_url.rstrip("/"),))
     if not origins:
-        raise ConfigurationError("ACCOUNTS_WEBAUTHN_ORIGINS is set but names no origin")
-    rp_id = os.environ.get("ACCOUNTS_WEBAUTHN_RP_ID") or (urlsplit(origins[0]).hostname or "")
+        raise ConfigurationError("services.webauthn.origins is set but names no origin")
+    rp_id = settings.text("rp_id") or (urlsplit(origins[0]).hostname or "")
     return WebAuthnService(
         rp_id=rp_id,
-        rp_name=os.environ.get("ACCOUNTS_WEBAUTHN_RP_NAME", "accounts-server"),
+        rp_name=settings.text("rp_name") or "accounts-server",
         origins=origins,
+        max_passkeys=settings.integer("max_passkeys", MAX_PASSKEYS),
     )
 
 
