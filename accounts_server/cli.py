@@ -372,6 +372,8 @@ def serve(
     """Run the server under uvicorn (uvloop and httptools when installed)."""
     import uvicorn
 
+    from .http.app import cors_settings
+
     try:
         db_path.parent.mkdir(parents=True, exist_ok=True)
         _export_service_settings(
@@ -405,7 +407,8 @@ def serve(
             cors_origins=cors_origins,
             trusted_proxy=trusted_proxy,
         )
-        services = serving.login_services()  # a bad service setting fails before any key
+        services = serving.login_services()  # a bad setting fails before any key is made
+        cors_settings(cors_origins)
         if not key_paths:
             key_path = db_path.with_name("accounts.key")
             load_or_create_key(key_path)
@@ -465,7 +468,9 @@ def _show(**values: Any) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("setting", "value", "from")
+    table = Table()
+    for header in ("setting", "value", "from"):
+        table.add_column(header, overflow="fold")  # folded, never cut: a value must read whole
     for row in describe(click.get_current_context(), values, installed_services()):
         table.add_row(row.key, row.value, row.source)
     Console().print(table)
@@ -991,8 +996,10 @@ def _management_commands(group: click.Group) -> Iterator[click.Command]:
     for command in group.commands.values():
         if isinstance(command, click.Group):
             yield from _management_commands(command)
-        elif command is not serve and any(p.name == "db_path" for p in command.params):
-            yield command
+        else:
+            names = {p.name for p in command.params}
+            if "db_path" in names and "config_path" not in names:  # not serve or config show
+                yield command
 
 
 # Every command that opens the database reads the database settings of the same --config

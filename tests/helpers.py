@@ -94,7 +94,7 @@ def npm_ci(directory: Path) -> None:
         raise RuntimeError(f"npm ci in {directory} failed: {result.stderr[-2000:]}")
 
 
-def stop_process(process: subprocess.Popen[bytes]) -> None:
+def stop_process(process: subprocess.Popen[Any]) -> None:
     """SIGTERM to the PID, SIGKILL after 5 s; a process that has already exited is left alone."""
     if process.poll() is not None:
         return

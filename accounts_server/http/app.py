@@ -293,7 +293,7 @@ def create_app(
         ConfigurationError: a CORS origin that is not exact; `ValueError` for an unparsable
             proxy network.
     """
-    cors = [Middleware(CORSMiddleware, **_cors(cors_origins))] if cors_origins else []
+    cors = [Middleware(CORSMiddleware, **cors_settings(cors_origins))] if cors_origins else []
     proxies = [ipaddress.ip_network(net, strict=False) for net in trusted_proxies]
     handlers = _Handlers(server, proxies, max_body_size, body_timeout)
     root = prefix.rstrip("/")
@@ -336,10 +336,14 @@ def create_app(
     )
 
 
-def _cors(origins: Sequence[str]) -> dict[str, Any]:
+def cors_settings(origins: Sequence[str]) -> dict[str, Any]:
     """CORSMiddleware's settings for exact origins: with credentials (the accounts-js client
     sends the Authorization header), so never a wildcard (the Fetch standard forbids `*` with
-    credentials, and reflecting any origin would hand every site the API)."""
+    credentials, and reflecting any origin would hand every site the API).
+
+    Raises:
+        ConfigurationError: an origin that is not exact.
+    """
     for origin in origins:
         parts = urlsplit(origin)
         exact = (
