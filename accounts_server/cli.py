@@ -258,8 +258,9 @@ def store_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     "--reuse-grace",
     _SESSIONS.reuse_grace,
     "seconds",
-    "How long a rotated refresh token still yields the same successor (the accounts-js client "
-    "refreshes concurrently; 0 is strict)",
+    "How long a rotated refresh token still yields the same successor, to the client that "
+    "rotated it only (same address and user agent): the accounts-js client refreshes "
+    "concurrently. From anywhere else it revokes at once; 0 is strict",
 )
 @click.option(
     "--service",

@@ -450,7 +450,7 @@ class AccountsServer:
                 raise InvalidToken(reason="user")
             try:
                 session, jti, issued_at = await self._sessions.rotate(
-                    claims.sid, claims.sub, claims.jti
+                    claims.sid, claims.sub, claims.jti, info
                 )
             except TokenReused as exc:
                 await self._emit(

@@ -42,10 +42,11 @@ class SessionConfig:
     #: Idle expiry: a session unused for this long ends, whatever its absolute lifetime.
     #: Refreshing and `freshen_session` count as use. None (the default) disables it.
     idle_timeout: timedelta | None = None
-    #: How long a just-rotated refresh token still yields the same successor pair instead of
-    #: revoking the session. 0 is strict rotation; the accounts-js client refreshes
-    #: concurrently and needs a few seconds (at most 30).
-    reuse_grace: timedelta = timedelta(0)
+    #: How long a just-rotated refresh token still yields the same successor pair, to the
+    #: client that rotated it only (same address and user agent), instead of revoking the
+    #: session: the accounts-js client refreshes concurrently. 0 is strict rotation (at most
+    #: 30 s).
+    reuse_grace: timedelta = timedelta(seconds=10)
 
     def __post_init__(self) -> None:
         check_lifetime(self.lifetime)
@@ -151,9 +152,12 @@ class SessionRules:
         )
 
     async def rotate(
-        self, session_id: str, user_id: str, jti: str
+        self, session_id: str, user_id: str, jti: str, info: ConnectionInfo
     ) -> tuple[StoredSession, str, datetime]:
         """Rotate on a refresh; returns the session, the successor id and its issue time.
+        Inside the grace window, a token just rotated yields the same successor again, but only
+        to the client that rotated it (same address and user agent): the accounts-js client's
+        concurrent refreshes. The same token from anywhere else is a reuse (RFC 9700 §4.14.2).
 
         Raises:
             InvalidToken: the session is not active.
@@ -166,24 +170,35 @@ class SessionRules:
         now = self.clock()
         if hmac.compare_digest(session.refresh_hash, presented):
             won = await self.store.rotate_refresh(
-                session_id, expected_hash=presented, new_hash=hash_jti(successor), now=now
+                session_id,
+                expected_hash=presented,
+                new_hash=hash_jti(successor),
+                now=now,
+                ip=info.ip,
+                user_agent=info.user_agent,
             )
             if won:
                 return session, successor, now
             # Another request rotated first: judge this one against what it stored.
             session = await self.active(session_id, user_id)
-        if self._in_grace(session, presented, successor, now):
+        if self._in_grace(session, presented, successor, now, info):
             assert session.rotated_at is not None
             return session, successor, session.rotated_at
         await self.store.invalidate_session(session_id, now=now)
         raise TokenReused()
 
     def _in_grace(
-        self, session: StoredSession, presented: bytes, successor: str, now: datetime
+        self,
+        session: StoredSession,
+        presented: bytes,
+        successor: str,
+        now: datetime,
+        info: ConnectionInfo,
     ) -> bool:
         grace = self.config.reuse_grace
         return (
             grace > timedelta(0)
+            and (session.ip, session.user_agent) == (info.ip, info.user_agent)
             and session.previous_hash is not None
             and session.rotated_at is not None
             and hmac.compare_digest(session.previous_hash, presented)

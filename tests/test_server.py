@@ -36,6 +36,8 @@ from .conftest import Clock, MakeServer
 from .helpers import Account, load_key, register
 
 INFO = ConnectionInfo(ip="203.0.113.7", user_agent="pytest")
+#: Somebody else: another address and browser (a thief replaying a stolen token).
+ELSEWHERE = ConnectionInfo(ip="198.51.100.66", user_agent="curl/8.0")
 
 
 async def login(server: AccountsServer, account: Account) -> LoginResult:
@@ -158,8 +160,8 @@ class TestRefresh:
         assert second.tokens.refresh_token != first.tokens.refresh_token
         reused: list[HookEvent] = []
         server.on("refresh_token_reused", reused.append)
-        with pytest.raises(TokenReused):
-            await server.refresh_tokens(None, first.tokens.refresh_token, INFO)
+        with pytest.raises(TokenReused):  # from anywhere but the rotating client, at once
+            await server.refresh_tokens(None, first.tokens.refresh_token, ELSEWHERE)
         assert [e.session_id for e in reused] == [first.session_id]
         # The whole session is gone: its newest tokens fail on the next request.
         with pytest.raises(InvalidToken):
@@ -216,8 +218,9 @@ class TestRefresh:
             await server.refresh_tokens(forged, third.tokens.refresh_token, INFO)
 
     async def test_strict_mode_twenty_concurrent_refreshes_one_success(
-        self, server: AccountsServer
+        self, make_server: MakeServer
     ) -> None:
+        server = make_server(sessions=SessionConfig(reuse_grace=timedelta(0)))
         first = await login(server, await register(server))
         results = await asyncio.gather(
             *(server.refresh_tokens(None, first.tokens.refresh_token, INFO) for _ in range(20)),
@@ -249,6 +252,28 @@ class TestRefresh:
             await server.refresh_tokens(None, first.tokens.refresh_token, INFO)
         with pytest.raises(InvalidToken):
             await server.resume_session(successor.access_token)
+
+    @pytest.mark.parametrize(
+        "other",
+        [
+            ConnectionInfo(ip="198.51.100.66", user_agent=INFO.user_agent),
+            ConnectionInfo(ip=INFO.ip, user_agent="curl/8.0"),
+        ],
+        ids=["another address", "another user agent"],
+    )
+    async def test_the_grace_is_only_for_the_client_that_rotated(
+        self, server: AccountsServer, other: ConnectionInfo
+    ) -> None:
+        """By default (10 s): the same client's concurrent refresh gets the identical pair; the
+        same token from another address or browser inside the window revokes the session."""
+        first = await login(server, await register(server))
+        rotated = await server.refresh_tokens(None, first.tokens.refresh_token, INFO)
+        again = await server.refresh_tokens(None, first.tokens.refresh_token, INFO)
+        assert again.tokens == rotated.tokens
+        with pytest.raises(TokenReused):
+            await server.refresh_tokens(None, first.tokens.refresh_token, other)
+        with pytest.raises(InvalidToken):
+            await server.resume_session(rotated.tokens.access_token)
 
     async def test_grace_does_not_cover_a_token_two_rotations_old(
         self, make_server: MakeServer

@@ -264,10 +264,18 @@ class Store(Protocol):
         ...
 
     async def rotate_refresh(
-        self, session_id: str, *, expected_hash: bytes, new_hash: bytes, now: datetime
+        self,
+        session_id: str,
+        *,
+        expected_hash: bytes,
+        new_hash: bytes,
+        now: datetime,
+        ip: str | None,
+        user_agent: str | None,
     ) -> bool:
         """Compare-and-set: replace the refresh hash only if it is still `expected_hash` and the
-        session is valid; the old hash becomes `previous_hash` and `rotated_at` becomes `now`.
+        session is valid; the old hash becomes `previous_hash`, `rotated_at` becomes `now`, and
+        `ip`/`user_agent` become the rotating client's (the reuse grace is that client's only).
         Returns whether this caller won."""
         ...
 

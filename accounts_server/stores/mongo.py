@@ -671,7 +671,14 @@ class MongoStore:
         return [_session(doc) for doc in await self._run(fetch)]
 
     async def rotate_refresh(
-        self, session_id: str, *, expected_hash: bytes, new_hash: bytes, now: datetime
+        self,
+        session_id: str,
+        *,
+        expected_hash: bytes,
+        new_hash: bytes,
+        now: datetime,
+        ip: str | None,
+        user_agent: str | None,
     ) -> bool:
         query = {"_id": _key(session_id), "refresh_hash": bytes(expected_hash), "valid": True}
         update = {
@@ -681,6 +688,8 @@ class MongoStore:
                 "rotated_at": now,
                 "last_used_at": now,
                 "updated_at": now,
+                "ip": ip,
+                "user_agent": user_agent,
             }
         }
         result = await self._run(lambda: self._sessions.update_one(query, update))

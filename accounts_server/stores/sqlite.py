@@ -786,14 +786,23 @@ class SQLiteStore:
         return [_session(row) for row in rows]
 
     async def rotate_refresh(
-        self, session_id: str, *, expected_hash: bytes, new_hash: bytes, now: datetime
+        self,
+        session_id: str,
+        *,
+        expected_hash: bytes,
+        new_hash: bytes,
+        now: datetime,
+        ip: str | None,
+        user_agent: str | None,
     ) -> bool:
         sql = (
             "UPDATE sessions SET refresh_hash = ?, previous_hash = refresh_hash, rotated_at = ?, "
-            "last_used_at = ?, updated_at = ? WHERE id = ? AND refresh_hash = ? AND valid = 1"
+            "last_used_at = ?, updated_at = ?, ip = ?, user_agent = ? "
+            "WHERE id = ? AND refresh_hash = ? AND valid = 1"
         )
         t = _ts(now)
-        return self._session_write(session_id, sql, (new_hash, t, t, t, session_id, expected_hash))
+        values = (new_hash, t, t, t, ip, user_agent, session_id, expected_hash)
+        return self._session_write(session_id, sql, values)
 
     async def touch_session(self, session_id: str, *, now: datetime) -> bool:
         sql = "UPDATE sessions SET last_used_at = ? WHERE id = ? AND valid = 1"

@@ -115,7 +115,10 @@ class TestFlow:
         tokens = (await login(client))["tokens"]
         body = {"refreshToken": tokens["refreshToken"]}
         assert (await client.post("/accounts/refreshTokens", json=body)).status_code == 200
-        assert_error(await client.post("/accounts/refreshTokens", json=body), 401, "TokenReused")
+        # The same token again, from another browser (the grace is the rotating client's).
+        elsewhere = {"User-Agent": "another-browser/1.0"}
+        again = await client.post("/accounts/refreshTokens", json=body, headers=elsewhere)
+        assert_error(again, 401, "TokenReused")
         user = await client.get("/accounts/user", headers=bearer(tokens["accessToken"]))
         assert user.json() is None
 

@@ -3,9 +3,10 @@
     python tests/js/serve_for_client.py PORT DB_PATH SMTP_PORT
 
 Differences from `accounts-server serve`, each for the test: `admin` may impersonate;
-throwaway sealing keys (two-factor secrets die with the process); a 5 s
-refresh grace window (the client refreshes concurrently); and a clock 55 s behind with 1-minute
-access tokens, so a fresh access token looks expired to the client after ~5 s of waiting.
+throwaway sealing keys (two-factor secrets die with the process); and a clock 55 s behind with
+1-minute access tokens, so a fresh access token looks expired to the client after ~5 s of
+waiting. Sessions are the defaults: the client's concurrent refreshes must pass the default
+reuse grace, as they do against `serve`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from accounts_server import (
     AccountsServer,
     KeyRing,
     SealingKeys,
-    SessionConfig,
     SigningKey,
     SMTPMailer,
     TokenConfig,
@@ -41,7 +41,6 @@ def main() -> None:
         tokens=TokenConfig(
             keys=KeyRing([SigningKey.generate()]), access_lifetime=timedelta(minutes=1)
         ),
-        sessions=SessionConfig(reuse_grace=timedelta(seconds=5)),
         services=[
             PasswordService(mailer=SMTPMailer(sender="accounts@example.com", port=smtp_port))
         ],

@@ -195,27 +195,49 @@ class TestSessions:
         assert listed == {"s1": stored, "s2": bare}
 
     async def test_rotate_is_compare_and_set(self, store: Store) -> None:
+        """And records who rotated: the reuse grace is that client's alone."""
         user_id = await make_user(store)
         await store.create_session(session(user_id))
         later = NOW + timedelta(minutes=5)
+        client = ("198.51.100.7", "phone")
         assert not await store.rotate_refresh(
-            "s1", expected_hash=h("wrong"), new_hash=h("r1"), now=later
+            "s1",
+            expected_hash=h("wrong"),
+            new_hash=h("r1"),
+            now=later,
+            ip=client[0],
+            user_agent=client[1],
         )
-        assert await store.rotate_refresh("s1", expected_hash=h("r0"), new_hash=h("r1"), now=later)
+        assert await store.rotate_refresh(
+            "s1",
+            expected_hash=h("r0"),
+            new_hash=h("r1"),
+            now=later,
+            ip=client[0],
+            user_agent=client[1],
+        )
         assert not await store.rotate_refresh(
-            "s1", expected_hash=h("r0"), new_hash=h("r2"), now=later
+            "s1", expected_hash=h("r0"), new_hash=h("r2"), now=later, ip=None, user_agent=None
         )
         found = await store.find_session("s1")
         assert found is not None
         assert (found.refresh_hash, found.previous_hash) == (h("r1"), h("r0"))
         assert found.rotated_at == later and found.last_used_at == later
+        assert (found.ip, found.user_agent) == client
 
     async def test_concurrent_rotations_have_one_winner(self, store: Store) -> None:
         user_id = await make_user(store)
         await store.create_session(session(user_id))
         wins = await asyncio.gather(
             *(
-                store.rotate_refresh("s1", expected_hash=h("r0"), new_hash=h(f"n{i}"), now=NOW)
+                store.rotate_refresh(
+                    "s1",
+                    expected_hash=h("r0"),
+                    new_hash=h(f"n{i}"),
+                    now=NOW,
+                    ip=None,
+                    user_agent=None,
+                )
                 for i in range(20)
             )
         )
@@ -227,7 +249,7 @@ class TestSessions:
         assert await store.invalidate_session("s1", now=NOW)
         assert not await store.invalidate_session("s1", now=NOW)
         assert not await store.rotate_refresh(
-            "s1", expected_hash=h("r0"), new_hash=h("r1"), now=NOW
+            "s1", expected_hash=h("r0"), new_hash=h("r1"), now=NOW, ip=None, user_agent=None
         )
         found = await store.find_session("s1")
         assert found is not None and not found.valid

@@ -289,7 +289,10 @@ async def test_own_writes_hold_on_the_next_read(tmp_path: Path) -> None:
     await store.create_session(session(user_id, "s2"))
     assert await store.find_session("s2") is not None  # ...until that row is written
     assert (await store.find_session(sid)).refresh_hash == h("r0")  # type: ignore[union-attr]
-    assert await store.rotate_refresh(sid, expected_hash=h("r0"), new_hash=h("r1"), now=NOW)
+    rotated = await store.rotate_refresh(
+        sid, expected_hash=h("r0"), new_hash=h("r1"), now=NOW, ip=None, user_agent=None
+    )
+    assert rotated
     assert (await store.find_session(sid)).refresh_hash == h("r1")  # type: ignore[union-attr]
     assert await store.touch_session(sid, now=NOW + timedelta(hours=1))
     touched = await store.find_session(sid)
