@@ -14,6 +14,7 @@ import os
 import signal
 import stat
 import sys
+import tempfile
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import UTC, datetime, timedelta
@@ -27,6 +28,7 @@ import click
 from .admin import Admin, log_admin_action
 from .config import config_option, describe, environment_names, service_tables
 from .errors import AccountsError, ConfigurationError, UserNotFound
+from .logs import JSONFormatter
 from .mail import LogMailer, Mailer, SMTPMailer
 from .sealing import SealingKeys
 from .server import AccountsServer
@@ -340,6 +342,20 @@ def store_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     help="Seconds in-flight requests get to finish on SIGTERM before connections are closed.",
 )
 @click.option("--log-level", default="info", show_default=True)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: one JSON object a line (time, level, logger, message, and for requests route, "
+    "status, request id, user id). Neither format holds a password, token or code.",
+)
+@click.option(
+    "--metrics",
+    is_flag=True,
+    help="Serve Prometheus metrics at /metrics (summed over --workers): events, error codes, "
+    "latency by route.",
+)
 @click.pass_context
 def serve(
     ctx: click.Context,
@@ -369,6 +385,8 @@ def serve(
     workers: int,
     graceful_timeout: int,
     log_level: str,
+    log_format: str,
+    metrics: bool,
 ) -> None:
     """Run the server under uvicorn (uvloop and httptools when installed)."""
     import uvicorn
@@ -407,6 +425,7 @@ def serve(
             mail=mail,
             cors_origins=cors_origins,
             trusted_proxy=trusted_proxy,
+            metrics=metrics,
         )
         services = serving.login_services()  # a bad setting fails before any key is made
         cors_settings(cors_origins)
@@ -422,24 +441,26 @@ def serve(
     except ConfigurationError as exc:
         raise click.ClickException(exc.message) from exc
     where = f"MongoDB {mongodb_db}" if mongodb_url else f"db {db_path}"
-    click.echo(
+    announce = _announcer(log_format)
+    announce(
         f"accounts-server on http://{host}:{port}/accounts  ({where}, "
         f"services: {', '.join(server.services) or 'none'}"
         + (f", {workers} workers)" if workers > 1 else ")"),
-        err=True,
     )
     if mail == "log":
-        click.echo(
+        announce(
             "mail is logged, not sent (no --smtp-url): each mail's links are written to the log, "
             "and they are live credentials; set --smtp-url in production",
-            err=True,
         )
     elif mail == "none":
-        click.echo("mail is off (--mail none): the routes that send mail answer 503", err=True)
+        announce("mail is off (--mail none): the routes that send mail answer 503")
     options: dict[str, Any] = {
         "host": host,
         "port": port,
-        "log_config": _log_config(log_level),
+        "log_config": _log_config(log_level, log_format),
+        # Ours instead (access_log=True on the app): uvicorn's has the raw path and query,
+        # where an OAuth callback carries its code.
+        "access_log": False,
         "log_level": log_level,
         # Our app reads X-Forwarded-For itself, and only from --trusted-proxy.
         "proxy_headers": False,
@@ -455,7 +476,14 @@ def serve(
     # up to date once, here, so they never migrate concurrently.
     asyncio.run(_setup_then_close(server))
     os.environ[_WORKER_SETTINGS] = json.dumps(asdict(serving))
-    _run_workers(uvicorn.Config(f"{__name__}:worker_app", factory=True, workers=workers, **options))
+    with contextlib.ExitStack() as cleanup:
+        if metrics:  # every worker counts into files here; a scrape of any one sums them all
+            from .http.metrics import MULTIPROCESS_ENV
+
+            shared = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="accounts-metrics-"))
+            os.environ[MULTIPROCESS_ENV] = shared
+        config = uvicorn.Config(f"{__name__}:worker_app", factory=True, workers=workers, **options)
+        _run_workers(config)
 
 
 @main.group()
@@ -514,6 +542,7 @@ class _Serving:
     mail: str
     cors_origins: tuple[str, ...]
     trusted_proxy: tuple[str, ...]
+    metrics: bool
 
     def mailer(self) -> Mailer | None:
         """Raises:
@@ -563,6 +592,8 @@ class _Serving:
             server,
             trusted_proxies=self.trusted_proxy,
             cors_origins=self.cors_origins,
+            access_log=True,
+            metrics=self.metrics,
             close_store_on_shutdown=True,
             prune_every=timedelta(hours=1),
         )
@@ -594,12 +625,30 @@ def _run_workers(config: Any) -> None:
     Multiprocess(config, sockets=[config.bind_socket()]).run()
 
 
-def _log_config(level: str) -> dict[str, Any]:
-    """uvicorn's logging, extended to our loggers (one line per event, uvicorn's format) and
-    PyMongo's (warnings only: its debug output is a topology dump per event)."""
+def _announcer(log_format: str) -> Callable[[str], None]:
+    """How `serve` says what it runs, whatever the log level: a line on stderr, in the log's
+    format (so a JSON log stays all JSON)."""
+    if log_format == "text":
+        return lambda message: click.echo(message, err=True)
+    formatter = JSONFormatter()
+
+    def announce(message: str) -> None:
+        record = logging.LogRecord("accounts_server.serve", logging.INFO, "", 0, message, (), None)
+        click.echo(formatter.format(record), err=True)
+
+    return announce
+
+
+def _log_config(level: str, log_format: str = "text") -> dict[str, Any]:
+    """uvicorn's logging, extended to our loggers (one line per event, uvicorn's format, or
+    JSON) and PyMongo's (warnings only: its debug output is a topology dump per event)."""
     import uvicorn.config
 
     config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    if log_format == "json":
+        json_format = {"()": "accounts_server.logs.JSONFormatter"}
+        config["formatters"] = {"default": json_format, "access": json_format}
+        config["root"] = {"handlers": ["default"], "level": "WARNING"}
     config["loggers"]["accounts_server"] = {
         "handlers": ["default"],
         "level": level.upper(),

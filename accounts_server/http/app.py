@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect, Request
-from starlette.routing import BaseRoute
+from starlette.routing import BaseRoute, Route
 
 from ..errors import (
     AccountsError,
@@ -38,6 +38,7 @@ from .errors import (
     handle_http_exception,
     handle_unexpected,
 )
+from .observe import Observed, Observer, log_request
 from .operations import Handler, Operation, openapi_document, route
 from .request import BODY_TIMEOUT, MAX_BODY_BYTES, Network, access_token, connection_info, read_json
 from .wire import ref
@@ -281,19 +282,25 @@ def create_app(
     close_store_on_shutdown: bool = False,
     prune_every: timedelta | None = None,
     cors_origins: Sequence[str] = (),
+    access_log: bool = False,
+    metrics: bool = False,
 ) -> Starlette:
     """The ASGI app. Routes live under `prefix`; with `prefix=""` it is meant to be mounted
     (`host.mount("/accounts", create_app(server, prefix=""))`). With a prefix, the JWKS is also
     served at the root `/.well-known/jwks.json`. A body must arrive within `body_timeout`
     seconds (408 otherwise). `prune_every` deletes expired sessions periodically while the app
     runs (validity never depends on it). `cors_origins` lets pages on those exact origins call
-    the API with credentials (CORS is off without them; `*` is refused).
+    the API with credentials (CORS is off without them; `*` is refused). `access_log` writes
+    a line per request on `accounts_server.access` (route template, status, error code, request
+    id, user id; never a path or query a client sent); `metrics` serves Prometheus text at the
+    root `/metrics` (needs prometheus-client).
 
     Raises:
         ConfigurationError: a CORS origin that is not exact; `ValueError` for an unparsable
             proxy network.
     """
-    cors = [Middleware(CORSMiddleware, **cors_settings(cors_origins))] if cors_origins else []
+    middleware = [Middleware(CORSMiddleware, **cors_settings(cors_origins))] if cors_origins else []
+    observers: list[Observer] = [log_request] if access_log else []
     proxies = [ipaddress.ip_network(net, strict=False) for net in trusted_proxies]
     handlers = _Handlers(server, proxies, max_body_size, body_timeout)
     root = prefix.rstrip("/")
@@ -303,6 +310,14 @@ def create_app(
     if root:
         jwks = next(op for op in operations if op.handler == handlers.jwks)
         routes.append(route(jwks, "", cookie_path="/"))
+    if metrics:
+        from .metrics import Metrics
+
+        counted = Metrics(server)
+        observers.append(counted.observe)
+        routes.append(Route("/metrics", counted.endpoint, methods=["GET"]))
+    if observers:  # outermost: it times and records what the client gets, CORS included
+        middleware.insert(0, Middleware(Observed, observers=observers))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -332,7 +347,7 @@ def create_app(
             Exception: handle_unexpected,
         },
         lifespan=lifespan,
-        middleware=cors,
+        middleware=middleware,
     )
 
 

@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .. import errors as e
+from .observe import ERROR_KEY
 from .wire import NO_STORE, json_response
 
 __all__ = [
@@ -81,6 +82,7 @@ def _details(error: e.AccountsError) -> dict[str, object]:
 
 async def handle_accounts_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, e.AccountsError)
+    request.scope[ERROR_KEY] = exc.code
     return error_response(exc)
 
 
@@ -94,6 +96,7 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
         error = e.RouteNotFound()
     else:
         error = e.InvalidRequest()
+    request.scope[ERROR_KEY] = error.code
     response = error_response(error)
     if exc.headers and "Allow" in exc.headers:
         response.headers["Allow"] = exc.headers["Allow"]

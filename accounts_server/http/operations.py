@@ -15,6 +15,8 @@ from starlette.routing import Route
 
 from .. import __version__
 from ..services import Redirect
+from ..types import LoginResult, User
+from .observe import ROUTE_KEY, USER_KEY
 from .wire import NO_STORE, SCHEMAS, json_response, ref, to_wire
 
 __all__ = ["Operation", "openapi_document", "route"]
@@ -59,8 +61,15 @@ def route(operation: Operation, prefix: str, *, cookie_path: str) -> Route:
         else {"Cache-Control": f"public, max-age={operation.max_age}"}
     )
 
+    template = prefix + operation.path
+
     async def endpoint(request: Request) -> Response:
+        request.scope[ROUTE_KEY] = template
         result = await handler(request)
+        if isinstance(result, LoginResult):
+            request.scope[USER_KEY] = result.user.id
+        elif isinstance(result, User):
+            request.scope[USER_KEY] = result.id
         if isinstance(result, Redirect):
             return _redirect(result, secure=request.url.scheme == "https", path=cookie_path)
         return json_response(to_wire(result), headers=headers)
