@@ -63,10 +63,12 @@ def _curl(line: str, env: dict[str, str]) -> str:
         )
         return done.stdout
     words = shlex.split(line)
-    method = words[words.index("-X") + 1]
+    method = words[words.index("-X") + 1] if "-X" in words else "GET"
     url = next(w for w in words if w.startswith("http"))
     headers = dict(words[i + 1].split(": ", 1) for i, word in enumerate(words) if word == "-H")
     answer = httpx.request(method, url, headers=headers, timeout=10)
+    if not {"-i", "-si"} & set(words):  # without -i, curl prints the body only
+        return answer.text
     shown = "".join(f"{k}: {v}\n" for k, v in answer.headers.items())
     return f"HTTP/1.1 {answer.status_code}\n{shown}"
 
@@ -78,7 +80,7 @@ def test_the_run_it_as_a_service_commands_work(tmp_path: Path) -> None:
     bin_dir = str(Path(sys.executable).parent)  # accounts-server, as an activated venv has it
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "ACCOUNTS_PORT": port}
     env.pop("ACCOUNTS_CONFIG", None)
-    copy, show, serve, curl = (line.replace("8000", port) for line in service_commands())
+    copy, show, serve, curl, scrape = (line.replace("8000", port) for line in service_commands())
     example = str(ROOT / "accounts.example.toml")
     copied = copy.replace("accounts.example.toml", example)
     subprocess.run(["bash", "-c", copied], cwd=tmp_path, env=env, check=True, timeout=30)
@@ -107,6 +109,7 @@ def test_the_run_it_as_a_service_commands_work(tmp_path: Path) -> None:
         printed = _curl(curl, env).lower()
         assert printed.startswith("http/1.1 200")
         assert "access-control-allow-origin: http://localhost:3000" in printed
+        assert "accounts_request_duration_seconds_count" in _curl(scrape, env)
     finally:
         with suppress(ProcessLookupError):
             os.killpg(server.pid, signal.SIGTERM)
