@@ -18,6 +18,24 @@ from accounts_server.stores import SQLiteStore
 
 from .helpers import SMTPServer, WireServer, load_key, wire_server_unavailable
 
+#: Set (by .ci/run) to make any skipped test fail the run: a clone of this repository alone
+#: must bring up every server its tests need, so a skip means one of them did not come up.
+NO_SKIPS = "ACCOUNTS_TESTS_NO_SKIPS"
+_skipped: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and os.environ.get(NO_SKIPS):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        _skipped.append(f"{report.nodeid}: {reason}")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _skipped:
+        lines = "\n  ".join(_skipped)
+        print(f"\n{NO_SKIPS} is set, and {len(_skipped)} test(s) were skipped:\n  {lines}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
 
 @pytest.fixture(scope="session")
 def mongodb_url() -> Iterator[str]:
