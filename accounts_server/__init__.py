@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from . import errors as _errors
 from .admin import Admin, AdminAction
+from .audit import AuditConfig
 from .context import ServiceContext
 from .errors import *  # noqa: F403 (the error tree, listed once: errors.__all__)
 from .hooks import EventName, HookEvent, Listener
@@ -30,6 +31,8 @@ from .services import (
 )
 from .sessions import SessionConfig
 from .stores.base import (
+    AuditQuery,
+    AuditRecord,
     Credential,
     OneTimeToken,
     Store,
@@ -49,6 +52,9 @@ __all__ = [
     "AccountsServer",
     "Admin",
     "AdminAction",
+    "AuditConfig",
+    "AuditQuery",
+    "AuditRecord",
     "Authenticated",
     "ConnectionInfo",
     "Credential",

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from .errors import AdminNotAllowed, InvalidRequest, UserNotFound
 from .hooks import HookEvent
+from .stores.base import AuditQuery, AuditRecord
 from .types import Session, User
 
 if TYPE_CHECKING:
@@ -36,6 +37,7 @@ AdminAction = Literal[
     "users.reset_two_factor",
     "sessions.list",
     "sessions.revoke",
+    "audit.list",
 ]
 Authorize = Callable[[AdminAction], Awaitable[bool]]
 Audit = Callable[[AdminAction, "User | None"], Awaitable[None]]
@@ -163,6 +165,18 @@ class Admin:
         return await self._run(
             "users.reset_two_factor", user_id, lambda _: self._server.two_factor.reset(user_id)
         )
+
+    async def list_audit(self, query: AuditQuery) -> list[AuditRecord]:
+        """The audit log, newest first, as `query` selects (build it with `audit_query`).
+
+        Raises:
+            AdminNotAllowed.
+        """
+
+        async def listing(_: User | None) -> list[AuditRecord]:
+            return await self._server.store.list_audit(query)
+
+        return await self._run("audit.list", None, listing)
 
     async def list_sessions(self, user_id: str) -> list[Session]:
         """Raises:

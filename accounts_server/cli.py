@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 import click
 
 from .admin import Admin, log_admin_action
+from .audit import AUDITED, audit_query
 from .config import config_option, describe, environment_names, service_tables
 from .errors import AccountsError, ConfigurationError, UserNotFound
 from .logs import JSONFormatter
@@ -34,7 +35,7 @@ from .sealing import SealingKeys
 from .server import AccountsServer
 from .services import LoginService, SecretService, ServiceSettings
 from .sessions import SessionConfig
-from .stores.base import Store
+from .stores.base import AuditRecord, Store
 from .stores.sqlite import SQLiteStore
 from .tokens import DEFAULT_AUDIENCE, DEFAULT_ISSUER, KeyRing, SigningKey, TokenConfig
 from .types import Session, User
@@ -933,6 +934,52 @@ def _sessions_table(sessions: Sequence[Session]) -> Table:
             s.impersonator_id or "",
         )
     return table
+
+
+@main.command()
+@store_options
+@click.option("--user", "who", help="Only this user's records (id, username or email).")
+@click.option(
+    "--event",
+    "events",
+    multiple=True,
+    type=click.Choice(AUDITED),
+    help="Only these events (repeat for several).",
+)
+@click.option(
+    "--since", type=click.DateTime(), help="Only records from this UTC time on (2026-12-01)."
+)
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 500))
+def audit(
+    db_path: Path,
+    mongodb_url: str | None,
+    mongodb_db: str,
+    who: str | None,
+    events: tuple[str, ...],
+    since: datetime | None,
+    limit: int,
+) -> None:
+    """The audit log, newest first: sign-ins and refusals, credential and second-factor
+    changes, revocations, admin actions (this listing is one too)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    async def listing(server: AccountsServer) -> list[AuditRecord]:
+        user_id = (await _find(server, who)).id if who else None
+        query = audit_query(
+            user_id=user_id,
+            events=events,
+            since=since.replace(tzinfo=UTC) if since else None,
+            limit=limit,
+        )
+        return await _console(server).list_audit(query)
+
+    table = Table("time (UTC)", "event", "user", "by", "service", "code", "ip", "detail")
+    for r in _run(db_path, mongodb_url, mongodb_db, listing):
+        table.add_row(
+            _when(r.at), r.event, r.user_id, r.actor_id, r.service, r.code, r.ip, r.detail
+        )
+    Console().print(table)
 
 
 @main.group()

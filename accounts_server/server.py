@@ -16,6 +16,8 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from .admin import Admin, AdminAction
+from .audit import AUDITED, OWN_EVENTS, AuditConfig, AuditLog
+from .audit import audit_query as _audit_query
 from .context import ServiceContext
 from .errors import (
     AccountsError,
@@ -47,7 +49,7 @@ from .services import (
     SecretService,
 )
 from .sessions import SessionConfig, SessionRules, access_jti
-from .stores.base import Store, StoredSession
+from .stores.base import AuditRecord, Store, StoredSession
 from .tokens import AccessClaims, TokenCodec, TokenConfig
 from .twofactor import TwoFactor, TwoFactorConfig
 from .types import (
@@ -108,6 +110,7 @@ class AccountsServer:
         rate_limits: RateLimits | None = None,
         sealing: SealingKeys | None = None,
         two_factor: TwoFactorConfig | None = None,
+        audit: AuditConfig | None = None,
         clock: Clock = utc_now,
     ) -> None:
         self.store = store
@@ -123,6 +126,11 @@ class AccountsServer:
         self._sanitize = user_sanitizer or (lambda user: user)
         self._limiter = RateLimiter(store, rate_limits or RateLimits(), clock)
         self._background: set[asyncio.Task[None]] = set()
+        audit = audit or AuditConfig()
+        if audit.enabled:  # first among listeners: what happened is kept before anything else
+            recorder = AuditLog(store, audit, clock)
+            for audited in AUDITED:
+                self._hooks.on(audited, recorder.record)
         #: Second factors; available when `sealing` keys are given (they keep the secrets).
         two_factor = two_factor or TwoFactorConfig()
         self.two_factor = TwoFactor(
@@ -608,6 +616,20 @@ class AccountsServer:
         """
         _, session, user = await self._resume(access_token)
         return await self.list_sessions(user.id, current_session_id=session.id)
+
+    async def list_own_audit(
+        self, access_token: str, *, before: str | None = None, limit: int = 50
+    ) -> list[AuditRecord]:
+        """The caller's recent security activity (sign-ins, refusals, credential changes,
+        revocations), newest first; `before` is the last id of the previous page.
+
+        Raises:
+            InvalidToken, InvalidRequest: a bad page.
+        """
+        _, _, user = await self._resume(access_token)
+        return await self.store.list_audit(
+            _audit_query(user_id=user.id, events=OWN_EVENTS, before=before, limit=limit)
+        )
 
     async def revoke_own_session(self, access_token: str, session_id: str) -> None:
         """End one of the caller's sessions; another user's id is answered as an unknown one.

@@ -10,6 +10,7 @@ import pytest
 
 from accounts_server import (
     AccountsServer,
+    AuditConfig,
     ConfigurationError,
     ConnectionInfo,
     Email,
@@ -334,7 +335,8 @@ class TestContextEmit:
             calls.append(user)
             return user
 
-        server = make_server(user_sanitizer=sanitize)
+        # Without the audit log, which listens to email_verified.
+        server = make_server(user_sanitizer=sanitize, audit=AuditConfig(enabled=False))
         other: list[HookEvent] = []
         server.on("login_success", other.append)  # a listener of another event only
         stop = server.on("email_verified", other.append)

@@ -23,6 +23,9 @@ def test_accounts_server_exports() -> None:
         "Admin",
         "AdminAction",
         "AdminNotAllowed",
+        "AuditConfig",
+        "AuditQuery",
+        "AuditRecord",
         "Authenticated",
         "AuthenticationFailed",
         "ConfigurationError",
@@ -138,6 +141,8 @@ def test_http_and_stores_exports() -> None:
         "to_wire",
     ]
     assert accounts_server.stores.__all__ == [
+        "AuditQuery",
+        "AuditRecord",
         "Credential",
         "SQLiteStore",
         "Store",

@@ -11,25 +11,17 @@ from typing import Any
 from starlette.requests import Request
 
 from ..admin import Admin
-from ..errors import InvalidRequest, InvalidToken
+from ..audit import audit_query
+from ..errors import InvalidToken
 from ..server import AccountsServer
 from .operations import Operation
-from .request import access_token
-from .wire import ref
+from .request import access_token, query_int, query_time
+from .wire import AUDIT_PAGE, audit_page, ref
 
 __all__ = ["admin_operations"]
 
 _NULL = {"type": "null"}
 _USER = "/admin/users/{user_id}"
-
-
-def _int(request: Request, name: str, default: int) -> int:
-    raw = request.query_params.get(name)
-    if raw is None:
-        return default
-    if not raw.isdigit() or len(raw) > 6:
-        raise InvalidRequest(f"{name} must be a non-negative integer")
-    return int(raw)
 
 
 def admin_operations(
@@ -44,8 +36,8 @@ def admin_operations(
     async def list_users(request: Request) -> object:
         found = await (await admin(request)).list_users(
             search=request.query_params.get("search") or None,
-            offset=_int(request, "offset", 0),
-            limit=_int(request, "limit", 50),
+            offset=query_int(request, "offset", 0),
+            limit=query_int(request, "limit", 50),
         )
         return {"users": found}
 
@@ -75,6 +67,20 @@ def admin_operations(
 
     async def sessions(request: Request) -> object:
         return await (await admin(request)).list_sessions(request.path_params["user_id"])
+
+    async def audit(request: Request) -> object:
+        acting = await admin(request)
+        found = request.query_params
+        events = tuple(e for value in found.getlist("event") for e in value.split(",") if e)
+        query = audit_query(
+            user_id=found.get("user") or None,
+            events=events,
+            since=query_time(request, "since"),
+            until=query_time(request, "until"),
+            before=found.get("before") or None,
+            limit=query_int(request, "limit", 50),
+        )
+        return audit_page(await acting.list_audit(query), query.limit)
 
     async def revoke(request: Request) -> object:
         user_id, sid = request.path_params["user_id"], request.path_params["sid"]
@@ -110,5 +116,8 @@ def admin_operations(
                   sessions_list, admin=True),
         Operation("DELETE", f"{_USER}/sessions/{{sid}}", revoke, "Admin: end a user's session",
                   _NULL, admin=True),
+        Operation("GET", "/admin/audit", audit,
+                  "Admin: the audit log, newest first (user, event (repeatable), since, until, "
+                  "before: the previous page's next, limit)", AUDIT_PAGE, admin=True),
     ]
     # fmt: on

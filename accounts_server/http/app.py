@@ -40,8 +40,16 @@ from .errors import (
 )
 from .observe import Observed, Observer, log_request
 from .operations import Handler, Operation, openapi_document, route
-from .request import BODY_TIMEOUT, MAX_BODY_BYTES, Network, access_token, connection_info, read_json
-from .wire import ref
+from .request import (
+    BODY_TIMEOUT,
+    MAX_BODY_BYTES,
+    Network,
+    access_token,
+    connection_info,
+    query_int,
+    read_json,
+)
+from .wire import AUDIT_PAGE, audit_page, ref
 
 __all__ = ["create_app"]
 
@@ -125,6 +133,13 @@ class _Handlers:
     async def list_sessions(self, request: Request) -> object:
         """The caller's own sessions only; no secret or hash in any field."""
         return await self.server.list_own_sessions(self._token(request))
+
+    async def list_audit(self, request: Request) -> object:
+        """The caller's own recent security activity, newest first, a page at a time."""
+        limit = query_int(request, "limit", 50)
+        before = request.query_params.get("before") or None
+        records = await self.server.list_own_audit(self._token(request), before=before, limit=limit)
+        return audit_page(records, limit)
 
     async def revoke_session(self, request: Request) -> object:
         """Another user's session id answers exactly as an unknown one: 404."""
@@ -211,6 +226,9 @@ def _operations(server: AccountsServer, h: _Handlers) -> list[Operation]:
         Operation("DELETE", "/user", h.delete_user,
                   "Delete one's own account (users with a password give it)", _NULL,
                   auth="required", body=_object(password=_STRING), body_required=False),
+        Operation("GET", "/audit", h.list_audit,
+                  "One's own recent security activity, newest first (before, limit)",
+                  AUDIT_PAGE, auth="required"),
         Operation("GET", "/sessions", h.list_sessions, "One's own live sessions",
                   {"type": "array", "items": ref("Session")}, auth="required"),
         Operation("DELETE", "/sessions", h.revoke_other_sessions, "End all one's other sessions",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -20,6 +21,8 @@ __all__ = [
     "access_token",
     "bearer_token",
     "connection_info",
+    "query_int",
+    "query_time",
     "read_json",
 ]
 
@@ -89,6 +92,38 @@ async def _read_body(request: Request, declared: bool, max_bytes: int) -> bytes:
             raise RequestTooLarge()
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def query_int(request: Request, name: str, default: int) -> int:
+    """A non-negative integer query parameter.
+
+    Raises:
+        InvalidRequest: anything else.
+    """
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    if not raw.isdecimal() or not raw.isascii() or len(raw) > 6:
+        raise InvalidRequest(f"{name} must be a non-negative integer")
+    return int(raw)
+
+
+def query_time(request: Request, name: str) -> datetime | None:
+    """An ISO 8601 time query parameter (UTC when it names no offset).
+
+    Raises:
+        InvalidRequest: not such a time.
+    """
+    raw = request.query_params.get(name)
+    if raw is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(raw) if len(raw) <= 40 else None
+    except ValueError:
+        moment = None
+    if moment is None:
+        raise InvalidRequest(f"{name} must be an ISO 8601 time, e.g. 2026-12-01T00:00:00Z")
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def bearer_token(conn: HTTPConnection) -> str | None:

@@ -9,9 +9,10 @@ from typing import Any
 import orjson
 from starlette.responses import Response
 
+from ..stores.base import AuditRecord
 from ..types import ImpersonationResult, LoginResult, Session, Tokens, User
 
-__all__ = ["NO_STORE", "SCHEMAS", "json_response", "ref", "to_wire"]
+__all__ = ["AUDIT_PAGE", "NO_STORE", "SCHEMAS", "audit_page", "json_response", "ref", "to_wire"]
 
 #: Headers of every answer that carries account data or an error: never cached, never sniffed.
 NO_STORE = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
@@ -137,6 +138,50 @@ SCHEMAS["Session"] = {
         "current": {"type": "boolean"},
     },
 }
+_AUDIT_FIELDS = {
+    "userId": "user_id",
+    "actorId": "actor_id",
+    "sessionId": "session_id",
+    "service": "service",
+    "code": "code",
+    "ip": "ip",
+    "userAgent": "user_agent",
+    "detail": "detail",
+}
+
+
+def _audit(record: AuditRecord) -> dict[str, Any]:
+    body: dict[str, Any] = {"id": record.id, "at": _ms(record.at), "event": record.event}
+    body.update({wire: getattr(record, name) for wire, name in _AUDIT_FIELDS.items()})
+    return body
+
+
+def audit_page(records: list[AuditRecord], limit: int) -> dict[str, Any]:
+    """One page of audit records and the cursor of the next (`before=`), None when this one
+    was the last."""
+    more = len(records) == limit and records
+    return {"records": to_wire(records), "next": records[-1].id if more else None}
+
+
+_NULLABLE = {"type": ["string", "null"]}
+SCHEMAS["AuditRecord"] = {
+    "type": "object",
+    "required": ["id", "at", "event"],
+    "properties": {
+        "id": _STRING,
+        "at": {"type": "integer"},
+        "event": _STRING,
+        **dict.fromkeys(_AUDIT_FIELDS, _NULLABLE),
+    },
+}
+AUDIT_PAGE = {
+    "type": "object",
+    "required": ["records", "next"],
+    "properties": {
+        "records": {"type": "array", "items": ref("AuditRecord")},
+        "next": _NULLABLE,
+    },
+}
 SCHEMAS["JWKS"] = {
     "type": "object",
     "required": ["keys"],
@@ -163,6 +208,8 @@ def to_wire(value: object) -> Any:
         return body
     if isinstance(value, Session):
         return _session(value)
+    if isinstance(value, AuditRecord):
+        return _audit(value)
     if isinstance(value, list | tuple):
         return [to_wire(item) for item in value]
     return value

@@ -7,10 +7,20 @@ loads a MongoDB driver unless asked; without the `[mongo]` extra that import rai
 
 from __future__ import annotations
 
-from .base import Credential, Store, StoredSession, canonical_email, canonical_username
+from .base import (
+    AuditQuery,
+    AuditRecord,
+    Credential,
+    Store,
+    StoredSession,
+    canonical_email,
+    canonical_username,
+)
 from .sqlite import SQLiteStore
 
 __all__ = [
+    "AuditQuery",
+    "AuditRecord",
     "Credential",
     "SQLiteStore",
     "Store",

@@ -20,6 +20,8 @@ import idna
 from ..types import Email, Session, SessionFields, User
 
 __all__ = [
+    "AuditQuery",
+    "AuditRecord",
     "Credential",
     "OneTimeToken",
     "Store",
@@ -151,6 +153,47 @@ class Credential:
     created_at: datetime
     updated_at: datetime
     version: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditRecord:
+    """A security event as kept in the audit log: who, what, when and from where, never a
+    secret (codes are stable error codes, `detail` an admin action's name). Ids sort by time,
+    so the newest come first by id; `expires_at` is when the store may prune it."""
+
+    id: str
+    at: datetime
+    expires_at: datetime
+    event: str
+    user_id: str | None = None
+    #: The impersonator, or the admin who acted.
+    actor_id: str | None = None
+    session_id: str | None = None
+    service: str | None = None
+    #: The error's stable code, for a refusal.
+    code: str | None = None
+    ip: str | None = None
+    user_agent: str | None = None
+    #: An admin action's name (`users.deactivate`) and its operator.
+    detail: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditQuery:
+    """Which records `list_audit` answers, newest first: those of `user_id` (None: anyone's)
+    whose event is among `events` (empty: any), at or after `since` and before `until`, with
+    an id below `before` (the last id of the previous page), at most `limit` (1..500)."""
+
+    user_id: str | None = None
+    events: tuple[str, ...] = ()
+    since: datetime | None = None
+    until: datetime | None = None
+    before: str | None = None
+    limit: int = 50
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.limit <= 500:
+            raise ValueError("limit must be between 1 and 500")
 
 
 class Store(Protocol):
@@ -320,6 +363,14 @@ class Store(Protocol):
         """Returns whether this call deleted it."""
         ...
 
+    async def add_audit(self, record: AuditRecord) -> None:
+        """Keep one audit record (ids are unique: a duplicate id is the caller's bug)."""
+        ...
+
+    async def list_audit(self, query: AuditQuery) -> list[AuditRecord]:
+        """The records `query` selects, newest first."""
+        ...
+
     async def create_token(self, token: OneTimeToken) -> None: ...
 
     async def consume_token(self, token_hash: bytes, kind: str) -> OneTimeToken | None:
@@ -339,7 +390,8 @@ class Store(Protocol):
     async def clear_counter(self, key: str) -> None: ...
 
     async def prune_expired(self, *, now: datetime) -> int:
-        """Delete sessions, tokens and counters that expired before `now`; returns how many.
+        """Delete sessions, tokens, counters and audit records that expired before `now`;
+        returns how many.
         In bounded batches, other coroutines running between them: millions of expired rows
         must not stall the server."""
         ...

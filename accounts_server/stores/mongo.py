@@ -13,13 +13,14 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import fields
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, TypeVar
 
 try:
     from bson.codec_options import CodecOptions
-    from pymongo import ASCENDING, AsyncMongoClient, IndexModel, ReturnDocument
+    from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel, ReturnDocument
     from pymongo.errors import DuplicateKeyError, PyMongoError
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
@@ -40,6 +41,8 @@ from ..validation import check_service_name
 from ._common import claim, demoted, holds, report_demoted, search_ranges, unique_conflict
 from .base import (
     CANONICAL_EMAIL_VERSION,
+    AuditQuery,
+    AuditRecord,
     Credential,
     OneTimeToken,
     StoredSession,
@@ -132,6 +135,14 @@ def _credential(doc: Mapping[str, Any]) -> Credential:
     )
 
 
+_AUDIT_FIELDS = tuple(field.name for field in fields(AuditRecord))
+
+
+def _audit(doc: Mapping[str, Any]) -> AuditRecord:
+    values: dict[str, Any] = {name: doc.get(name) for name in _AUDIT_FIELDS if name != "id"}
+    return AuditRecord(id=doc["_id"], **values)
+
+
 class MongoStore:
     """Store on a MongoDB database: a PyMongo `AsyncDatabase` or a motor
     `AsyncIOMotorDatabase`. With a handle you pass in, your client's timeouts apply;
@@ -157,6 +168,7 @@ class MongoStore:
         self._tokens = self._db["tokens"]
         self._counters = self._db["counters"]
         self._credentials = self._db["credentials"]
+        self._audit = self._db["audit"]
         self._owns_client = owns_client
         self._indexed = False
 
@@ -260,6 +272,16 @@ class MongoStore:
         await self._run(
             lambda: self._credentials.create_indexes(
                 [IndexModel([("user_id", ASCENDING), ("kind", ASCENDING)], name="user")]
+            )
+        )
+        # Audit records: by user or event, newest first; gone when they expire.
+        await self._run(
+            lambda: self._audit.create_indexes(
+                [
+                    IndexModel([("user_id", ASCENDING), ("_id", DESCENDING)], name="user"),
+                    IndexModel([("event", ASCENDING), ("_id", DESCENDING)], name="event"),
+                    IndexModel([("expires_at", ASCENDING)], name="ttl", expireAfterSeconds=0),
+                ]
             )
         )
         await self._recanonicalise_emails()
@@ -777,13 +799,43 @@ class MongoStore:
         result = await self._run(lambda: self._credentials.delete_one(query))
         return bool(result.deleted_count == 1)
 
+    # -- the audit log ----------------------------------------------------------------------
+
+    async def add_audit(self, record: AuditRecord) -> None:
+        await self._ensure_indexes()
+        doc = {field: getattr(record, field) for field in _AUDIT_FIELDS}
+        doc["_id"] = doc.pop("id")
+        await self._run(lambda: self._audit.insert_one(doc))
+
+    async def list_audit(self, query: AuditQuery) -> list[AuditRecord]:
+        found: dict[str, Any] = {}
+        if query.user_id is not None:
+            found["user_id"] = _key(query.user_id)
+        if query.events:
+            found["event"] = {"$in": [_key(event) for event in query.events]}
+        at: dict[str, datetime] = {}
+        if query.since is not None:
+            at["$gte"] = query.since
+        if query.until is not None:
+            at["$lt"] = query.until
+        if at:
+            found["at"] = at
+        if query.before is not None:
+            found["_id"] = {"$lt": _key(query.before)}
+
+        async def fetch() -> list[dict[str, Any]]:
+            cursor = self._audit.find(found).sort([("_id", DESCENDING)]).limit(query.limit)
+            return [doc async for doc in cursor]
+
+        return [_audit(doc) for doc in await self._run(fetch)]
+
     async def prune_expired(self, *, now: datetime) -> int:
         """The TTL indexes do this on their own; this is for an explicit prune. In batches of
         `prune_batch_size` documents, found through the expiry index and deleted by `_id`:
         one `delete_many` over millions would outlast the operation timeout."""
         query = {"expires_at": {"$lt": now}}
         total = 0
-        for collection in (self._sessions, self._tokens, self._counters):
+        for collection in (self._sessions, self._tokens, self._counters, self._audit):
             while True:
                 ids = await self._run(partial(self._expired_ids, collection, query))
                 if not ids:

@@ -45,6 +45,8 @@ from ._common import (
     unique_conflict,
 )
 from .base import (
+    AuditQuery,
+    AuditRecord,
     Credential,
     OneTimeToken,
     StoredSession,
@@ -197,10 +199,36 @@ _MIGRATIONS: tuple[str | Callable[[sqlite3.Connection], None], ...] = (
     );
     CREATE INDEX credentials_user ON credentials(user_id, kind);
     """,
+    # 6: the audit log (no foreign key: a deleted user's records outlive the account, until
+    # they expire).
+    """
+    CREATE TABLE audit (
+        id TEXT PRIMARY KEY,
+        at REAL NOT NULL,
+        expires_at REAL NOT NULL,
+        event TEXT NOT NULL,
+        user_id TEXT,
+        actor_id TEXT,
+        session_id TEXT,
+        service TEXT,
+        code TEXT,
+        ip TEXT,
+        user_agent TEXT,
+        detail TEXT
+    );
+    CREATE INDEX audit_user ON audit(user_id, id);
+    CREATE INDEX audit_event ON audit(event, id);
+    CREATE INDEX audit_expires ON audit(expires_at);
+    """,
 )
 
 #: The tables `prune_expired` deletes expired rows from, each with the key that names a row.
-_PRUNED = (("sessions", "rowid"), ("tokens", "rowid"), ("counters", "key, window_start"))
+_PRUNED = (
+    ("sessions", "rowid"),
+    ("tokens", "rowid"),
+    ("counters", "key, window_start"),
+    ("audit", "rowid"),
+)
 
 #: The file identity of an in-memory database, which has no file to lose.
 _IN_MEMORY = (-1, -1)
@@ -215,6 +243,10 @@ _SESSION_COLUMNS = (
     "previous_hash, rotated_at, ip, user_agent, impersonator_id, amr"
 )
 _CREDENTIAL_COLUMNS = "id, user_id, kind, data, created_at, updated_at, version"
+_AUDIT_COLUMNS = (
+    "id, at, expires_at, event, user_id, actor_id, session_id, service, code, ip, user_agent, "
+    "detail"
+)
 
 
 def _identity(path: str) -> tuple[int, int] | None:
@@ -262,6 +294,23 @@ def _credential(row: tuple[Any, ...]) -> Credential:
         created_at=_dt(row[4]),
         updated_at=_dt(row[5]),
         version=row[6],
+    )
+
+
+def _audit(row: tuple[Any, ...]) -> AuditRecord:
+    return AuditRecord(
+        id=row[0],
+        at=_dt(row[1]),
+        expires_at=_dt(row[2]),
+        event=row[3],
+        user_id=row[4],
+        actor_id=row[5],
+        session_id=row[6],
+        service=row[7],
+        code=row[8],
+        ip=row[9],
+        user_agent=row[10],
+        detail=row[11],
     )
 
 
@@ -891,6 +940,53 @@ class SQLiteStore:
         return self._narrow_write(
             None, lambda: self._db.execute(sql, (credential_id,)).rowcount == 1
         )
+
+    # -- the audit log --------------------------------------------------------------------------
+
+    async def add_audit(self, record: AuditRecord) -> None:
+        r = record
+        row = (
+            r.id,
+            _ts(r.at),
+            _ts(r.expires_at),
+            r.event,
+            r.user_id,
+            r.actor_id,
+            r.session_id,
+            r.service,
+            r.code,
+            r.ip,
+            r.user_agent,
+            r.detail,
+        )
+        sql = f"INSERT INTO audit ({_AUDIT_COLUMNS}) VALUES ({', '.join('?' * len(row))})"  # noqa: S608
+        self._narrow_write(None, lambda: self._db.execute(sql, row))
+
+    async def list_audit(self, query: AuditQuery) -> list[AuditRecord]:
+        where: list[str] = []
+        args: list[str | float | int] = []
+        if query.user_id is not None:
+            where.append("user_id = ?")
+            args.append(query.user_id)
+        if query.events:
+            where.append(f"event IN ({', '.join('?' * len(query.events))})")
+            args.extend(query.events)
+        if query.since is not None:
+            where.append("at >= ?")
+            args.append(_ts(query.since))
+        if query.until is not None:
+            where.append("at < ?")
+            args.append(_ts(query.until))
+        if query.before is not None:
+            where.append("id < ?")
+            args.append(query.before)
+        sql = f"SELECT {_AUDIT_COLUMNS} FROM audit"  # noqa: S608 (our column names)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC LIMIT ?"
+        args.append(query.limit)
+        rows = self._run(lambda: self._db.execute(sql, args).fetchall())
+        return [_audit(row) for row in rows]
 
     async def prune_expired(self, *, now: datetime) -> int:
         """In batches of `prune_batch_size` rows, each one statement (one transaction), with

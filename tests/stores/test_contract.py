@@ -18,7 +18,7 @@ from accounts_server import (
     UsernameAlreadyExists,
 )
 from accounts_server.errors import CredentialAlreadyExists
-from accounts_server.stores.base import Credential, OneTimeToken
+from accounts_server.stores.base import AuditQuery, AuditRecord, Credential, OneTimeToken
 
 #: Current (a TTL index really deletes sessions that expired), whole seconds (MongoDB keeps ms).
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -763,3 +763,58 @@ async def test_touch_session_sets_last_used_only_on_valid_sessions(store: Store)
     await store.invalidate_session("s1", now=later)
     assert not await store.touch_session("s1", now=later)
     assert not await store.touch_session("nope", now=later)
+
+
+def audit(number: int, **changes: object) -> AuditRecord:
+    """The `number`-th record: ids (and times) go up with the number, as they would."""
+    at = NOW + timedelta(seconds=number)
+    values: dict[str, object] = {
+        "id": f"{number:012d}",
+        "at": at,
+        "expires_at": at + timedelta(days=90),
+        "event": "login_success",
+        "user_id": "u1",
+        "service": "password",
+        "ip": "198.51.100.7",
+        "user_agent": "phone",
+    }
+    values.update(changes)
+    return AuditRecord(**values)  # type: ignore[arg-type]
+
+
+class TestAudit:
+    async def test_records_come_back_newest_first_field_for_field(self, store: Store) -> None:
+        first = audit(1, event="login_error", code="InvalidCredentials", user_id=None)
+        second = audit(2, actor_id="admin-1", session_id="s1", detail="users.deactivate")
+        await store.add_audit(first)
+        await store.add_audit(second)
+        assert await store.list_audit(AuditQuery()) == [second, first]
+
+    async def test_filters_combine_and_pages_follow_the_last_id(self, store: Store) -> None:
+        for n in range(10):
+            user, event = (
+                ("u1" if n % 2 else "u2"),
+                ("logout_success" if n % 3 else "login_success"),
+            )
+            await store.add_audit(audit(n, user_id=user, event=event))
+        mine = await store.list_audit(AuditQuery(user_id="u1"))
+        assert [r.id for r in mine] == [f"{n:012d}" for n in (9, 7, 5, 3, 1)]
+        logins = await store.list_audit(AuditQuery(user_id="u1", events=("login_success",)))
+        assert [r.id for r in logins] == [f"{n:012d}" for n in (9, 3)]
+        window = AuditQuery(since=NOW + timedelta(seconds=2), until=NOW + timedelta(seconds=5))
+        assert [r.id for r in await store.list_audit(window)] == [f"{n:012d}" for n in (4, 3, 2)]
+        page = await store.list_audit(AuditQuery(limit=4))
+        rest = await store.list_audit(AuditQuery(limit=4, before=page[-1].id))
+        assert [r.id for r in page + rest] == [f"{n:012d}" for n in range(9, 1, -1)]
+
+    async def test_expired_records_are_pruned_with_the_rest(self, store: Store) -> None:
+        await store.add_audit(audit(1, expires_at=NOW + timedelta(days=1)))
+        await store.add_audit(audit(2))
+        assert await store.prune_expired(now=NOW + timedelta(days=2)) == 1
+        assert [r.id for r in await store.list_audit(AuditQuery())] == [f"{2:012d}"]
+
+    async def test_records_outlive_their_user(self, store: Store) -> None:
+        user_id = await make_user(store)
+        await store.add_audit(audit(1, user_id=user_id, event="user_deleted"))
+        await store.delete_user(user_id)
+        assert len(await store.list_audit(AuditQuery(user_id=user_id))) == 1
