@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 import click
 
 from .admin import Admin, log_admin_action
-from .audit import AUDITED, audit_query
+from .audit import AUDITED, AuditConfig, audit_query
 from .config import config_option, describe, environment_names, service_tables
 from .errors import AccountsError, ConfigurationError, UserNotFound
 from .logs import JSONFormatter
@@ -170,6 +170,7 @@ def _origins(
 
 
 _SESSIONS = SessionConfig()
+_AUDIT = AuditConfig()
 _TOKEN_DEFAULTS = {f.name: f.default for f in fields(TokenConfig)}
 _UNITS = {"seconds": 1, "minutes": 60, "hours": 3600, "days": 86400}
 
@@ -257,6 +258,7 @@ def store_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     "hours",
     "Session lifetime for a login that says remember: false",
 )
+@_duration("--audit-retention", _AUDIT.retention, "days", "How long audit records are kept")
 @_duration(
     "--reuse-grace",
     _SESSIONS.reuse_grace,
@@ -372,6 +374,7 @@ def serve(
     access_lifetime: int,
     session_lifetime: int,
     short_session_lifetime: int,
+    audit_retention: int,
     reuse_grace: int,
     service_names: tuple[str, ...],
     webauthn_rp_id: str | None,
@@ -417,6 +420,7 @@ def serve(
             access_lifetime=access_lifetime,
             session_lifetime=session_lifetime,
             short_session_lifetime=short_session_lifetime,
+            audit_retention=audit_retention,
             reuse_grace=reuse_grace,
             service_names=service_names,
             services=service_tables(ctx, installed_services()),
@@ -532,6 +536,7 @@ class _Serving:
     access_lifetime: int
     session_lifetime: int
     short_session_lifetime: int
+    audit_retention: int
     reuse_grace: int
     service_names: tuple[str, ...]
     #: Each installed service's settings (file table, then its variables), by name.
@@ -578,6 +583,7 @@ class _Serving:
                 short_lifetime=timedelta(hours=self.short_session_lifetime),
                 reuse_grace=timedelta(seconds=self.reuse_grace),
             ),
+            audit=AuditConfig(retention=timedelta(days=self.audit_retention)),
             services=services,
             sealing=load_or_create_sealing_keys(
                 [Path(path) for path in self.sealing_key_paths], Path(self.sealing_key_paths[0])
