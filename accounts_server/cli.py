@@ -31,11 +31,12 @@ from .config import config_option, describe, environment_names, service_tables
 from .errors import AccountsError, ConfigurationError, UserNotFound
 from .logs import JSONFormatter
 from .mail import LogMailer, Mailer, SMTPMailer
+from .ratelimit import RateLimits
 from .sealing import SealingKeys
 from .server import AccountsServer
 from .services import LoginService, SecretService, ServiceSettings
 from .sessions import SessionConfig
-from .stores.base import AuditRecord, Store
+from .stores.base import AuditRecord, Store, canonical_email
 from .stores.sqlite import SQLiteStore
 from .tokens import DEFAULT_AUDIENCE, DEFAULT_ISSUER, KeyRing, SigningKey, TokenConfig
 from .types import Session, User
@@ -326,6 +327,26 @@ def store_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     "credentials; repeat for several. CORS is off without one.",
 )
 @click.option(
+    "--admin",
+    "admins",
+    multiple=True,
+    metavar="EMAIL|ID",
+    help="A user who may administer: a verified email address, or a user id; repeat for "
+    "several. (Not a username: anyone may register one that is free.)",
+)
+@click.option(
+    "--admin-role",
+    help="Users whose extra.roles holds this role may administer (extra is written only by "
+    "admins and server code).",
+)
+@click.option(
+    "--rate-limits/--no-rate-limits",
+    default=True,
+    show_default=True,
+    help="Limit logins, registrations, mails, token submissions and refreshes (DESIGN §10). "
+    "Off only behind something that limits them.",
+)
+@click.option(
     "--trusted-proxy", multiple=True, help="Proxy network whose X-Forwarded-For is believed."
 )
 @click.option(
@@ -385,6 +406,9 @@ def serve(
     mail_from: str | None,
     mail_mode: str | None,
     cors_origins: tuple[str, ...],
+    admins: tuple[str, ...],
+    admin_role: str | None,
+    rate_limits: bool,
     trusted_proxy: tuple[str, ...],
     workers: int,
     graceful_timeout: int,
@@ -429,6 +453,9 @@ def serve(
             mail_from=mail_from,
             mail=mail,
             cors_origins=cors_origins,
+            admins=admins,
+            admin_role=admin_role,
+            rate_limits=rate_limits,
             trusted_proxy=trusted_proxy,
             metrics=metrics,
         )
@@ -547,8 +574,23 @@ class _Serving:
     #: smtp, log or none, as `--mail` resolved it.
     mail: str
     cors_origins: tuple[str, ...]
+    #: Verified email addresses or user ids of admins; and a role in `extra.roles`.
+    admins: tuple[str, ...]
+    admin_role: str | None
+    rate_limits: bool
     trusted_proxy: tuple[str, ...]
     metrics: bool
+
+    def authorize_admin(self, user: User, action: str) -> bool:
+        """Whether `user` may administer: one of `admins` by id or by a verified address
+        (canonical forms compared), or holding `admin_role`. Nobody, by default."""
+        named = {canonical_email(a) if "@" in a else a for a in self.admins}
+        if user.id in named or any(
+            e.verified and canonical_email(e.address) in named for e in user.emails
+        ):
+            return True
+        roles = user.extra.get("roles")
+        return self.admin_role is not None and isinstance(roles, list) and self.admin_role in roles
 
     def mailer(self) -> Mailer | None:
         """Raises:
@@ -584,6 +626,8 @@ class _Serving:
                 reuse_grace=timedelta(seconds=self.reuse_grace),
             ),
             audit=AuditConfig(retention=timedelta(days=self.audit_retention)),
+            authorize_admin=self.authorize_admin if self.admins or self.admin_role else None,
+            rate_limits=RateLimits(enabled=self.rate_limits),
             services=services,
             sealing=load_or_create_sealing_keys(
                 [Path(path) for path in self.sealing_key_paths], Path(self.sealing_key_paths[0])

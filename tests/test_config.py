@@ -236,3 +236,27 @@ def test_a_wildcard_cors_origin_is_refused(tmp_path: Path) -> None:
     )
     assert result.exit_code == 1, result.output
     assert "CORS origin '*' is not an exact origin" in result.output
+
+
+def test_an_admin_named_by_email_administers_once_the_address_is_verified(
+    tmp_path: Path,
+) -> None:
+    """An address anyone could register is not enough: it must be verified; a user id from
+    the file works as it is."""
+    config = tmp_path / "accounts.toml"
+    config.write_text('admin = ["Ann@Example.com"]\n')
+    with serve(tmp_path, "--config", str(config)) as (api, process):
+        for name in ("ann", "bob"):
+            user = {"username": name, "email": f"{name}@example.com", "password": PASSWORD}
+            assert api.post("/password/register", json={"user": user}).status_code == 200
+        login = api.post("/password/authenticate", json={"user": "ann", "password": PASSWORD})
+        auth = {"Authorization": f"Bearer {login.json()['tokens']['accessToken']}"}
+        assert api.get("/admin/users", headers=auth).status_code == 403
+        api.post("/password/sendVerificationEmail", json={"email": "ann@example.com"})
+        link = _read_until(process, r"mail to ann@example\.com: .*/verify-email/(\S+)")
+        assert api.post("/password/verifyEmail", json={"token": link.group(1)}).status_code == 200
+        listed = api.get("/admin/users", headers=auth)
+        assert listed.status_code == 200, listed.text
+        bob = api.post("/password/authenticate", json={"user": "bob", "password": PASSWORD})
+        bob_auth = {"Authorization": f"Bearer {bob.json()['tokens']['accessToken']}"}
+        assert api.get("/admin/users", headers=bob_auth).status_code == 403
