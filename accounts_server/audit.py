@@ -38,6 +38,8 @@ AUDITED: tuple[EventName, ...] = (
     "reset_password_success",
     "change_password_success",
     "email_verified",
+    "email_added",
+    "email_removed",
     "two_factor_enabled",
     "two_factor_disabled",
     "recovery_code_used",

@@ -43,6 +43,8 @@ EventName = Literal[
     "reset_password_success",
     "change_password_success",
     "email_verified",
+    "email_added",
+    "email_removed",
     "session_revoked",
     "two_factor_enabled",
     "two_factor_disabled",

@@ -170,3 +170,14 @@ def test_the_cli_lists_a_users_records(tmp_path: Path) -> None:
     assert "create_user_success" in listed.output
     refused = runner.invoke(main, ["audit", "--event", "nope", "--db", db])
     assert refused.exit_code == 2 and "'nope' is not one of" in refused.output
+
+
+async def test_address_changes_are_kept(site: tuple[AccountsServer, httpx.AsyncClient]) -> None:
+    _, api = site
+    login = await sign_up(api, "ivy")
+    added = await api.post(
+        "/password/addEmail", json={"newEmail": "ivy2@example.com"}, headers=bearer(login)
+    )
+    assert added.status_code == 200, added.text
+    records = (await api.get("/audit", headers=bearer(login))).json()["records"]
+    assert records[0]["event"] == "email_added"

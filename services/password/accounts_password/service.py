@@ -421,6 +421,7 @@ class PasswordService:
         email = validate_email(address)
         if not await ctx.store.add_email(user_id, Email(email), now=ctx.clock()):
             raise UserNotFound()
+        await ctx.emit("email_added", user=await ctx.store.find_user_by_id(user_id))
 
     async def remove_email(self, ctx: ServiceContext, user_id: str, address: str) -> None:
         """Raises:
@@ -432,7 +433,8 @@ class PasswordService:
         others = [e for e in user.emails if canonical_email(e.address) != canonical_email(address)]
         if user.username is None and not others:
             raise CannotRemoveLastEmail()
-        await ctx.store.remove_email(user_id, address, now=ctx.clock())
+        if await ctx.store.remove_email(user_id, address, now=ctx.clock()):
+            await ctx.emit("email_removed", user=await ctx.store.find_user_by_id(user_id))
 
     async def verify_email(self, ctx: ServiceContext, token: object) -> None:
         """Raises:
