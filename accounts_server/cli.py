@@ -63,6 +63,7 @@ def load_services(
     tables: Mapping[str, Mapping[str, Any]] | None = None,
     mailer: Mailer | None = None,
     site_url: str = DEFAULT_SITE_URL,
+    mail_templates: Path | None = None,
 ) -> list[LoginService]:
     """Build the login services installed under the entry-point group (all of them when
     `names` is empty), each from its `ServiceSettings`. A factory that takes no argument
@@ -84,7 +85,13 @@ def load_services(
     services = []
     for name in names or sorted(found):
         values = tables.get(name, {})
-        settings = ServiceSettings(name=name, values=values, mailer=mailer, site_url=site_url)
+        settings = ServiceSettings(
+            name=name,
+            values=values,
+            mailer=mailer,
+            site_url=site_url,
+            mail_templates=mail_templates,
+        )
         service = _build(found[name].load(), settings)
         if service is not None:
             services.append(service)
@@ -311,6 +318,13 @@ def store_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 )
 @click.option("--mail-from", help="The sender address of mails (needed with --smtp-url).")
 @click.option(
+    "--mail-templates",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="A directory of mail texts replacing the services' own: <kind>.subject, <kind>.txt, "
+    "<kind>.html (kinds: verify, reset, exists, enroll, two_factor_enabled, "
+    "two_factor_disabled, magic_link), with $url, $token and $email.",
+)
+@click.option(
     "--mail",
     "mail_mode",
     type=click.Choice(["smtp", "log", "none"]),
@@ -404,6 +418,7 @@ def serve(
     site_url: str,
     smtp_url: str | None,
     mail_from: str | None,
+    mail_templates: Path | None,
     mail_mode: str | None,
     cors_origins: tuple[str, ...],
     admins: tuple[str, ...],
@@ -451,6 +466,7 @@ def serve(
             site_url=site_url,
             smtp_url=smtp_url,
             mail_from=mail_from,
+            mail_templates=str(mail_templates) if mail_templates else None,
             mail=mail,
             cors_origins=cors_origins,
             admins=admins,
@@ -571,6 +587,7 @@ class _Serving:
     site_url: str
     smtp_url: str | None
     mail_from: str | None
+    mail_templates: str | None
     #: smtp, log or none, as `--mail` resolved it.
     mail: str
     cors_origins: tuple[str, ...]
@@ -605,7 +622,11 @@ class _Serving:
         ConfigurationError: as `load_services`.
         """
         return load_services(
-            self.service_names, tables=self.services, mailer=self.mailer(), site_url=self.site_url
+            self.service_names,
+            tables=self.services,
+            mailer=self.mailer(),
+            site_url=self.site_url,
+            mail_templates=Path(self.mail_templates) if self.mail_templates else None,
         )
 
     def server(self, services: Sequence[LoginService]) -> AccountsServer:

@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from email.message import EmailMessage
+from pathlib import Path
 from string import Template
 from typing import Protocol
 from urllib.parse import unquote, urlsplit
@@ -50,6 +51,34 @@ class MailTemplate:
     subject: str
     text: str
     html: str | None = None
+
+    def overridden(self, directory: Path | None, kind: str) -> MailTemplate:
+        """This template with the parts an operator wrote in `directory` instead:
+        `<kind>.subject` (its first line), `<kind>.txt`, `<kind>.html`, each with the same
+        `$url`, `$token`, `$email` placeholders; a part without a file stays as it is.
+
+        Raises:
+            ConfigurationError: a file that cannot be read as UTF-8.
+        """
+        if directory is None:
+            return self
+        parts = {}
+        for suffix in ("subject", "txt", "html"):
+            path = directory / f"{kind}.{suffix}"
+            try:
+                parts[suffix] = path.read_text(encoding="utf-8")
+            except FileNotFoundError:
+                continue
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ConfigurationError(f"mail template {path}: {exc}") from None
+        subject = (
+            parts["subject"].strip().splitlines()[0]
+            if parts.get("subject", "").strip()
+            else self.subject
+        )
+        return MailTemplate(
+            subject=subject, text=parts.get("txt", self.text), html=parts.get("html", self.html)
+        )
 
     def render(self, to: str, values: Mapping[str, str]) -> MailMessage:
         escaped = {key: html.escape(value) for key, value in values.items()}

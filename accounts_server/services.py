@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Protocol, cast, runtime_checkable
 
 from .context import ServiceContext
@@ -211,6 +212,8 @@ class ServiceSettings:
     values: Mapping[str, Any] = field(default_factory=dict)
     mailer: Mailer | None = None
     site_url: str = "http://localhost:3000"
+    #: Where an operator keeps mail texts replacing a service's own (`MailTemplate.overridden`).
+    mail_templates: Path | None = None
 
     def check_known(self, *keys: str) -> None:
         """Raises:

@@ -180,13 +180,19 @@ def _read_until(process: subprocess.Popen[str], pattern: str, timeout: float = 1
 def test_a_configured_serve_logs_mail_allows_its_origin_and_applies_service_tables(
     tmp_path: Path,
 ) -> None:
-    """Without SMTP the reset mail is logged, and its link resets the password; the file's
+    """Without SMTP the reset mail is logged (in the operator's own words, from the templates
+    directory), and its link resets the password; the file's
     CORS origin may call the API, another origin gets no CORS headers; the password service's
     table raises the minimum length."""
+    templates = tmp_path / "mail"
+    templates.mkdir()
+    (templates / "reset.subject").write_text("A new password for Example\n")
+    (templates / "reset.txt").write_text("Choose it here: $url\n")
     config = tmp_path / "accounts.toml"
     config.write_text(
         'site_url = "https://app.example.com"\n'
         'cors_origin = ["https://app.example.com"]\n'
+        f'mail_templates = "{templates}"\n'
         "[services.password]\nmin_length = 30\n"
     )
     with serve(tmp_path, "--config", str(config)) as (api, process):
@@ -199,7 +205,9 @@ def test_a_configured_serve_logs_mail_allows_its_origin_and_applies_service_tabl
 
         assert api.post("/password/sendResetPasswordEmail", json={"email": "ann@example.com"})
         link = _read_until(
-            process, r"mail to ann@example\.com: .*(https://app\.example\.com/reset-password/\S+)"
+            process,
+            r"mail to ann@example\.com: A new password for Example: "
+            r"(https://app\.example\.com/reset-password/\S+)",
         )
         token = link.group(1).rsplit("/", 1)[1]
         reset = api.post(

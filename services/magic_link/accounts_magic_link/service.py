@@ -143,4 +143,5 @@ def from_settings(settings: ServiceSettings) -> MagicLinkService:
         mailer=settings.mailer,
         site_url=settings.site_url,
         path=settings.text("path") or LINK_PATH,
+        template=TEMPLATE.overridden(settings.mail_templates, "magic_link"),
     )

@@ -742,7 +742,13 @@ def from_settings(settings: ServiceSettings) -> PasswordService:
     )
     return PasswordService(
         mailer=settings.mailer,
-        mail=MailSettings(site_url=settings.site_url),
+        mail=MailSettings(
+            site_url=settings.site_url,
+            templates={
+                kind: template.overridden(settings.mail_templates, kind)
+                for kind, template in _templates().items()
+            },
+        ),
         policy=policy,
         ambiguous_registration=settings.flag("ambiguous_registration", False),
     )
