@@ -266,6 +266,13 @@ def store_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     "hours",
     "Session lifetime for a login that says remember: false",
 )
+@click.option(
+    "--audit/--no-audit",
+    default=True,
+    show_default=True,
+    help="Keep security events in the store (one durable write per sign-in, sign-out, "
+    "refusal or change).",
+)
 @_duration("--audit-retention", _AUDIT.retention, "days", "How long audit records are kept")
 @_duration(
     "--reuse-grace",
@@ -409,6 +416,7 @@ def serve(
     access_lifetime: int,
     session_lifetime: int,
     short_session_lifetime: int,
+    audit: bool,
     audit_retention: int,
     reuse_grace: int,
     service_names: tuple[str, ...],
@@ -459,6 +467,7 @@ def serve(
             access_lifetime=access_lifetime,
             session_lifetime=session_lifetime,
             short_session_lifetime=short_session_lifetime,
+            audit=audit,
             audit_retention=audit_retention,
             reuse_grace=reuse_grace,
             service_names=service_names,
@@ -579,6 +588,7 @@ class _Serving:
     access_lifetime: int
     session_lifetime: int
     short_session_lifetime: int
+    audit: bool
     audit_retention: int
     reuse_grace: int
     service_names: tuple[str, ...]
@@ -646,7 +656,7 @@ class _Serving:
                 short_lifetime=timedelta(hours=self.short_session_lifetime),
                 reuse_grace=timedelta(seconds=self.reuse_grace),
             ),
-            audit=AuditConfig(retention=timedelta(days=self.audit_retention)),
+            audit=AuditConfig(enabled=self.audit, retention=timedelta(days=self.audit_retention)),
             authorize_admin=self.authorize_admin if self.admins or self.admin_role else None,
             rate_limits=RateLimits(enabled=self.rate_limits),
             services=services,
