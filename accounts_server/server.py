@@ -63,7 +63,7 @@ from .types import (
     User,
     utc_now,
 )
-from .validation import check_service_name, validate_email, validate_username
+from .validation import check_service_name, validate_email, validate_extra, validate_username
 
 __all__ = ["AccountsServer"]
 
@@ -562,7 +562,8 @@ class AccountsServer:
 
         Raises:
             UsernameOrEmailRequired, InvalidUsername, InvalidEmail,
-            UsernameAlreadyExists, EmailAlreadyExists, IdentityAlreadyLinked.
+            UsernameAlreadyExists, EmailAlreadyExists, IdentityAlreadyLinked,
+            InvalidRequest, ValidationFailed: `extra` is not what `validate_extra` accepts.
         """
         try:
             if username is None and not emails and not identities:
@@ -575,7 +576,7 @@ class AccountsServer:
                     else Email(validate_email(e))
                     for e in emails
                 ],
-                extra=dict(extra or {}),
+                extra=validate_extra(extra or {}),
                 services={check_service_name(k): dict(v) for k, v in (services or {}).items()},
                 now=self.clock(),
                 identities=identities,
@@ -767,15 +768,14 @@ class AccountsServer:
         (application fields). Emails change through their login service (verification).
 
         Raises:
-            UserNotFound, InvalidUsername, UsernameAlreadyExists, InvalidRequest.
+            UserNotFound, InvalidUsername, UsernameAlreadyExists, InvalidRequest,
+            ValidationFailed: `extra` is not what `validate_extra` accepts.
         """
-        if extra is not None and not isinstance(extra, Mapping):
-            raise InvalidRequest("extra must be an object")
         user = await self.store.update_user(
             user_id,
             now=self.clock(),
             username=None if username is None else validate_username(username),
-            extra=extra,
+            extra=None if extra is None else validate_extra(extra),
         )
         if user is None:
             raise UserNotFound()

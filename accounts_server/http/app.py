@@ -21,6 +21,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.routing import BaseRoute, Route
 
+from ..deadline import STORE_DEADLINE
 from ..errors import (
     AccountsError,
     AuthenticationFailed,
@@ -302,6 +303,7 @@ def create_app(
     cors_origins: Sequence[str] = (),
     access_log: bool = False,
     metrics: bool = False,
+    store_deadline: float = STORE_DEADLINE,
 ) -> Starlette:
     """The ASGI app. Routes live under `prefix`; with `prefix=""` it is meant to be mounted
     (`host.mount("/accounts", create_app(server, prefix=""))`). With a prefix, the JWKS is also
@@ -311,7 +313,9 @@ def create_app(
     the API with credentials (CORS is off without them; `*` is refused). `access_log` writes
     a line per request on `accounts_server.access` (route template, status, error code, request
     id, user id; never a path or query a client sent); `metrics` serves Prometheus text at the
-    root `/metrics` (needs prometheus-client).
+    root `/metrics` (needs prometheus-client). All the store calls of one request share
+    `store_deadline` seconds (`accounts_server.deadline`): a frozen database answers 503 in
+    that time however many calls the request makes.
 
     Raises:
         ConfigurationError: a CORS origin that is not exact; `ValueError` for an unparsable
@@ -324,10 +328,12 @@ def create_app(
     root = prefix.rstrip("/")
     operations = _operations(server, handlers)
     handlers.document = openapi_document(operations, root)
-    routes: list[BaseRoute] = [route(op, root, cookie_path=root or "/") for op in operations]
+    routes: list[BaseRoute] = [
+        route(op, root, cookie_path=root or "/", deadline=store_deadline) for op in operations
+    ]
     if root:
         jwks = next(op for op in operations if op.handler == handlers.jwks)
-        routes.append(route(jwks, "", cookie_path="/"))
+        routes.append(route(jwks, "", cookie_path="/", deadline=store_deadline))
     if metrics:
         from .metrics import Metrics
 

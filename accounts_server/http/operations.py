@@ -14,6 +14,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from .. import __version__
+from ..deadline import store_deadline
 from ..services import Redirect
 from ..types import LoginResult, User
 from .observe import ROUTE_KEY, USER_KEY
@@ -51,9 +52,10 @@ class Operation:
     max_age: int | None = None
 
 
-def route(operation: Operation, prefix: str, *, cookie_path: str) -> Route:
-    """The Starlette route serving `operation` at `prefix + path`. Flat routes instead of a
-    `Mount`: one router level less on every request (measured in benchmarks/run.py)."""
+def route(operation: Operation, prefix: str, *, cookie_path: str, deadline: float) -> Route:
+    """The Starlette route serving `operation` at `prefix + path`, its store calls sharing
+    one `store_deadline` of `deadline` seconds. Flat routes instead of a `Mount`: one router
+    level less on every request (measured in benchmarks/run.py)."""
     handler = operation.handler
     headers = (
         NO_STORE
@@ -65,7 +67,8 @@ def route(operation: Operation, prefix: str, *, cookie_path: str) -> Route:
 
     async def endpoint(request: Request) -> Response:
         request.scope[ROUTE_KEY] = template
-        result = await handler(request)
+        with store_deadline(deadline):
+            result = await handler(request)
         if isinstance(result, LoginResult):
             request.scope[USER_KEY] = result.user.id
         elif isinstance(result, User):

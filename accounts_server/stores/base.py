@@ -228,7 +228,9 @@ class Store(Protocol):
 
     async def find_user_by_identity(self, provider: str, subject: str) -> User | None: ...
 
-    async def add_identity(self, user_id: str, provider: str, subject: str) -> bool:
+    async def add_identity(
+        self, user_id: str, provider: str, subject: str, *, now: datetime
+    ) -> bool:
         """Link an external identity. Returns False when no such user exists.
 
         Raises:

@@ -1,32 +1,52 @@
 """The MongoDB store, on PyMongo's async API or a motor database handle.
 
 One document per user (emails and per-service data embedded; the service data is projected out
-of every user read), one per session and one per credential. Uniqueness comes from unique
-indexes, never from a prior find; every critical transition is a single-document conditional
-update, so no multi-document transaction is needed and a standalone mongod works. Every value
-that reaches a filter is checked to be a string (a version: an integer) first: a JSON object
-such as `{"$ne": null}` can never become a query operator.
+of every user read), one per session and one per credential. Every critical transition is a
+single-document conditional update, so no multi-document transaction is needed and a
+standalone mongod, a replica set and a sharded cluster all work. Every value that reaches a
+filter is checked to be a string (a version: an integer) first: a JSON object such as
+`{"$ne": null}` can never become a query operator.
+
+Uniqueness (a canonical username, a canonical email, a (provider, subject) identity) is kept
+by `claims`: one document per unique value, whose `_id` is the value. A unique index on `_id`
+is the one unique index every collection has, on every shard and even in a database dropped
+under a running server, so every collection can be sharded on a hashed `_id` (three unique
+indexes on different fields of `users` could never all be prefixed by one shard key). A claim
+is written before the user document holds its value and released after it no longer does;
+a write cut short between the two leaves a claim its user does not hold, which the next
+claimant takes over once it is older than `_ORPHAN_AGE` (longer than any write may take).
+
+Reads of security state go to the primary and writes wait for a majority (configurable), so a
+revocation once acknowledged survives a failover and is never read back as valid.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import fields
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
 
 try:
-    from bson.codec_options import CodecOptions
-    from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel, ReturnDocument
-    from pymongo.errors import DuplicateKeyError, PyMongoError
+    from pymongo import (
+        ASCENDING,
+        DESCENDING,
+        AsyncMongoClient,
+        IndexModel,
+        ReadPreference,
+        ReturnDocument,
+        WriteConcern,
+    )
+    from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         "MongoStore needs the [mongo] extra: pip install 'accounts-server[mongo]'"
     ) from exc
 
+from ..deadline import store_deadline_at
 from ..errors import (
     ConfigurationError,
     CredentialAlreadyExists,
@@ -38,7 +58,7 @@ from ..errors import (
 )
 from ..types import Email, User
 from ..validation import check_service_name
-from ._common import claim, demoted, holds, report_demoted, search_ranges, unique_conflict
+from ._common import claim, demoted, holds, report_demoted, search_ranges
 from .base import (
     CANONICAL_EMAIL_VERSION,
     AuditQuery,
@@ -56,21 +76,46 @@ __all__ = ["MongoStore"]
 logger = logging.getLogger("accounts_server.stores.mongo")
 _T = TypeVar("_T")
 
-_USERNAME_INDEX = "username_unique"
-_EMAIL_INDEX = "email_unique"
-_IDENTITY_INDEX = "identity_unique"
 #: The `CANONICAL_EMAIL_VERSION` a user document's canonical forms follow (absent: version 1).
 _CANONICAL_VERSION = "email_canonical_version"
-#: "E11000 duplicate key error collection: db.users index: email_unique dup key: {...}": a
-#: database name holds no space and the collection is ours, so the first match is the index.
-_INDEX_IN_MESSAGE = re.compile(r" index: (\S+)")
-#: Identities are stored as one string per (provider, subject): a plain multikey unique index,
-#: which every MongoDB-wire server enforces, unlike compound multikey ones.
+#: True on a user document whose unique values all have their claims (absent: written by a
+#: version of this store that kept uniqueness by unique indexes on `users`).
+_CLAIMED = "claimed"
+#: The unique indexes that version created, dropped by `setup` once claims replace them.
+_OLD_UNIQUE_INDEXES = ("username_unique", "email_unique", "identity_unique")
+#: Identities are stored as one string per (provider, subject).
 _SEP = "\x1f"
+#: How long a claim its user does not hold stays its user's: a write between claim and user
+#: document takes at most the operation timeout (5 s), so an older one was cut short.
+_ORPHAN_AGE = timedelta(minutes=1)
+#: What each kind of claim is: the field of the user document that holds the value, and the
+#: error a taken value raises.
+_HELD_IN = {
+    "username": "username_canonical",
+    "email": "emails.address_canonical",
+    "identity": "identities",
+}
+_TAKEN: dict[str, type[UsernameAlreadyExists | EmailAlreadyExists | IdentityAlreadyLinked]] = {
+    "username": UsernameAlreadyExists,
+    "email": EmailAlreadyExists,
+    "identity": IdentityAlreadyLinked,
+}
+#: MongoDB's codes for an index it cannot create: options or key specs conflicting with an
+#: existing index (85, 86), an existing name with another key (68 with 85 on older servers).
+_INDEX_CONFLICTS = frozenset({68, 85, 86, 11000})
 
 
 def _identity(provider: str, subject: str) -> str:
     return f"{_key(provider)}{_SEP}{_key(subject)}"
+
+
+def _claim_id(kind: str, value: str) -> str:
+    return f"{kind}:{value}"
+
+
+def _ms(moment: datetime) -> datetime:
+    """A time as BSON keeps it (milliseconds), so what a call returns is what a read returns."""
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
 def _created(doc: Mapping[str, Any]) -> datetime:
@@ -95,13 +140,6 @@ def _version(value: object) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         raise InvalidRequest("versions must be integers")
     return value
-
-
-def _violated_index(exc: DuplicateKeyError) -> str:
-    """The name of the unique index a duplicate-key error reports (MongoDB and the wire server
-    both put it in the message); not the whole message, which quotes the duplicated value."""
-    found = _INDEX_IN_MESSAGE.search(str((exc.details or {}).get("errmsg", exc)))
-    return "" if found is None else found.group(1)
 
 
 def _session(doc: Mapping[str, Any]) -> StoredSession:
@@ -143,27 +181,71 @@ def _audit(doc: Mapping[str, Any]) -> AuditRecord:
     return AuditRecord(id=doc["_id"], **values)
 
 
+#: (collection, index): what `setup_indexes` creates, in order. `users` has no unique index
+#: but `_id`: `claims` keeps uniqueness. Lookups by username, email and identity use these.
+_INDEXES: tuple[tuple[str, IndexModel], ...] = (
+    ("users", IndexModel([("username_canonical", ASCENDING)], name="username")),
+    ("users", IndexModel([("emails.address_canonical", ASCENDING)], name="email")),
+    ("users", IndexModel([("identities", ASCENDING)], name="identity")),
+    # `list_users` pages in creation order.
+    ("users", IndexModel([("created_at", ASCENDING), ("_id", ASCENDING)], name="created")),
+    # So that setup finds the documents to bring up to date without a scan.
+    ("users", IndexModel([(_CANONICAL_VERSION, ASCENDING)], name=_CANONICAL_VERSION)),
+    ("users", IndexModel([(_CLAIMED, ASCENDING)], name=_CLAIMED)),
+    ("claims", IndexModel([("user_id", ASCENDING)], name="user")),
+    ("sessions", IndexModel([("user_id", ASCENDING)], name="user")),
+    # Housekeeping only: expiry is always checked in code too.
+    ("sessions", IndexModel([("expires_at", ASCENDING)], name="ttl", expireAfterSeconds=0)),
+    # Token documents are keyed by their hash. An expired one stays a day, so that following
+    # a link late says "expired", not "unknown".
+    ("tokens", IndexModel([("user_id", ASCENDING), ("kind", ASCENDING)], name="user")),
+    ("tokens", IndexModel([("expires_at", ASCENDING)], name="ttl", expireAfterSeconds=86400)),
+    ("counters", IndexModel([("key", ASCENDING)], name="key")),
+    ("counters", IndexModel([("expires_at", ASCENDING)], name="ttl", expireAfterSeconds=0)),
+    # Credential documents are keyed by their id; no expiry.
+    ("credentials", IndexModel([("user_id", ASCENDING), ("kind", ASCENDING)], name="user")),
+    # Audit records: by user or event, newest first; gone when they expire.
+    ("audit", IndexModel([("user_id", ASCENDING), ("_id", DESCENDING)], name="user")),
+    ("audit", IndexModel([("event", ASCENDING), ("_id", DESCENDING)], name="event")),
+    ("audit", IndexModel([("expires_at", ASCENDING)], name="ttl", expireAfterSeconds=0)),
+)
+
+
 class MongoStore:
     """Store on a MongoDB database: a PyMongo `AsyncDatabase` or a motor
-    `AsyncIOMotorDatabase`. With a handle you pass in, your client's timeouts apply;
-    `from_url` sets DESIGN's (server selection 3 s, connect 2 s, operation 5 s).
+    `AsyncIOMotorDatabase`. With a handle you pass in, your client's timeouts and codec
+    options apply; `from_url` sets DESIGN's (server selection 3 s, connect 2 s, operation
+    5 s). Whatever the handle's read preference and write concern, the store reads from the
+    primary and writes with `write_concern` (majority by default: w:1 lets a failover roll
+    back an acknowledged logout).
 
     Indexes are created by `setup()` (idempotent), and before the first write if nobody
-    called it, so uniqueness never depends on remembering to. `prune_batch_size` bounds the
-    documents one step of `prune_expired` deletes.
+    called it; `prune_expired` creates them again if they went missing (a database dropped
+    under a running server). `prune_batch_size` bounds the documents one step of
+    `prune_expired` deletes.
 
     Raises:
         ConfigurationError: a `prune_batch_size` below 1.
     """
 
     def __init__(
-        self, database: Any, *, owns_client: bool = False, prune_batch_size: int = 1000
+        self,
+        database: Any,
+        *,
+        owns_client: bool = False,
+        prune_batch_size: int = 1000,
+        write_concern: WriteConcern | None = None,
     ) -> None:
         if prune_batch_size < 1:
             raise ConfigurationError("prune_batch_size must be at least 1")
         self._prune_batch = prune_batch_size
-        self._db = database.with_options(codec_options=CodecOptions(tz_aware=True, tzinfo=UTC))
+        self._db = database.with_options(
+            codec_options=database.codec_options.with_options(tz_aware=True, tzinfo=UTC),
+            read_preference=ReadPreference.PRIMARY,
+            write_concern=WriteConcern(w="majority") if write_concern is None else write_concern,
+        )
         self._users = self._db["users"]
+        self._claims = self._db["claims"]
         self._sessions = self._db["sessions"]
         self._tokens = self._db["tokens"]
         self._counters = self._db["counters"]
@@ -171,6 +253,7 @@ class MongoStore:
         self._audit = self._db["audit"]
         self._owns_client = owns_client
         self._indexed = False
+        self._setup_lock = asyncio.Lock()
 
     @classmethod
     def from_url(
@@ -182,27 +265,43 @@ class MongoStore:
         connect_timeout: float = 2.0,
         operation_timeout: float = 5.0,
         prune_batch_size: int = 1000,
+        write_concern: WriteConcern | None = None,
     ) -> MongoStore:
         """A store with its own client. The operation bound is the socket timeout: PyMongo's
         `timeoutMS` would also replace the server-selection bound, so a database that is down
-        would take the operation timeout, not the selection timeout, to report."""
+        would take the operation timeout, not the selection timeout, to report. Waiting for a
+        pooled connection is bounded by the selection timeout, so a pool exhausted under load
+        answers 503 in bounded time too. Options in `url` (`replicaSet=`, `retryWrites=`,
+        `maxPoolSize=`) apply as given, but the read preference and write concern are the
+        store's."""
         client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
             url,
             serverSelectionTimeoutMS=int(server_selection_timeout * 1000),
             connectTimeoutMS=int(connect_timeout * 1000),
             socketTimeoutMS=int(operation_timeout * 1000),
+            waitQueueTimeoutMS=int(server_selection_timeout * 1000),
             tz_aware=True,
         )
-        return cls(client[db_name], owns_client=True, prune_batch_size=prune_batch_size)
+        return cls(
+            client[db_name],
+            owns_client=True,
+            prune_batch_size=prune_batch_size,
+            write_concern=write_concern,
+        )
 
     # -- plumbing ---------------------------------------------------------------------------
 
     async def _run(self, operation: Callable[[], Awaitable[_T]]) -> _T:
+        """One call, within the request's `store_deadline` if there is one."""
         try:
-            return await operation()
+            at = store_deadline_at()
+            if at is None:
+                return await operation()
+            async with asyncio.timeout_at(at):
+                return await operation()
         except DuplicateKeyError:
             raise
-        except PyMongoError as exc:
+        except (PyMongoError, TimeoutError) as exc:
             # One line per failure; PyMongo's message carries a topology description of
             # hundreds of characters, which goes to debug.
             summary = str(exc).split(", Timeout:", 1)[0].split("\n", 1)[0][:160]
@@ -210,99 +309,134 @@ class MongoStore:
             logger.debug("MongoDB error in full: %s", exc)
             raise StoreUnavailable() from exc
 
+    async def _retried(self, operation: Callable[[], Awaitable[_T]]) -> _T:
+        """`_run` for an idempotent write PyMongo does not retry itself (`update_many`,
+        `delete_many`), tried once more after a failover: a revocation the user cannot
+        repeat (a password reset's "sign out everywhere else") must not be lost to one."""
+        try:
+            return await self._run(operation)
+        except StoreUnavailable:
+            return await self._run(operation)
+
     async def setup(self) -> None:
         """The store contract's preparation step: `setup_indexes()`."""
         await self.setup_indexes()
 
     async def setup_indexes(self) -> None:
-        """Create the unique and TTL indexes and bring canonical email forms up to date
-        (`_recanonicalise_emails`); safe to call any number of times."""
-        await self._run(
-            lambda: self._users.create_indexes(
-                [
-                    # Sparse, and the fields are absent (not null, not []) when a user has
-                    # no username or no email, so those users never collide.
-                    IndexModel(
-                        [("username_canonical", ASCENDING)],
-                        name=_USERNAME_INDEX,
-                        unique=True,
-                        sparse=True,
-                    ),
-                    IndexModel(
-                        [("emails.address_canonical", ASCENDING)],
-                        name=_EMAIL_INDEX,
-                        unique=True,
-                        sparse=True,
-                    ),
-                    IndexModel(
-                        [("identities", ASCENDING)], name=_IDENTITY_INDEX, unique=True, sparse=True
-                    ),
-                    # So that setup finds the documents to recanonicalise without a scan.
-                    IndexModel([(_CANONICAL_VERSION, ASCENDING)], name=_CANONICAL_VERSION),
-                ]
-            )
-        )
-        await self._run(
-            lambda: self._sessions.create_indexes(
-                [
-                    IndexModel([("user_id", ASCENDING)], name="user"),
-                    # Housekeeping only: expiry is always checked in code too.
-                    IndexModel([("expires_at", ASCENDING)], name="ttl", expireAfterSeconds=0),
-                ]
-            )
-        )
-        # Token documents are keyed by their hash (`_id`, unique by nature).
-        await self._run(
-            lambda: self._tokens.create_indexes(
-                [
-                    IndexModel([("user_id", ASCENDING), ("kind", ASCENDING)], name="user"),
-                    IndexModel([("expires_at", ASCENDING)], name="ttl", expireAfterSeconds=0),
-                ]
-            )
-        )
-        await self._run(
-            lambda: self._counters.create_indexes(
-                [
-                    IndexModel([("key", ASCENDING)], name="key"),
-                    IndexModel([("expires_at", ASCENDING)], name="ttl", expireAfterSeconds=0),
-                ]
-            )
-        )
-        # Credential documents are keyed by their id (`_id`, unique by nature); no expiry.
-        await self._run(
-            lambda: self._credentials.create_indexes(
-                [IndexModel([("user_id", ASCENDING), ("kind", ASCENDING)], name="user")]
-            )
-        )
-        # Audit records: by user or event, newest first; gone when they expire.
-        await self._run(
-            lambda: self._audit.create_indexes(
-                [
-                    IndexModel([("user_id", ASCENDING), ("_id", DESCENDING)], name="user"),
-                    IndexModel([("event", ASCENDING), ("_id", DESCENDING)], name="event"),
-                    IndexModel([("expires_at", ASCENDING)], name="ttl", expireAfterSeconds=0),
-                ]
-            )
-        )
-        await self._recanonicalise_emails()
-        self._indexed = True
+        """Create the indexes, write the claims of user documents that have none and bring
+        canonical email forms up to date (`_recanonicalise_emails`); safe to call any number
+        of times, and run by one coroutine at a time.
+
+        Raises:
+            ConfigurationError: MongoDB refused an index (an operator's index with another
+                name or options on the same key), naming it and the fix.
+        """
+        async with self._setup_lock:
+            await self._drop_old_unique_indexes()
+            for collection, index in _INDEXES:
+                await self._create_index(collection, index)
+            await self._recanonicalise_emails()
+            self._indexed = True
+
+    async def _create_index(self, collection: str, index: IndexModel) -> None:
+        try:
+            await self._run(partial(self._db[collection].create_indexes, [index]))
+        except StoreUnavailable as exc:
+            cause = exc.__cause__
+            if not isinstance(cause, OperationFailure) or cause.code not in _INDEX_CONFLICTS:
+                raise
+            document = index.document
+            raise ConfigurationError(
+                f"MongoDB refused the index {document['name']!r} on {collection} "
+                f"{dict(document['key'])} (code {cause.code}): "
+                f"{str((cause.details and cause.details.get('errmsg')) or cause)[:200]}. "
+                f"An index on the same key with another name or options is in the way: drop "
+                f"it (db.{collection}.dropIndex(NAME)) and start again; this store needs its "
+                "own."
+            ) from None
+        except DuplicateKeyError as exc:  # a unique index's build: none of ours is, but say so
+            raise ConfigurationError(
+                f"MongoDB could not build the index {index.document['name']!r} on "
+                f"{collection}: duplicate values ({str(exc)[:200]})"
+            ) from None
+
+    async def _drop_old_unique_indexes(self) -> None:
+        """The unique indexes an earlier version put on `users` would refuse the claims'
+        lookups indexes on the same keys and keep `users` unshardable. Dropped before the
+        claims are written: finish an upgrade (no earlier version writing) first."""
+
+        existing = await self._run(self._users.index_information)
+        for name in set(_OLD_UNIQUE_INDEXES) & set(existing):
+            await self._run(partial(self._users.drop_index, name))
 
     async def _ensure_indexes(self) -> None:
         if not self._indexed:
             await self.setup_indexes()
 
-    async def _recanonicalise_emails(self) -> None:
-        """Recompute the canonical forms of every user document written under an older
-        `canonical_email` (found by its `email_canonical_version`). Per document, so a run cut
-        short, or users an older version of this store creates meanwhile (a rolling upgrade),
-        are taken up by the next setup, and workers doing it at once agree: every change is a
-        compare-and-set. (An address an older version adds to an up-to-date user keeps its
-        old form: finish a rolling upgrade before relying on the new one.) Addresses that are
-        now one all stay; the best claim keeps the canonical form, the others are demoted and
-        reported, as `_common` describes and justifies. Documents may come in any order: each
-        step keeps the better of two claims.
+    # -- claims -----------------------------------------------------------------------------
+
+    async def _claim(
+        self, kind: str, value: str, user_id: str, *, now: datetime, any_age: bool = False
+    ) -> bool:
+        """Make `value` (of `kind`) the user's alone. Returns True when this call claimed it,
+        False when the user had its claim already. A claim of another user is taken over only
+        if that user does not hold the value and the claim is older than `_ORPHAN_AGE` (with
+        `any_age`, whatever its age: setup's, which runs before this store writes anything
+        else); the takeover is a compare-and-set, so of two claimants one wins.
+
+        Raises:
+            UsernameAlreadyExists, EmailAlreadyExists, IdentityAlreadyLinked: another user
+                has it.
         """
-        outdated = {_CANONICAL_VERSION: {"$ne": CANONICAL_EMAIL_VERSION}}
+        claim_id = _claim_id(kind, value)
+        mine = {"_id": claim_id, "user_id": user_id, "at": now}
+        for _ in range(5):
+            try:
+                await self._run(partial(self._claims.insert_one, mine))
+                return True
+            except DuplicateKeyError:
+                pass
+            held = await self._run(partial(self._claims.find_one, {"_id": claim_id}))
+            if held is None:
+                continue  # released meanwhile
+            if held["user_id"] == user_id:
+                return False
+            young = not any_age and held["at"] > now - _ORPHAN_AGE
+            if young or await self._holds(held["user_id"], kind, value):
+                raise _TAKEN[kind]()
+            before = {"_id": claim_id, "user_id": held["user_id"], "at": held["at"]}
+            taken = await self._run(partial(self._claims.replace_one, before, mine))
+            if taken.modified_count == 1:
+                logger.info("took over an orphaned %s claim of user %s", kind, held["user_id"])
+                return True
+        raise StoreUnavailable("too much contention on a unique value")
+
+    async def _holds(self, user_id: str, kind: str, value: str) -> bool:
+        query = {"_id": user_id, _HELD_IN[kind]: value}
+        return await self._run(partial(self._users.find_one, query, {"_id": 1})) is not None
+
+    async def _release(self, user_id: str, claims: Sequence[tuple[str, str]]) -> None:
+        """Give up claims the user does not hold (never another user's)."""
+        if claims:
+            ids = [_claim_id(kind, value) for kind, value in claims]
+            query = {"_id": {"$in": ids}, "user_id": user_id}
+            await self._retried(partial(self._claims.delete_many, query))
+
+    async def _recanonicalise_emails(self) -> None:
+        """Bring every user document up to date: written without claims (by a version that
+        kept uniqueness in unique indexes) or under an older `canonical_email` (found by its
+        `email_canonical_version`). Per document, so a run cut short is taken up by the next
+        setup, and workers doing it at once agree: every change is a compare-and-set.
+        Addresses that are now one all stay; the best claim keeps the canonical form, the
+        others are demoted and reported, as `_common` describes and justifies. Documents may
+        come in any order: each step keeps the better of two claims.
+        """
+        outdated = {
+            "$or": [
+                {_CANONICAL_VERSION: {"$ne": CANONICAL_EMAIL_VERSION}},
+                {_CLAIMED: {"$ne": True}},
+            ]
+        }
 
         async def batch() -> list[str]:
             cursor = self._users.find(outdated, {"_id": 1}).limit(500)
@@ -314,32 +448,56 @@ class MongoStore:
 
     async def _recanonicalise(self, user_id: str) -> None:
         """Bring one user document to the current version, retried when another writer got
-        in between.
+        in between. Its username and identities were unique already; its emails are settled
+        against every other claim to their new forms.
 
         Raises:
             StoreUnavailable: it kept changing under us.
         """
-        projection = {"emails": 1, "created_at": 1, _CANONICAL_VERSION: 1}
+        projection = {
+            "emails": 1,
+            "created_at": 1,
+            "username_canonical": 1,
+            "identities": 1,
+            _CANONICAL_VERSION: 1,
+            _CLAIMED: 1,
+        }
         for _ in range(5):
             doc = await self._run(partial(self._users.find_one, {"_id": user_id}, projection))
-            if doc is None or doc.get(_CANONICAL_VERSION) == CANONICAL_EMAIL_VERSION:
+            if doc is None or (
+                doc.get(_CANONICAL_VERSION) == CANONICAL_EMAIL_VERSION and doc.get(_CLAIMED)
+            ):
                 return
+            at = _created(doc)
+            kept: list[tuple[str, str]] = [("identity", i) for i in doc.get("identities", ())]
+            if doc.get("username_canonical") is not None:
+                kept.append(("username", doc["username_canonical"]))
+            for kind, value in kept:
+                try:
+                    await self._claim(kind, value, user_id, now=at, any_age=True)
+                except (UsernameAlreadyExists, IdentityAlreadyLinked):
+                    logger.warning(
+                        "MongoDB: user %s shares its %s with another user", user_id, kind
+                    )
             settled = await self._settle_claims(doc)
             if settled is None:
                 continue
             after, lost_to = settled
             query: dict[str, Any] = {"_id": user_id, "emails": {"$exists": False}}
-            change: dict[str, Any] = {_CANONICAL_VERSION: CANONICAL_EMAIL_VERSION}
+            change: dict[str, Any] = {
+                _CANONICAL_VERSION: CANONICAL_EMAIL_VERSION,
+                _CLAIMED: True,
+            }
             if "emails" in doc:
                 query["emails"] = doc["emails"]
                 change["emails"] = after
-            try:
-                result = await self._run(partial(self._users.update_one, query, {"$set": change}))
-            except DuplicateKeyError:  # a writer took one of the forms meanwhile
-                continue
+            result = await self._run(partial(self._users.update_one, query, {"$set": change}))
             if result.matched_count == 1:
                 for holder_id in lost_to:
                     report_demoted("MongoDB", user_id, holder_id)
+                now_held = {e["address_canonical"] for e in after}
+                gone = {e["address_canonical"] for e in doc.get("emails", ())} - now_held
+                await self._release(user_id, [("email", form) for form in gone])
                 return
         raise StoreUnavailable("too much contention while recanonicalising a user's emails")
 
@@ -347,10 +505,9 @@ class MongoStore:
         self, doc: Mapping[str, Any]
     ) -> tuple[list[dict[str, Any]], list[str]] | None:
         """The document's emails with recomputed canonical forms: the form itself for the best
-        claim to it, a demoted form for every other. With the user ids holding the forms this
-        document's addresses newly lost. A form another document holds with a worse claim is
-        taken from it: its entry is demoted there and then. None when that document changed
-        under us.
+        claim to it, which now has the form's claim document, a demoted form for every other.
+        With the user ids holding the forms this document's addresses newly lost. None when
+        another document changed under us.
         """
         user_id = doc["_id"]
         entries: list[dict[str, Any]] = doc.get("emails", [])
@@ -362,24 +519,10 @@ class MongoStore:
                 best[form] = (mine, position)
         holders: dict[str, tuple[str, int | None]] = {}  # form -> (user id, own position)
         for form, (mine, position) in best.items():
-            holders[form] = (user_id, position)
-            query = {"emails.address_canonical": form, "_id": {"$ne": user_id}}
-            other = await self._run(
-                partial(self._users.find_one, query, {"emails": 1, "created_at": 1})
-            )
-            if other is None:
-                continue
-            at, entry = next(
-                (i, e) for i, e in enumerate(other["emails"]) if e["address_canonical"] == form
-            )
-            # An outdated document may hold as its old form what is not its address's new one:
-            # no claim then, and its own recanonicalisation finds its form.
-            rival = canonical_email(entry["address"]) == form
-            theirs = claim(bool(entry["verified"]), _created(other), other["_id"], at)
-            if rival and theirs < mine:
-                holders[form] = (other["_id"], None)
-            elif not await self._demote(other, at, form, holder_id=user_id if rival else None):
+            holder = await self._settle_form(user_id, form, mine, _created(doc))
+            if holder is None:
                 return None
+            holders[form] = (user_id, position) if holder == user_id else (holder, None)
         after: list[dict[str, Any]] = []
         lost_to: list[str] = []
         for position, (entry, form) in enumerate(zip(entries, forms, strict=True)):
@@ -391,6 +534,54 @@ class MongoStore:
                     lost_to.append(holder_id)
             after.append({**entry, "address_canonical": stored})
         return after, lost_to
+
+    async def _settle_form(
+        self, user_id: str, form: str, mine: tuple[bool, datetime, str, int], at: datetime
+    ) -> str | None:
+        """Decide who keeps `form`: the user whose document holds it (by claim or, not yet
+        brought up to date, as its stored form) with the better claim: that user's id (this
+        user's: it now has the form's claim, a worse holder's entry demoted first), or None
+        when another document changed under us."""
+        claim_id = _claim_id("email", form)
+        held = await self._run(partial(self._claims.find_one, {"_id": claim_id}))
+        if held is not None and held["user_id"] == user_id:
+            return user_id
+        query: dict[str, Any] = {"emails.address_canonical": form, "_id": {"$ne": user_id}}
+        if held is not None:
+            query["_id"] = held["user_id"]
+        other = await self._run(
+            partial(self._users.find_one, query, {"emails": 1, "created_at": 1})
+        )
+        if other is not None:
+            at_, entry = next(
+                (i, e) for i, e in enumerate(other["emails"]) if e["address_canonical"] == form
+            )
+            # An outdated document may hold as its old form what is not its address's new one:
+            # no claim then, and its own recanonicalisation finds its form.
+            rival = canonical_email(entry["address"]) == form
+            theirs = claim(bool(entry["verified"]), _created(other), other["_id"], at_)
+            if rival and theirs < mine:
+                return str(other["_id"])
+            if not await self._demote(other, at_, form, holder_id=user_id if rival else None):
+                return None
+        if held is None:
+            try:
+                await self._run(
+                    partial(
+                        self._claims.insert_one, {"_id": claim_id, "user_id": user_id, "at": at}
+                    )
+                )
+            except DuplicateKeyError:
+                return None
+            return user_id
+        taken = await self._run(
+            partial(
+                self._claims.replace_one,
+                {"_id": claim_id, "user_id": held["user_id"], "at": held["at"]},
+                {"_id": claim_id, "user_id": user_id, "at": at},
+            )
+        )
+        return user_id if taken.modified_count == 1 else None
 
     async def _demote(
         self, doc: Mapping[str, Any], position: int, form: str, *, holder_id: str | None
@@ -443,13 +634,21 @@ class MongoStore:
         now: datetime,
         identities: Sequence[tuple[str, str]] = (),
     ) -> User:
+        """The claims first, then the user document. A claim refused releases those taken
+        before it; a failure after them leaves them, unheld (released by the next claimant):
+        the insert may have happened after all, and a user without its claims is not unique."""
         await self._ensure_indexes()
+        now = _ms(now)
         canonical = [canonical_email(e.address) for e in emails]
+        linked = [_identity(provider, subject) for provider, subject in identities]
+        # Unique values that repeat within one user: their claims are this user's already.
         if len(set(canonical)) != len(canonical):
-            # A multikey unique index does not look inside one document.
             raise EmailAlreadyExists()
+        if len(set(linked)) != len(linked):
+            raise IdentityAlreadyLinked()
+        user_id = new_user_id()
         doc: dict[str, Any] = {
-            "_id": new_user_id(),
+            "_id": user_id,
             "username": username,
             "deactivated": False,
             "extra": dict(extra),
@@ -457,20 +656,27 @@ class MongoStore:
             "created_at": now,
             "updated_at": now,
             _CANONICAL_VERSION: CANONICAL_EMAIL_VERSION,
+            _CLAIMED: True,
         }
+        claims: list[tuple[str, str]] = [("identity", i) for i in linked]
         if username is not None:
             doc["username_canonical"] = canonical_username(username)
-        if identities:
-            doc["identities"] = [_identity(provider, subject) for provider, subject in identities]
+            claims.insert(0, ("username", doc["username_canonical"]))
+        if linked:
+            doc["identities"] = linked
         if emails:
             doc["emails"] = [
                 {"address": e.address, "address_canonical": c, "verified": e.verified}
                 for e, c in zip(emails, canonical, strict=True)
             ]
-        try:
-            await self._run(lambda: self._users.insert_one(doc))
-        except DuplicateKeyError as exc:
-            raise unique_conflict(_violated_index(exc)) from exc
+            claims += [("email", c) for c in canonical]
+        for done, (kind, value) in enumerate(claims):
+            try:
+                await self._claim(kind, value, user_id, now=now)
+            except (UsernameAlreadyExists, EmailAlreadyExists, IdentityAlreadyLinked):
+                await self._release(user_id, claims[:done])
+                raise
+        await self._run(lambda: self._users.insert_one(doc))
         user = self._user(doc)
         assert user is not None
         return user
@@ -487,37 +693,41 @@ class MongoStore:
     async def find_user_by_identity(self, provider: str, subject: str) -> User | None:
         return await self._find_user({"identities": _identity(provider, subject)})
 
-    async def add_identity(self, user_id: str, provider: str, subject: str) -> bool:
+    async def add_identity(
+        self, user_id: str, provider: str, subject: str, *, now: datetime
+    ) -> bool:
         key = _identity(provider, subject)
         query = {"_id": _key(user_id), "identities": {"$ne": key}}
         update = {"$push": {"identities": key}}
-        return await self._push_unique(user_id, query, update, IdentityAlreadyLinked)
+        return await self._push_unique(user_id, ("identity", key), query, update, now)
 
     async def _push_unique(
         self,
         user_id: str,
+        value: tuple[str, str],
         query: Mapping[str, Any],
         update: Mapping[str, Any],
-        conflict: type[EmailAlreadyExists | IdentityAlreadyLinked],
+        now: datetime,
     ) -> bool:
-        """Append to one of the user's arrays a value no user may share. The unique index
-        refuses it when another user has it; `query` (`{"$ne": value}`) when this one has, as a
-        multikey unique index does not look inside one document. Returns False when no such
-        user exists.
+        """Append to one of the user's arrays a value no user may share: its claim first,
+        then the append, which `query` (`{"$ne": value}`) makes a no-op when this user has it
+        already. Returns False when no such user exists.
 
         Raises:
-            `conflict`: some user, this one included, has the value already.
+            UsernameAlreadyExists, EmailAlreadyExists, IdentityAlreadyLinked: some user, this
+                one included, has the value already.
         """
         await self._ensure_indexes()
-        try:
-            result = await self._run(partial(self._users.update_one, query, update))
-        except DuplicateKeyError as exc:
-            raise conflict() from exc
+        kind, unique = value
+        claimed = await self._claim(kind, unique, _key(user_id), now=_ms(now))
+        result = await self._run(partial(self._users.update_one, query, update))
         if result.matched_count == 1:
             return True
+        if claimed:  # nobody holds it: the user is gone, or had it under another claim
+            await self._release(user_id, [value])
         if await self.find_user_by_id(user_id) is None:
             return False
-        raise conflict()  # this user has it already
+        raise _TAKEN[kind]()  # this user has it already
 
     async def set_user_deactivated(self, user_id: str, deactivated: bool, *, now: datetime) -> bool:
         update = {"$set": {"deactivated": bool(deactivated), "updated_at": now}}
@@ -532,27 +742,37 @@ class MongoStore:
         username: str | None = None,
         extra: Mapping[str, Any] | None = None,
     ) -> User | None:
+        """A new username is claimed before the user document takes it and the old one
+        released after."""
+        await self._ensure_indexes()
+        key, now = _key(user_id), _ms(now)
         changes: dict[str, Any] = {"updated_at": now}
+        claimed = False
         if username is not None:
             changes.update(username=username, username_canonical=canonical_username(username))
+            claimed = await self._claim("username", changes["username_canonical"], key, now=now)
         if extra is not None:
             changes["extra"] = dict(extra)
-        try:
-            doc = await self._run(
-                lambda: self._users.find_one_and_update(
-                    {"_id": _key(user_id)},
-                    {"$set": changes},
-                    projection=_USER_PROJECTION,
-                    return_document=ReturnDocument.AFTER,
-                )
+        before = await self._run(
+            lambda: self._users.find_one_and_update(
+                {"_id": key},
+                {"$set": changes},
+                projection=_USER_PROJECTION,
+                return_document=ReturnDocument.BEFORE,
             )
-        except DuplicateKeyError as exc:
-            raise UsernameAlreadyExists() from exc
-        return self._user(doc)
+        )
+        old_name = None if before is None else before.get("username_canonical")
+        if before is None and claimed:
+            await self._release(key, [("username", changes["username_canonical"])])
+        elif username is not None and old_name not in (None, changes["username_canonical"]):
+            await self._release(key, [("username", old_name)])
+        return None if before is None else self._user({**before, **changes})
 
     async def list_users(
         self, *, search: str | None = None, offset: int = 0, limit: int = 50
     ) -> list[User]:
+        if limit <= 0:  # MongoDB reads a limit of 0 as none at all
+            return []
         query: dict[str, Any] = {}
         if search:
             (name_low, name_high), (mail_low, mail_high) = search_ranges(_key(search))
@@ -568,7 +788,7 @@ class MongoStore:
                 self._users.find(query, _USER_PROJECTION)
                 .sort([("created_at", 1), ("_id", 1)])
                 .skip(max(0, offset))
-                .limit(max(0, limit))
+                .limit(limit)
             )
             return [doc async for doc in cursor]
 
@@ -576,12 +796,13 @@ class MongoStore:
 
     async def delete_user(self, user_id: str) -> bool:
         key = _key(user_id)
-        # The user first: a session, token or credential left by a crash here resolves to no
-        # user, so it is dead; the TTL index removes sessions and tokens, and deleting the user
-        # again removes any of them (`create_credential` relies on this order).
+        # The user first: a claim, session, token or credential left by a crash here resolves
+        # to no user, so it is dead (a claim is taken over, the TTL index removes sessions and
+        # tokens), and deleting the user again removes any of them (`create_credential`
+        # relies on this order).
         result = await self._run(lambda: self._users.delete_one({"_id": key}))
-        for collection in (self._sessions, self._tokens, self._credentials):
-            await self._run(partial(collection.delete_many, {"user_id": key}))
+        for collection in (self._claims, self._sessions, self._tokens, self._credentials):
+            await self._retried(partial(collection.delete_many, {"user_id": key}))
         return bool(result.deleted_count == 1)
 
     async def get_service_data(self, user_id: str, service: str) -> Mapping[str, Any] | None:
@@ -611,11 +832,14 @@ class MongoStore:
         }
         query = {"_id": _key(user_id), "emails.address_canonical": {"$ne": canonical}}
         update = {"$push": {"emails": entry}, "$set": {"updated_at": now}}
-        return await self._push_unique(user_id, query, update, EmailAlreadyExists)
+        return await self._push_unique(user_id, ("email", canonical), query, update, now)
 
     async def remove_email(self, user_id: str, address: str, *, now: datetime) -> bool:
         canonical = canonical_email(_key(address))
-        return await self._edit_email(user_id, canonical, None, now)
+        if not await self._edit_email(user_id, canonical, None, now):
+            return False
+        await self._release(user_id, [("email", canonical)])
+        return True
 
     async def set_email_verified(self, user_id: str, address: str, *, now: datetime) -> bool:
         canonical = canonical_email(_key(address))

@@ -652,7 +652,9 @@ class SQLiteStore:
         )
         return self._run(lambda: self._user(self._db.execute(sql, (provider, subject)).fetchone()))
 
-    async def add_identity(self, user_id: str, provider: str, subject: str) -> bool:
+    async def add_identity(
+        self, user_id: str, provider: str, subject: str, *, now: datetime
+    ) -> bool:
         def add() -> bool:
             with self._transaction() as db:
                 if db.execute("SELECT 1 FROM users WHERE id = ?", (user_id,)).fetchone() is None:

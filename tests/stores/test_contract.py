@@ -516,22 +516,22 @@ class TestIdentities:
     async def test_link_to_an_existing_user(self, store: Store) -> None:
         first = await make_user(store, "q1")
         second = await make_user(store, "q2")
-        assert await store.add_identity(first, "oidc", "abc")
+        assert await store.add_identity(first, "oidc", "abc", now=NOW)
         found = await store.find_user_by_identity("oidc", "abc")
         assert found is not None and found.id == first
         with pytest.raises(IdentityAlreadyLinked):
-            await store.add_identity(second, "oidc", "abc")
+            await store.add_identity(second, "oidc", "abc", now=NOW)
         with pytest.raises(IdentityAlreadyLinked):
-            await store.add_identity(first, "oidc", "abc")
-        assert not await store.add_identity("nope", "oidc", "xyz")
+            await store.add_identity(first, "oidc", "abc", now=NOW)
+        assert not await store.add_identity("nope", "oidc", "xyz", now=NOW)
         await store.delete_user(first)
         assert await store.find_user_by_identity("oidc", "abc") is None
-        assert await store.add_identity(second, "oidc", "abc")
+        assert await store.add_identity(second, "oidc", "abc", now=NOW)
 
     async def test_concurrent_links_of_one_identity_have_one_winner(self, store: Store) -> None:
         users = [await make_user(store, f"r{i}") for i in range(10)]
         results = await asyncio.gather(
-            *(store.add_identity(u, "oidc", "same") for u in users), return_exceptions=True
+            *(store.add_identity(u, "oidc", "same", now=NOW) for u in users), return_exceptions=True
         )
         assert results.count(True) == 1
         assert all(isinstance(r, IdentityAlreadyLinked) for r in results if r is not True)

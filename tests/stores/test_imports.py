@@ -1,5 +1,5 @@
-"""Stores sit below the core: they import its records, errors and input checks, never the
-service layer or the server (which import the stores)."""
+"""Stores sit below the core: they import its records, errors, input checks and the request
+deadline, never the service layer or the server (which import the stores)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import accounts_server.stores
 
 STORES = Path(accounts_server.stores.__file__).parent
 #: What a store may import from the rest of the package (relative to `accounts_server`).
-ALLOWED = {"errors", "types", "validation"}
+ALLOWED = {"deadline", "errors", "types", "validation"}
 
 
 def test_stores_import_only_records_errors_and_checks() -> None:

@@ -51,19 +51,26 @@ async def mongo(mongodb_url: str) -> AsyncIterator[MongoStore]:
 async def test_setup_is_idempotent_and_creates_the_indexes(
     mongo: MongoStore, mongodb_url: str
 ) -> None:
+    """Every collection shardable on a hashed `_id`: no unique index but `_id` anywhere."""
     await mongo.setup_indexes()
     await mongo.setup()
     client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(mongodb_url)
     db = client["test_mongo_specific"]
-    users = {ix["name"]: ix async for ix in await db["users"].list_indexes()}
-    sessions = {ix["name"]: ix async for ix in await db["sessions"].list_indexes()}
-    credentials = {ix["name"]: ix async for ix in await db["credentials"].list_indexes()}
+    indexes = {
+        name: {ix["name"]: ix async for ix in await db[name].list_indexes()}
+        for name in await db.list_collection_names()
+    }
     await client.close()
-    assert all(users[name]["unique"] for name in ("username_unique", "email_unique"))
-    assert users["identity_unique"]["unique"]
-    assert sessions["ttl"]["expireAfterSeconds"] == 0
-    assert dict(credentials["user"]["key"]) == {"user_id": 1, "kind": 1}
-    assert "expireAfterSeconds" not in credentials["user"]
+    assert {"users", "claims", "sessions", "tokens", "credentials", "audit"} <= set(indexes)
+    for collection, found in indexes.items():
+        assert [n for n, ix in found.items() if ix.get("unique")] in ([], ["_id_"]), collection
+    users = indexes["users"]
+    assert dict(users["created"]["key"]) == {"created_at": 1, "_id": 1}
+    assert dict(users["email"]["key"]) == {"emails.address_canonical": 1}
+    assert indexes["sessions"]["ttl"]["expireAfterSeconds"] == 0
+    assert indexes["tokens"]["ttl"]["expireAfterSeconds"] == 86400  # "expired", not "unknown"
+    assert dict(indexes["credentials"]["user"]["key"]) == {"user_id": 1, "kind": 1}
+    assert "expireAfterSeconds" not in indexes["credentials"]["user"]
 
 
 def _version_1_user(user_id: str, created_at: datetime, emails: list[tuple[str, bool]]) -> Any:

@@ -322,7 +322,9 @@ class OAuthService:
             )
             if existing is not None and ours and ours[0].verified:
                 with contextlib.suppress(IdentityAlreadyLinked):  # linked concurrently: found below
-                    await ctx.store.add_identity(existing.id, provider.name, subject)
+                    await ctx.store.add_identity(
+                        existing.id, provider.name, subject, now=ctx.clock()
+                    )
                 found = await ctx.store.find_user_by_identity(provider.name, subject)
                 if found is not None:
                     return found
@@ -378,7 +380,7 @@ class OAuthService:
         """
         chosen = self._provider(provider)
         claims = await self.verify_id_token(chosen, id_token, nonce=None)
-        await ctx.store.add_identity(user_id, chosen.name, str(claims["sub"]))
+        await ctx.store.add_identity(user_id, chosen.name, str(claims["sub"]), now=ctx.clock())
 
     # -- native clients ---------------------------------------------------------------------
 
