@@ -288,3 +288,35 @@ def test_line_and_paragraph_separators_are_refused(separator: str) -> None:
         validate_username(f"ann{separator}admin")
     with pytest.raises(InvalidEmail):
         validate_email(f"ann{separator}x@example.com")
+
+
+_json = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**64), max_value=2**64)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.text(max_size=4), _json, max_size=4))
+def test_extra_accepted_is_extra_every_store_keeps(extra: dict[str, object]) -> None:
+    """Whatever `validate_extra` lets through encodes as BSON (MongoDB) and comes back from
+    JSON (SQLite) unchanged; whatever it refuses, it refuses with a 4xx error, not a crash."""
+    import bson
+    import orjson
+
+    from accounts_server import InvalidRequest, ValidationFailed
+    from accounts_server.validation import validate_extra
+
+    try:
+        kept = validate_extra(extra)
+    except (InvalidRequest, ValidationFailed):
+        return
+    assert bson.decode(bson.encode(kept)) == kept
+    assert orjson.loads(orjson.dumps(kept)) == kept

@@ -332,11 +332,14 @@ class MongoStore:
                 name or options on the same key), naming it and the fix.
         """
         async with self._setup_lock:
-            await self._drop_old_unique_indexes()
-            for collection, index in _INDEXES:
-                await self._create_index(collection, index)
-            await self._recanonicalise_emails()
-            self._indexed = True
+            await self._set_up()
+
+    async def _set_up(self) -> None:
+        await self._drop_old_unique_indexes()
+        for collection, index in _INDEXES:
+            await self._create_index(collection, index)
+        await self._recanonicalise_emails()
+        self._indexed = True
 
     async def _create_index(self, collection: str, index: IndexModel) -> None:
         try:
@@ -370,8 +373,11 @@ class MongoStore:
             await self._run(partial(self._users.drop_index, name))
 
     async def _ensure_indexes(self) -> None:
+        """Setup before the first write, once however many writes wait for it."""
         if not self._indexed:
-            await self.setup_indexes()
+            async with self._setup_lock:
+                if not self._indexed:
+                    await self._set_up()
 
     # -- claims -----------------------------------------------------------------------------
 
@@ -960,7 +966,7 @@ class MongoStore:
         if except_ids:
             query["_id"] = {"$nin": [_key(sid) for sid in except_ids]}
         update = {"$set": {"valid": False, "updated_at": now}}
-        result = await self._run(lambda: self._sessions.update_many(query, update))
+        result = await self._retried(lambda: self._sessions.update_many(query, update))
         return int(result.modified_count)
 
     # -- credentials ------------------------------------------------------------------------
@@ -1056,7 +1062,12 @@ class MongoStore:
     async def prune_expired(self, *, now: datetime) -> int:
         """The TTL indexes do this on their own; this is for an explicit prune. In batches of
         `prune_batch_size` documents, found through the expiry index and deleted by `_id`:
-        one `delete_many` over millions would outlast the operation timeout."""
+        one `delete_many` over millions would outlast the operation timeout. The indexes are
+        created again first: the app prunes hourly, so indexes lost with a database dropped
+        under a running server come back within the hour (uniqueness never depended on them:
+        it is the claims' `_id`)."""
+        self._indexed = False
+        await self._ensure_indexes()
         query = {"expires_at": {"$lt": now}}
         total = 0
         for collection in (self._sessions, self._tokens, self._counters, self._audit):
@@ -1109,7 +1120,7 @@ class MongoStore:
 
     async def delete_user_tokens(self, user_id: str, kinds: Sequence[str]) -> int:
         query = {"user_id": _key(user_id), "kind": {"$in": [_key(k) for k in kinds]}}
-        result = await self._run(lambda: self._tokens.delete_many(query))
+        result = await self._retried(lambda: self._tokens.delete_many(query))
         return int(result.deleted_count)
 
     @staticmethod

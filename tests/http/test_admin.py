@@ -142,3 +142,45 @@ async def test_admin_actions_work_and_are_audited(
     ]
     deleted = events[-1]
     assert deleted.user is not None and deleted.user.id == carl_id
+
+
+def _nested(depth: int) -> object:
+    value: object = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    ("extra", "status", "names"),
+    [
+        ({"n": 2**63}, 422, "extra.n"),  # orjson reads it; BSON and SQLite cannot keep it
+        ({"a": {"b.c": 1}}, 422, "extra.a"),
+        ({"$where": "1"}, 422, "extra"),
+        ({"a\u0000b": 1}, 422, "extra"),
+        ({"": 1}, 422, "extra"),
+        ({"big": "x" * 20_000}, 422, "bytes"),
+        ({"deep": _nested(20)}, 422, "extra.deep"),
+        ([1, 2], 400, "object"),
+    ],
+)
+async def test_extra_fields_a_store_cannot_keep_are_refused_before_it(
+    admin_site: tuple[AccountsServer, httpx.AsyncClient, list[HookEvent]],
+    clock: Clock,
+    extra: object,
+    status: int,
+    names: str,
+) -> None:
+    """A clear 4xx naming the field, never a driver's error as a 500; the user unchanged."""
+    server, api, _ = admin_site
+    logins = await setup_users(api, "root", "bob", clock=clock)
+    bob_id = logins["bob"]["user"]["id"]
+    refused = await api.patch(
+        f"/admin/users/{bob_id}", json={"extra": extra}, headers=auth(logins["root"])
+    )
+    assert refused.status_code == status, refused.text
+    body = refused.json()
+    assert body["code"] == ("ValidationFailed" if status == 422 else "InvalidRequest")
+    assert names in body["message"]
+    user = await server.find_user_by_id(bob_id)
+    assert user is not None and user.extra == {}

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import json
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -20,8 +21,9 @@ from accounts_server import (
 from accounts_server.errors import CredentialAlreadyExists
 from accounts_server.stores.base import AuditQuery, AuditRecord, Credential, OneTimeToken
 
-#: Current (a TTL index really deletes sessions that expired), whole seconds (MongoDB keeps ms).
-NOW = datetime.now(UTC).replace(microsecond=0)
+#: Current (a TTL index really deletes sessions that expired), to the millisecond: what a
+#: store keeps (BSON's precision) and what the round trips below compare.
+NOW = datetime.now(UTC).replace(microsecond=123000)
 #: For records that must outlive the run: a TTL index deletes anything already expired, and
 #: NOW is fixed at import, minutes before some tests run.
 FAR = NOW + timedelta(days=1)
@@ -60,6 +62,56 @@ def session(user_id: str, sid: str = "s1", **changes: object) -> StoredSession:
 
 
 class TestUsers:
+    async def test_what_a_write_returns_is_what_a_read_returns(self, store: Store) -> None:
+        """To the microsecond, which MongoDB does not keep: a store returns what it kept."""
+        precise = NOW.replace(microsecond=123456)
+        created = await store.create_user(
+            username="precise", emails=[], extra={}, services={}, now=precise
+        )
+        assert created == await store.find_user_by_id(created.id)
+        updated = await store.update_user(created.id, now=precise + timedelta(microseconds=7))
+        assert updated is not None and updated == await store.find_user_by_id(created.id)
+        assert abs(updated.updated_at - precise) < timedelta(milliseconds=1)  # type: ignore[operator]
+
+    async def test_unique_values_that_name_other_kinds_are_told_apart(self, store: Store) -> None:
+        """A duplicate's error names the kind of value, whatever the value spells."""
+        await store.create_user(
+            username="emails-identities",
+            emails=[Email("identities@username.example")],
+            extra={},
+            services={},
+            now=NOW,
+            identities=[("emails", "username")],
+        )
+        for kwargs, error in (
+            ({"username": "EMAILS-identities"}, UsernameAlreadyExists),
+            ({"emails": [Email("identities@username.example")]}, EmailAlreadyExists),
+            ({"identities": [("emails", "username")]}, IdentityAlreadyLinked),
+        ):
+            values: dict[str, Any] = {"username": None, "emails": [], **kwargs}
+            with pytest.raises(error):
+                await store.create_user(extra={}, services={}, now=NOW, **values)
+
+    async def test_a_user_cannot_repeat_a_unique_value(self, store: Store) -> None:
+        with pytest.raises(IdentityAlreadyLinked):
+            await store.create_user(
+                username="twice",
+                emails=[],
+                extra={},
+                services={},
+                now=NOW,
+                identities=[("oidc", "a"), ("oidc", "a")],
+            )
+        with pytest.raises(EmailAlreadyExists):
+            await store.create_user(
+                username="twice",
+                emails=[Email("t@example.com"), Email("T@EXAMPLE.com")],
+                extra={},
+                services={},
+                now=NOW,
+            )
+        assert await store.create_user(username="twice", emails=[], extra={}, services={}, now=NOW)
+
     async def test_created_user_is_found_by_id_username_and_email(self, store: Store) -> None:
         user_id = await make_user(store, "Alice", "Alice@Example.com")
         by_id = await store.find_user_by_id(user_id)
@@ -746,6 +798,7 @@ class TestUserAdmin:
         everyone = await store.list_users()
         assert [u.id for u in everyone] == ids
         assert [u.username for u in await store.list_users(offset=1, limit=2)] == ["alpine", "beta"]
+        assert await store.list_users(limit=0) == []  # nothing, not MongoDB's "no limit"
         assert [u.username for u in await store.list_users(search="ALP")] == ["alpha", "alpine"]
         assert [u.username for u in await store.list_users(search="gamma@")] == ["gamma"]
         assert await store.list_users(search="%") == []

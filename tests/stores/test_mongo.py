@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, monitoring
 
 from accounts_password import PasswordService
 from accounts_server import (
@@ -374,3 +374,250 @@ async def test_prune_deletes_in_batches_of_the_configured_size(mongodb_url: str)
     finally:
         await client.drop_database("test_prune_batches")
         await client.close()
+
+
+class _Commands(monitoring.CommandListener):
+    """A PyMongo command listener keeping every command the client sends."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict[str, Any]]] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.sent.append((event.command_name, dict(event.command)))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None: ...
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None: ...
+
+
+@pytest.fixture
+async def watched(mongodb_url: str) -> AsyncIterator[tuple[MongoStore, _Commands, Any]]:
+    """A store on a handle whose URL asks for w:1 and secondary reads, as an operator's
+    might, with every command it sends recorded; and the raw database beside it."""
+    commands = _Commands()
+    url = f"{mongodb_url}&w=1&readPreference=secondaryPreferred"
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(url, event_listeners=[commands])
+    name = f"test_watched_{os.getpid()}"
+    await client.drop_database(name)
+    yield MongoStore(client[name]), commands, client[name]
+    await client.drop_database(name)
+    await client.close()
+
+
+async def test_every_write_waits_for_a_majority_whatever_the_handle_says(
+    watched: tuple[MongoStore, _Commands, Any],
+) -> None:
+    """w:1 lets a failover roll back an acknowledged logout; the store writes with majority
+    even on a handle configured for w:1 (reads go to the primary the same way, which only a
+    replica set can show)."""
+    store, commands, _ = watched
+    user = await store.create_user(
+        username="w", emails=[Email("w@example.com")], extra={}, services={}, now=NOW
+    )
+    await store.create_session(session(user.id, "s1"))
+    await store.invalidate_user_sessions(user.id, now=NOW)
+    await store.update_user(user.id, now=NOW, username="w2")
+    await store.delete_user(user.id)
+    writes = [c for name, c in commands.sent if name in {"insert", "update", "delete"}]
+    assert len(writes) >= 8
+    assert all(c.get("writeConcern") == {"w": "majority"} for c in writes), writes
+
+
+async def test_a_write_concern_can_be_chosen(mongodb_url: str) -> None:
+    from pymongo import WriteConcern
+
+    commands = _Commands()
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        mongodb_url, event_listeners=[commands]
+    )
+    store = MongoStore(client["test_wc"], write_concern=WriteConcern(w=1, j=True))
+    await store.create_user(username="j", emails=[], extra={}, services={}, now=NOW)
+    inserts = [c for name, c in commands.sent if name == "insert"]
+    assert inserts and all(c["writeConcern"] == {"w": 1, "j": True} for c in inserts)
+    await client.drop_database("test_wc")
+    await client.close()
+
+
+async def test_setup_runs_once_for_concurrent_first_writes(
+    watched: tuple[MongoStore, _Commands, Any],
+) -> None:
+    store, commands, _ = watched
+    await asyncio.gather(
+        *(
+            store.create_user(username=f"c{i}", emails=[], extra={}, services={}, now=NOW)
+            for i in range(10)
+        )
+    )
+    builds = [c for name, c in commands.sent if name == "createIndexes"]
+    assert len(builds) == len({(c["createIndexes"], c["indexes"][0]["name"]) for c in builds})
+
+
+async def test_upgrade_from_unique_indexes_claims_every_value(
+    watched: tuple[MongoStore, _Commands, Any],
+) -> None:
+    """A database an earlier version wrote: unique indexes on `users`, documents without
+    claims. Setup drops the indexes (they keep `users` unshardable), claims every username,
+    address and identity, and uniqueness holds as before."""
+    from pymongo import ASCENDING
+
+    from accounts_server import IdentityAlreadyLinked, UsernameAlreadyExists
+
+    store, _, db = watched
+    for name, key in (
+        ("username_unique", "username_canonical"),
+        ("email_unique", "emails.address_canonical"),
+        ("identity_unique", "identities"),
+    ):
+        await db["users"].create_index([(key, ASCENDING)], name=name, unique=True, sparse=True)
+    await db["users"].insert_one(
+        {
+            "_id": "old",
+            "username": "Olde",
+            "username_canonical": "olde",
+            "emails": [
+                {"address": "o@example.com", "address_canonical": "o@example.com", "verified": 1}
+            ],
+            "identities": ["oidc\x1fsub-1"],
+            "deactivated": False,
+            "extra": {},
+            "services": {},
+            "created_at": NOW,
+            "updated_at": NOW,
+            "email_canonical_version": 2,
+        }
+    )
+    await store.setup()
+    names = {index["name"] for index in await (await db["users"].list_indexes()).to_list()}
+    assert not names & {"username_unique", "email_unique", "identity_unique"}
+    later = NOW + timedelta(days=1)  # every claim is old: none of it may pass as an orphan's
+    with pytest.raises(UsernameAlreadyExists):
+        await store.create_user(username="OLDE", emails=[], extra={}, services={}, now=later)
+    with pytest.raises(EmailAlreadyExists):
+        await store.create_user(
+            username="n", emails=[Email("O@example.com")], extra={}, services={}, now=later
+        )
+    with pytest.raises(IdentityAlreadyLinked):
+        await store.create_user(
+            username="n",
+            emails=[],
+            extra={},
+            services={},
+            now=later,
+            identities=[("oidc", "sub-1")],
+        )
+    found = await store.find_user_by_identity("oidc", "sub-1")
+    assert found is not None and found.id == "old"
+    assert await store.create_user(username="n", emails=[], extra={}, services={}, now=later)
+
+
+async def test_an_orphaned_claim_is_taken_over_once_it_is_old(
+    watched: tuple[MongoStore, _Commands, Any],
+) -> None:
+    """A write cut short between claim and user document (a crash, a timeout) leaves a claim
+    nobody holds. While it is young it may be a write under way and is respected; once older
+    than any write may take, the next claimant takes it."""
+    from accounts_server import UsernameAlreadyExists
+
+    store, _, db = watched
+    await store.setup()
+    await db["claims"].insert_many(
+        [
+            {"_id": "username:young", "user_id": "ghost", "at": NOW - timedelta(seconds=10)},
+            {"_id": "username:old", "user_id": "ghost", "at": NOW - timedelta(minutes=2)},
+            {"_id": "email:old@example.com", "user_id": "ghost", "at": NOW - timedelta(days=9)},
+        ]
+    )
+    with pytest.raises(UsernameAlreadyExists):
+        await store.create_user(username="young", emails=[], extra={}, services={}, now=NOW)
+    user = await store.create_user(
+        username="old", emails=[Email("old@example.com")], extra={}, services={}, now=NOW
+    )
+    assert (await db["claims"].find_one({"_id": "username:old"}))["user_id"] == user.id
+    # ...and a refused create leaves none of its own claims behind.
+    with pytest.raises(UsernameAlreadyExists):
+        await store.create_user(
+            username="young", emails=[Email("fresh@example.com")], extra={}, services={}, now=NOW
+        )
+    assert await db["claims"].find_one({"_id": "email:fresh@example.com"}) is None
+    assert await store.create_user(
+        username="fresh", emails=[Email("fresh@example.com")], extra={}, services={}, now=NOW
+    )
+
+
+async def test_renames_and_removals_release_their_claims(
+    watched: tuple[MongoStore, _Commands, Any],
+) -> None:
+    store, _, db = watched
+    first = await store.create_user(
+        username="ann", emails=[Email("ann@example.com")], extra={}, services={}, now=NOW
+    )
+    await store.update_user(first.id, now=NOW, username="anne")
+    assert await store.remove_email(first.id, "ann@example.com", now=NOW)
+    second = await store.create_user(
+        username="ann", emails=[Email("ann@example.com")], extra={}, services={}, now=NOW
+    )
+    assert second.id != first.id
+    await store.delete_user(first.id)
+    assert await db["claims"].count_documents({"user_id": first.id}) == 0
+    assert await store.create_user(username="anne", emails=[], extra={}, services={}, now=NOW)
+
+
+async def test_a_database_dropped_under_a_running_store_keeps_uniqueness(
+    watched: tuple[MongoStore, _Commands, Any],
+) -> None:
+    """Indexes are ensured once per process; uniqueness does not depend on them (the claims'
+    `_id` is unique in any collection), and the next prune creates the indexes again."""
+    from accounts_server import UsernameAlreadyExists
+
+    store, _, db = watched
+    await store.create_user(username="d", emails=[], extra={}, services={}, now=NOW)
+    await db.client.drop_database(db.name)
+    await store.create_user(username="d", emails=[], extra={}, services={}, now=NOW)
+    with pytest.raises(UsernameAlreadyExists):
+        await store.create_user(username="D", emails=[], extra={}, services={}, now=NOW)
+    assert "ttl" not in await db["sessions"].index_information()
+    await store.prune_expired(now=NOW)
+    assert "ttl" in await db["sessions"].index_information()
+
+
+async def test_a_frozen_server_answers_503_within_one_deadline_per_request() -> None:
+    """A stopped (not dead) mongod: every operation waits its whole timeout, and a request
+    makes several. The request's store calls share one deadline instead."""
+    import signal
+
+    reason = wire_server_unavailable()
+    if reason:
+        pytest.skip(f"fault test skipped: {reason}")
+    wire = WireServer.start()
+    store = MongoStore.from_url(wire.url, "frozen", operation_timeout=10.0)
+    server = AccountsServer(
+        store=store,
+        tokens=TokenConfig(keys=KeyRing([load_key("ed25519")])),
+        services=[PasswordService()],
+    )
+    app = create_app(server, store_deadline=0.5)
+    user = {"username": "f", "email": "f@example.com", "password": PASSWORD}
+    login = {"user": "f", "password": PASSWORD}
+    transport = httpx.ASGITransport(app=app)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://t/accounts") as api:
+            assert (await api.post("/password/register", json={"user": user})).status_code == 200
+            tokens = (await api.post("/password/authenticate", json=login)).json()["tokens"]
+            auth = {"Authorization": f"Bearer {tokens['accessToken']}"}
+            os.kill(wire.pid, signal.SIGSTOP)
+            try:
+                for call in (
+                    lambda: api.get("/user", headers=auth),
+                    lambda: api.post("/password/authenticate", json=login),
+                ):
+                    # Half a second of store time, then the answer: well inside one 10 s
+                    # operation, let alone several.
+                    async with asyncio.timeout(5.0):
+                        response = await call()
+                    assert response.status_code == 503, response.text
+                    assert response.json()["code"] == "StoreUnavailable"
+            finally:
+                os.kill(wire.pid, signal.SIGCONT)
+    finally:
+        wire.stop()
+        await store.close()
