@@ -606,10 +606,11 @@ async def test_a_frozen_server_answers_503_within_one_deadline_per_request() -> 
             auth = {"Authorization": f"Bearer {tokens['accessToken']}"}
             os.kill(wire.pid, signal.SIGSTOP)
             try:
-                for call in (
+                calls: list[Callable[[], Awaitable[httpx.Response]]] = [
                     lambda: api.get("/user", headers=auth),
                     lambda: api.post("/password/authenticate", json=login),
-                ):
+                ]
+                for call in calls:
                     # Half a second of store time, then the answer: well inside one 10 s
                     # operation, let alone several.
                     async with asyncio.timeout(5.0):
