@@ -120,8 +120,16 @@ class NodeServer:
         return self.process.pid
 
     @classmethod
-    def launch(cls, name: str, script: str, *args: str, port: int | None = None) -> Self:
-        """`node tests/servers/{name}/{script} PORT ARGS...`, returned once PORT accepts."""
+    def launch(
+        cls,
+        name: str,
+        script: str,
+        *args: str,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+    ) -> Self:
+        """`node tests/servers/{name}/{script} PORT ARGS...` (with `env` added to the
+        environment), returned once PORT accepts."""
         directory = SERVERS / name
         npm_ci(directory)
         port = port or free_port()
@@ -132,6 +140,7 @@ class NodeServer:
             stdin=subprocess.DEVNULL,
             stdout=output,
             stderr=subprocess.STDOUT,
+            env=None if env is None else {**os.environ, **env},
         )
         server = cls(port, process, output)
         deadline = time.monotonic() + 30
@@ -153,15 +162,25 @@ class NodeServer:
 
 
 class WireServer(NodeServer):
-    """The MongoDB-wire server (CongoDB, in memory, with tests/servers/mongodb-wire's fixes)."""
+    """The MongoDB-wire server (CongoDB, in memory, with tests/servers/mongodb-wire's fixes);
+    with `replica_set`, the primary of a one-member replica set of that name."""
+
+    replica_set: str | None = None
 
     @property
     def url(self) -> str:
+        if self.replica_set:
+            return (
+                f"mongodb://127.0.0.1:{self.port}/?replicaSet={self.replica_set}&retryWrites=true"
+            )
         return f"mongodb://127.0.0.1:{self.port}/?directConnection=true"
 
     @classmethod
-    def start(cls, port: int | None = None) -> WireServer:
-        return cls.launch("mongodb-wire", "server.mjs", port=port)
+    def start(cls, port: int | None = None, *, replica_set: str | None = None) -> WireServer:
+        env = None if replica_set is None else {"CONGO_REPLICA_SET": replica_set}
+        server = cls.launch("mongodb-wire", "server.mjs", port=port, env=env)
+        server.replica_set = replica_set
+        return server
 
 
 def _arrival(key: str) -> tuple[int, ...]:

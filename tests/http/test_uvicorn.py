@@ -18,7 +18,7 @@ import httpx
 import pyotp
 import pytest
 
-from ..helpers import PASSWORD, free_port, stop_process
+from ..helpers import PASSWORD, WireServer, free_port, stop_process, wire_server_unavailable
 
 CLI = [sys.executable, "-m", "accounts_server.cli"]
 
@@ -160,17 +160,39 @@ def test_serve_refuses_an_unknown_service(tmp_path: Path) -> None:
     assert "not installed: ldap" in result.stderr
 
 
-def test_serve_on_mongodb(tmp_path: Path, mongodb_url: str) -> None:
+def _serve_and_use(tmp_path: Path, url: str) -> None:
     db = f"serve_{uuid.uuid4().hex}"
-    with serving(tmp_path, "--mongodb-url", mongodb_url, "--mongodb-db", db) as api:
+    with serving(tmp_path, "--mongodb-url", url, "--mongodb-db", db) as api:
         user = {"username": "mona", "email": "mona@example.com", "password": PASSWORD}
         assert api.post("/password/register", json={"user": user}).status_code == 200
         login = api.post("/password/authenticate", json={"user": "mona", "password": PASSWORD})
-        auth = {"Authorization": f"Bearer {login.json()['tokens']['accessToken']}"}
+        tokens = login.json()["tokens"]
+        auth = {"Authorization": f"Bearer {tokens['accessToken']}"}
         assert api.get("/user", headers=auth).json()["username"] == "mona"
         again = api.post("/password/register", json={"user": user})
         assert again.status_code == 409
+        assert api.post("/refreshTokens", json=tokens).status_code == 200
+        assert api.post("/logout", headers=auth).status_code == 200
+        assert api.get("/user", headers=auth).json() is None
     assert not (tmp_path / "accounts.db").exists()
+
+
+def test_serve_on_mongodb(tmp_path: Path, mongodb_url: str) -> None:
+    _serve_and_use(tmp_path, mongodb_url)
+
+
+def test_serve_on_a_replica_set_url(tmp_path: Path) -> None:
+    """What production uses: `replicaSet=` (the driver discovers the members and follows the
+    primary) and retryable writes. The wire server plays a one-member replica set."""
+    reason = wire_server_unavailable()
+    if reason:
+        pytest.skip(f"replica-set test skipped: {reason}")
+    wire = WireServer.start(replica_set="rs0")
+    try:
+        assert "replicaSet=rs0&retryWrites=true" in wire.url
+        _serve_and_use(tmp_path, wire.url)
+    finally:
+        wire.stop()
 
 
 def _output(process: subprocess.Popen[bytes]) -> str:

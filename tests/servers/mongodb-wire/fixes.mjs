@@ -13,12 +13,17 @@
 //  ttl      TTL indexes never expire anything. sweepExpired() deletes what they would.
 //  binary   Any update operator turns the document's Binary (bytes) values into plain objects.
 //           BSON values are now shared as they are, not copied field by field.
+//  replset  It only ever says it is a standalone server. With CONGO_REPLICA_SET=NAME it says
+//           it is the primary of a one-member replica set NAME, so a driver connects with
+//           `replicaSet=NAME` (and retryable writes) as it does to a real one. Nothing else of
+//           a replica set is there: no secondaries, no elections, no oplog.
 //
 // Unique checks scan the collection (with each document's index keys cached): fine for tests.
 import {
   CongoDuplicateKeyError, CongoIndexError, IndexEngine, MemoryStorageAdapter, ObjectId,
   QueryEngine, UpdateEngine, plugins,
 } from '@push.rocks/smartmongo/dist_ts/congodb/index.js';
+import { HelloHandler } from '@push.rocks/smartmongo/dist_ts/congodb/server/handlers/HelloHandler.js';
 
 const { EJSON } = plugins.bson;
 
@@ -174,4 +179,18 @@ export function sweepExpired(storage, now = Date.now()) {
       }
     }
   }
+}
+
+const replicaSet = process.env.CONGO_REPLICA_SET;
+if (replicaSet) {
+  const electionId = new ObjectId();
+  const stockHello = HelloHandler.prototype.handle;
+  HelloHandler.prototype.handle = async function (context) {
+    const response = await stockHello.call(this, context);
+    const me = `127.0.0.1:${process.argv[2]}`;
+    return {
+      ...response, setName: replicaSet, setVersion: 1, hosts: [me], primary: me, me,
+      secondary: false, electionId, lastWrite: { lastWriteDate: new Date() },
+    };
+  };
 }
