@@ -37,6 +37,7 @@ Messages are safe to show a client; context lives in attributes and never holds 
     │   └── RouteNotFound
     ├── MethodNotAllowed
     ├── Conflict
+    │   ├── UserAlreadyExists
     │   ├── UsernameAlreadyExists
     │   ├── EmailAlreadyExists
     │   ├── IdentityAlreadyLinked
@@ -102,6 +103,7 @@ __all__ = [
     "TwoFactorSecretRefused",
     "TwoFactorUnavailable",
     "UnsupportedMediaType",
+    "UserAlreadyExists",
     "UserDeactivated",
     "UserNotFound",
     "UsernameAlreadyExists",
@@ -355,6 +357,13 @@ class MethodNotAllowed(AccountsError):
 class Conflict(AccountsError):
     code = "Conflict"
     default_message = "Conflict"
+
+
+class UserAlreadyExists(Conflict):
+    """A user with the id asked for exists (an import run again)."""
+
+    code = "UserAlreadyExists"
+    default_message = "User already exists"
 
 
 class UsernameAlreadyExists(Conflict):

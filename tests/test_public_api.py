@@ -108,6 +108,7 @@ def test_accounts_server_exports() -> None:
         "TwoFactorUnavailable",
         "UnsupportedMediaType",
         "User",
+        "UserAlreadyExists",
         "UserDeactivated",
         "UserNotFound",
         "UsernameAlreadyExists",

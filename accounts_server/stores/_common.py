@@ -9,7 +9,12 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from ..errors import EmailAlreadyExists, IdentityAlreadyLinked, UsernameAlreadyExists
+from ..errors import (
+    EmailAlreadyExists,
+    IdentityAlreadyLinked,
+    UserAlreadyExists,
+    UsernameAlreadyExists,
+)
 from .base import canonical_email, canonical_username
 
 __all__ = [
@@ -31,14 +36,16 @@ _LAST = "\U0010ffff"
 
 def unique_conflict(
     constraint: str,
-) -> UsernameAlreadyExists | EmailAlreadyExists | IdentityAlreadyLinked:
+) -> UsernameAlreadyExists | EmailAlreadyExists | IdentityAlreadyLinked | UserAlreadyExists:
     """The error for a user write a unique constraint refused.
 
     `constraint` names the constraint as the database reports it (SQLite's `table.column`,
     MongoDB's index name or key pattern), never the duplicated value: that is user input and
-    may spell anything, `emails` included. A user has three unique keys, so a constraint that
-    is neither an email's nor an identity's is the username's.
+    may spell anything, `emails` included. A user has four unique keys, so a constraint that
+    is not its id's, an email's or an identity's is the username's.
     """
+    if constraint.endswith("users.id"):
+        return UserAlreadyExists()
     if "email" in constraint:
         return EmailAlreadyExists()
     if "identit" in constraint:

@@ -217,10 +217,15 @@ class Store(Protocol):
         services: Mapping[str, Mapping[str, Any]],
         now: datetime,
         identities: Sequence[tuple[str, str]] = (),
+        user_id: str | None = None,
+        created_at: datetime | None = None,
     ) -> User:
         """Create the user with its service data and external identities in one write.
+        `user_id` and `created_at` keep an imported user's (None: a new id, and `now`);
+        `updated_at` is `now` either way.
 
         Raises:
+            UserAlreadyExists: `user_id` is taken (whatever else would be refused too).
             UsernameAlreadyExists, EmailAlreadyExists, IdentityAlreadyLinked: a unique
                 constraint refused it.
         """

@@ -54,6 +54,7 @@ from ..errors import (
     IdentityAlreadyLinked,
     InvalidRequest,
     StoreUnavailable,
+    UserAlreadyExists,
     UsernameAlreadyExists,
 )
 from ..types import Email, User
@@ -639,10 +640,14 @@ class MongoStore:
         services: Mapping[str, Mapping[str, Any]],
         now: datetime,
         identities: Sequence[tuple[str, str]] = (),
+        user_id: str | None = None,
+        created_at: datetime | None = None,
     ) -> User:
         """The claims first, then the user document. A claim refused releases those taken
         before it; a failure after them leaves them, unheld (released by the next claimant):
-        the insert may have happened after all, and a user without its claims is not unique."""
+        the insert may have happened after all, and a user without its claims is not unique.
+        Only claims this call took are ever released: with an existing `user_id`, the claims
+        it finds its own are that user's."""
         await self._ensure_indexes()
         now = _ms(now)
         canonical = [canonical_email(e.address) for e in emails]
@@ -652,14 +657,14 @@ class MongoStore:
             raise EmailAlreadyExists()
         if len(set(linked)) != len(linked):
             raise IdentityAlreadyLinked()
-        user_id = new_user_id()
+        kept_id, user_id = user_id, new_user_id() if user_id is None else _key(user_id)
         doc: dict[str, Any] = {
             "_id": user_id,
             "username": username,
             "deactivated": False,
             "extra": dict(extra),
             "services": {check_service_name(k): dict(v) for k, v in services.items()},
-            "created_at": now,
+            "created_at": now if created_at is None else _ms(created_at),
             "updated_at": now,
             _CANONICAL_VERSION: CANONICAL_EMAIL_VERSION,
             _CLAIMED: True,
@@ -676,13 +681,20 @@ class MongoStore:
                 for e, c in zip(emails, canonical, strict=True)
             ]
             claims += [("email", c) for c in canonical]
-        for done, (kind, value) in enumerate(claims):
-            try:
-                await self._claim(kind, value, user_id, now=now)
-            except (UsernameAlreadyExists, EmailAlreadyExists, IdentityAlreadyLinked):
-                await self._release(user_id, claims[:done])
-                raise
-        await self._run(lambda: self._users.insert_one(doc))
+        taken: list[tuple[str, str]] = []
+        try:
+            for kind, value in claims:
+                if await self._claim(kind, value, user_id, now=now):
+                    taken.append((kind, value))
+            await self._run(lambda: self._users.insert_one(doc))
+        except (UsernameAlreadyExists, EmailAlreadyExists, IdentityAlreadyLinked) as exc:
+            await self._release(user_id, taken)
+            if kept_id is not None and await self.find_user_by_id(kept_id) is not None:
+                raise UserAlreadyExists() from exc
+            raise
+        except DuplicateKeyError as exc:  # the only unique index on users is `_id`
+            await self._release(user_id, taken)
+            raise UserAlreadyExists() from exc
         user = self._user(doc)
         assert user is not None
         return user

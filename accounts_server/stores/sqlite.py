@@ -33,6 +33,7 @@ from ..errors import (
     EmailAlreadyExists,
     IdentityAlreadyLinked,
     StoreUnavailable,
+    UserAlreadyExists,
     UsernameAlreadyExists,
 )
 from ..types import Email, User
@@ -573,8 +574,11 @@ class SQLiteStore:
         services: Mapping[str, Mapping[str, Any]],
         now: datetime,
         identities: Sequence[tuple[str, str]] = (),
+        user_id: str | None = None,
+        created_at: datetime | None = None,
     ) -> User:
-        user_id = new_user_id()
+        kept_id, user_id = user_id, new_user_id() if user_id is None else user_id
+        created = now if created_at is None else created_at
 
         def insert() -> None:
             with self._transaction() as db:
@@ -586,7 +590,7 @@ class SQLiteStore:
                         username,
                         canonical_username(username) if username is not None else None,
                         json.dumps(dict(extra)),
-                        _ts(now),
+                        _ts(created),
                         _ts(now),
                     ),
                 )
@@ -610,6 +614,8 @@ class SQLiteStore:
         try:
             self._run(insert, write=True)
         except sqlite3.IntegrityError as exc:
+            if kept_id is not None and await self.find_user_by_id(kept_id) is not None:
+                raise UserAlreadyExists() from exc
             # "UNIQUE constraint failed: emails.address_canonical": columns, never values.
             raise unique_conflict(str(exc)) from exc
         user = await self.find_user_by_id(user_id)

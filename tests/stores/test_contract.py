@@ -16,6 +16,7 @@ from accounts_server import (
     IdentityAlreadyLinked,
     Store,
     StoredSession,
+    UserAlreadyExists,
     UsernameAlreadyExists,
 )
 from accounts_server.errors import CredentialAlreadyExists
@@ -91,6 +92,42 @@ class TestUsers:
             values: dict[str, Any] = {"username": None, "emails": [], **kwargs}
             with pytest.raises(error):
                 await store.create_user(extra={}, services={}, now=NOW, **values)
+
+    async def test_an_import_keeps_its_id_and_creation_and_runs_once(self, store: Store) -> None:
+        then = NOW - timedelta(days=400)
+        kept = await store.create_user(
+            username="imported",
+            emails=[Email("imp@example.com", verified=True)],
+            extra={},
+            services={},
+            now=NOW,
+            user_id="5f0c8a9e2b1d4c3a9e8f7a6b",
+            created_at=then,
+        )
+        assert (kept.id, kept.created_at, kept.updated_at) == (
+            "5f0c8a9e2b1d4c3a9e8f7a6b",
+            then,
+            NOW,
+        )
+        assert kept == await store.find_user_by_id(kept.id)
+        with pytest.raises(UserAlreadyExists):  # the same import again
+            await store.create_user(
+                username="imported",
+                emails=[Email("imp@example.com"), Email("new@example.com")],
+                extra={},
+                services={},
+                now=NOW,
+                user_id=kept.id,
+            )
+        # The user it found keeps what it has, and nothing of the refused one was kept.
+        assert await store.find_user_by_username("IMPORTED") == kept
+        assert await store.find_user_by_email("imp@example.com") == kept
+        assert await store.find_user_by_email("new@example.com") is None
+        with pytest.raises(UsernameAlreadyExists):
+            await store.create_user(username="imported", emails=[], extra={}, services={}, now=NOW)
+        assert await store.create_user(
+            username="other", emails=[Email("new@example.com")], extra={}, services={}, now=NOW
+        )
 
     async def test_a_user_cannot_repeat_a_unique_value(self, store: Store) -> None:
         with pytest.raises(IdentityAlreadyLinked):
