@@ -44,6 +44,8 @@ from .types import Session, User
 if TYPE_CHECKING:
     from rich.table import Table
 
+    from .importing import ImportReport
+
 _T = TypeVar("_T")
 
 __all__ = ["main"]
@@ -771,10 +773,13 @@ def _run(
     mongodb_url: str | None,
     mongodb_db: str,
     work: Callable[[AccountsServer], Awaitable[_T]],
+    *,
+    create: bool = False,
 ) -> _T:
     """Run `work` against a server on the same database as `serve` (management needs no
-    signing key: a throwaway one is used and never signs anything)."""
-    if not mongodb_url and not db_path.exists():
+    signing key: a throwaway one is used and never signs anything); with `create`, a SQLite
+    file that is not there yet is created."""
+    if not mongodb_url and not db_path.exists() and not create:
         raise click.ClickException(f"no database at {db_path} (start `serve` once, or --db)")
 
     async def go() -> _T:
@@ -1164,6 +1169,109 @@ def keys_generate(path: Path, algorithm: str) -> None:
     except FileExistsError:
         raise click.ClickException(f"{path} exists; refusing to overwrite a key") from None
     click.echo(f"kid {key.kid}")
+
+
+@main.group("import")
+def import_group() -> None:
+    """Bring users over from another auth server's database."""
+
+
+@import_group.command("accounts-js")
+@store_options
+@click.option(
+    "--from",
+    "source_url",
+    required=True,
+    envvar="ACCOUNTS_IMPORT_FROM",
+    help="MongoDB URL of the accounts-js (@accounts/mongo) database.",
+)
+@click.option("--from-db", "source_db", required=True, help="Its database name.")
+@click.option(
+    "--from-collection",
+    "source_collection",
+    default="users",
+    show_default=True,
+    help="Its users collection (@accounts/mongo's collectionName).",
+)
+@click.option("--dry-run", is_flag=True, help="Read and check everything; write nothing.")
+@click.option(
+    "--drop-two-factor",
+    is_flag=True,
+    help="Import users who have TOTP in accounts-js without it (skipped otherwise).",
+)
+def import_accountsjs(
+    db_path: Path,
+    mongodb_url: str | None,
+    mongodb_db: str,
+    source_url: str,
+    source_db: str,
+    source_collection: str,
+    dry_run: bool,
+    drop_two_factor: bool,
+) -> None:
+    """Import the users of an accounts-js database: ids, usernames, emails (with their
+    verified flags), bcrypt password hashes (upgraded to argon2id at each user's first login),
+    OAuth identities, deactivation, creation times and the app's own fields. Sessions are not
+    carried (users log in again). Run it again at any time: users already here are left
+    alone, so a run cut short takes up where it stopped. Exit status 1 when any user was
+    skipped or conflicts with one here."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from .importing import import_users
+    from .stores.accountsjs import AccountsJsSource
+
+    async def work(server: AccountsServer) -> ImportReport:
+        source = AccountsJsSource(source_url, source_db, collection=source_collection)
+        try:
+            total = await source.count()
+            with Progress(
+                *Progress.get_default_columns()[:1],
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+            ) as bar:
+                task = bar.add_task("checking" if dry_run else "importing", total=total)
+                return await import_users(
+                    server.store,
+                    source.users(),
+                    clock=server.clock,
+                    dry_run=dry_run,
+                    drop_two_factor=drop_two_factor,
+                    advance=lambda: bar.advance(task),
+                )
+        finally:
+            await source.close()
+
+    report = _run(db_path, mongodb_url, mongodb_db, work, create=not dry_run)
+    _print_import(report)
+    if report.skipped or report.conflicts:
+        sys.exit(1)
+
+
+def _print_import(report: ImportReport) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    would = "would be " if report.dry_run else ""
+    summary = Table("", "users", title="dry run: nothing written" if report.dry_run else None)
+    summary.add_row(f"{would}imported", str(report.imported))
+    summary.add_row("here already (left alone)", str(report.already))
+    if report.deactivated_now:
+        summary.add_row(f"here already, {would}deactivated now", str(report.deactivated_now))
+    summary.add_row("skipped", str(len(report.skipped)))
+    summary.add_row("conflicts", str(len(report.conflicts)))
+    console.print(summary)
+    for title, rows in (("skipped", report.skipped), ("conflicts", report.conflicts)):
+        if rows:
+            table = Table("accounts-js user id", "why", title=title)
+            for user_id, reason in rows:
+                table.add_row(user_id, reason)
+            console.print(table)
+    if not report.changed and not report.dry_run:
+        console.print("nothing changed: every importable user is here already")
 
 
 if __name__ == "__main__":  # pragma: no cover
