@@ -737,11 +737,16 @@ class MongoStore:
         """
         await self._ensure_indexes()
         kind, unique = value
-        claimed = await self._claim(kind, unique, _key(user_id), now=_ms(now))
+        try:
+            claimed = await self._claim(kind, unique, _key(user_id), now=_ms(now))
+        except (EmailAlreadyExists, IdentityAlreadyLinked):
+            if await self.find_user_by_id(user_id) is None:
+                return False  # as SQLite answers: no user comes before a taken value
+            raise
         result = await self._run(partial(self._users.update_one, query, update))
         if result.matched_count == 1:
             return True
-        if claimed:  # nobody holds it: the user is gone, or had it under another claim
+        if claimed:  # nobody holds it: the user is gone
             await self._release(user_id, [value])
         if await self.find_user_by_id(user_id) is None:
             return False
@@ -768,7 +773,12 @@ class MongoStore:
         claimed = False
         if username is not None:
             changes.update(username=username, username_canonical=canonical_username(username))
-            claimed = await self._claim("username", changes["username_canonical"], key, now=now)
+            try:
+                claimed = await self._claim("username", changes["username_canonical"], key, now=now)
+            except UsernameAlreadyExists:
+                if await self.find_user_by_id(key) is None:
+                    return None
+                raise
         if extra is not None:
             changes["extra"] = dict(extra)
         before = await self._run(

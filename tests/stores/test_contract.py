@@ -389,6 +389,7 @@ class TestEmails:
         with pytest.raises(EmailAlreadyExists):
             await store.add_email(first, Email("shared@example.com"), now=NOW)
         assert not await store.add_email("nope", Email("x@example.com"), now=NOW)
+        assert not await store.add_email("nope", Email("shared@example.com"), now=NOW)
 
     async def test_removing_the_last_email_frees_it_and_keeps_uniqueness_working(
         self, store: Store
@@ -613,6 +614,7 @@ class TestIdentities:
         with pytest.raises(IdentityAlreadyLinked):
             await store.add_identity(first, "oidc", "abc", now=NOW)
         assert not await store.add_identity("nope", "oidc", "xyz", now=NOW)
+        assert not await store.add_identity("nope", "oidc", "abc", now=NOW)
         await store.delete_user(first)
         assert await store.find_user_by_identity("oidc", "abc") is None
         assert await store.add_identity(second, "oidc", "abc", now=NOW)
@@ -817,6 +819,9 @@ class TestUserAdmin:
         unchanged = await store.update_user(first, now=later)
         assert unchanged is not None and unchanged.username == "Uma"
         assert await store.update_user("nope", now=later, username="zed") is None
+        assert await store.update_user("nope", now=later, username="vic") is None
+        # Renamed away, a name is free again; the name taken for nobody was never held.
+        assert await make_user(store, "una") and await make_user(store, "zed")
 
     async def test_list_and_search_with_paging(self, store: Store) -> None:
         ids = []
