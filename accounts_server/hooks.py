@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-from .errors import AccountsError, ConfigurationError
+from .errors import AccountsError, ConfigurationError, StoreUnavailable
 from .types import ConnectionInfo, User
 
 __all__ = ["EventName", "HookEvent", "Hooks", "Listener"]
@@ -117,6 +117,9 @@ class Hooks:
                 result = listener(event)
                 if inspect.isawaitable(result):
                     await result
+            except StoreUnavailable:
+                # The store already logged why, once; a trace per listener adds only noise.
+                logger.warning("listener %r of %s: the store is unavailable", listener, event.name)
             except Exception:
                 logger.exception("listener %r of %s failed", listener, event.name)
 

@@ -306,6 +306,8 @@ class MongoStore:
             # One line per failure; PyMongo's message carries a topology description of
             # hundreds of characters, which goes to debug.
             summary = str(exc).split(", Timeout:", 1)[0].split("\n", 1)[0][:160]
+            if isinstance(exc, TimeoutError):
+                summary = "the request's store deadline ran out"
             logger.warning("MongoDB unavailable: %s: %s", type(exc).__name__, summary)
             logger.debug("MongoDB error in full: %s", exc)
             raise StoreUnavailable() from exc
