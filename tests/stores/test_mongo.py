@@ -622,3 +622,22 @@ async def test_a_frozen_server_answers_503_within_one_deadline_per_request() -> 
     finally:
         wire.stop()
         await store.close()
+
+
+async def test_the_handles_codec_options_stay(mongodb_url: str) -> None:
+    """Only the read preference, write concern and time zone are the store's: a UUID
+    representation the application chose still decodes its own fields."""
+    import uuid
+
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        mongodb_url, uuidRepresentation="standard"
+    )
+    store = MongoStore(client["test_codec"])
+    user = await store.create_user(username="u", emails=[], extra={}, services={}, now=NOW)
+    token = uuid.uuid4()
+    await client["test_codec"]["users"].update_one({"_id": user.id}, {"$set": {"extra.t": token}})
+    found = await store.find_user_by_id(user.id)
+    assert found is not None and found.extra == {"t": token}
+    assert found.created_at is not None and found.created_at.tzinfo is not None
+    await client.drop_database("test_codec")
+    await client.close()
