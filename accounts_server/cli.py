@@ -29,6 +29,7 @@ from .admin import Admin, log_admin_action
 from .audit import AUDITED, AuditConfig, audit_query
 from .config import config_option, describe, environment_names, service_tables
 from .errors import AccountsError, ConfigurationError, UserNotFound
+from .http.ui import UIConfig
 from .logs import JSONFormatter
 from .mail import LogMailer, Mailer, SMTPMailer
 from .ratelimit import RateLimits
@@ -44,6 +45,7 @@ from .types import Session, User
 if TYPE_CHECKING:
     from rich.table import Table
 
+    from .http.ui import UIConfig
     from .importing import ImportReport
 
 _T = TypeVar("_T")
@@ -350,6 +352,26 @@ def store_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     "credentials; repeat for several. CORS is off without one.",
 )
 @click.option(
+    "--ui",
+    is_flag=True,
+    help="Serve hosted pages at /accounts/ui: sign in (with two-factor), register, forgotten "
+    "password and the mailed links, and an account page (sessions, password, two-factor, "
+    "activity). Mail links then point there unless --site-url says otherwise.",
+)
+@click.option(
+    "--ui-return-to",
+    "ui_return_to",
+    multiple=True,
+    metavar="ORIGIN",
+    help="An exact origin the pages may send a user back to after signing in (return_to); "
+    "repeat for several. Anything else lands on the account page.",
+)
+@click.option(
+    "--ui-templates",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="A directory of templates replacing the pages' own of the same name (branding).",
+)
+@click.option(
     "--admin",
     "admins",
     multiple=True,
@@ -431,6 +453,9 @@ def serve(
     mail_templates: Path | None,
     mail_mode: str | None,
     cors_origins: tuple[str, ...],
+    ui: bool,
+    ui_return_to: tuple[str, ...],
+    ui_templates: Path | None,
     admins: tuple[str, ...],
     admin_role: str | None,
     rate_limits: bool,
@@ -456,6 +481,10 @@ def serve(
             }
         )
         mail = mail_mode or ("smtp" if smtp_url else "log")
+        if ui and ctx.get_parameter_source("site_url") == click.core.ParameterSource.DEFAULT:
+            site_url = (
+                f"http://{'localhost' if host in ('127.0.0.1', '::1') else host}:{port}/accounts/ui"
+            )
         if mail == "smtp" and not (smtp_url and mail_from):
             raise ConfigurationError("--mail smtp needs --smtp-url and --mail-from")
         serving = _Serving(
@@ -480,12 +509,16 @@ def serve(
             mail_templates=str(mail_templates) if mail_templates else None,
             mail=mail,
             cors_origins=cors_origins,
+            ui=ui,
+            ui_return_to=ui_return_to,
+            ui_templates=str(ui_templates) if ui_templates else None,
             admins=admins,
             admin_role=admin_role,
             rate_limits=rate_limits,
             trusted_proxy=trusted_proxy,
             metrics=metrics,
         )
+        serving.ui_config()
         services = serving.login_services()  # a bad setting fails before any key is made
         cors_settings(cors_origins)
         if not key_paths:
@@ -603,6 +636,9 @@ class _Serving:
     #: smtp, log or none, as `--mail` resolved it.
     mail: str
     cors_origins: tuple[str, ...]
+    ui: bool
+    ui_return_to: tuple[str, ...]
+    ui_templates: str | None
     #: Verified email addresses or user ids of admins; and a role in `extra.roles`.
     admins: tuple[str, ...]
     admin_role: str | None
@@ -669,6 +705,17 @@ class _Serving:
         server.on("admin_action", log_admin_action)
         return server
 
+    def ui_config(self) -> UIConfig | None:
+        """Raises:
+        ConfigurationError: a bad --ui-return-to origin.
+        """
+        from .http.ui import UIConfig
+
+        if not self.ui:
+            return None
+        templates = Path(self.ui_templates) if self.ui_templates else None
+        return UIConfig(return_to_origins=self.ui_return_to, templates=templates)
+
     def app(self, server: AccountsServer) -> Any:
         from .http import create_app
 
@@ -678,6 +725,7 @@ class _Serving:
             cors_origins=self.cors_origins,
             access_log=True,
             metrics=self.metrics,
+            ui=self.ui_config() or False,
             close_store_on_shutdown=True,
             prune_every=timedelta(hours=1),
         )

@@ -50,6 +50,7 @@ from .request import (
     query_int,
     read_json,
 )
+from .ui import UIConfig
 from .wire import AUDIT_PAGE, audit_page, ref
 
 __all__ = ["create_app"]
@@ -304,6 +305,7 @@ def create_app(
     access_log: bool = False,
     metrics: bool = False,
     store_deadline: float = STORE_DEADLINE,
+    ui: UIConfig | bool = False,
 ) -> Starlette:
     """The ASGI app. Routes live under `prefix`; with `prefix=""` it is meant to be mounted
     (`host.mount("/accounts", create_app(server, prefix=""))`). With a prefix, the JWKS is also
@@ -315,7 +317,8 @@ def create_app(
     id, user id; never a path or query a client sent); `metrics` serves Prometheus text at the
     root `/metrics` (needs prometheus-client). All the store calls of one request share
     `store_deadline` seconds (`accounts_server.deadline`): a frozen database answers 503 in
-    that time however many calls the request makes.
+    that time however many calls the request makes. `ui` (True, or a `UIConfig`) serves the
+    hosted pages at `prefix + "/ui"` (needs Jinja2 and segno).
 
     Raises:
         ConfigurationError: a CORS origin that is not exact; `ValueError` for an unparsable
@@ -334,6 +337,20 @@ def create_app(
     if root:
         jwks = next(op for op in operations if op.handler == handlers.jwks)
         routes.append(route(jwks, "", cookie_path="/", deadline=store_deadline))
+    if ui:
+        from .ui.mount import ui_mount
+
+        config = ui if isinstance(ui, UIConfig) else UIConfig()
+        routes.append(
+            ui_mount(
+                server,
+                config,
+                root=f"{root}/ui",
+                api_root=root,
+                proxies=proxies,
+                deadline=store_deadline,
+            )
+        )
     if metrics:
         from .metrics import Metrics
 

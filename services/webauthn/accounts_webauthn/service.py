@@ -562,14 +562,16 @@ class WebAuthnService:
 def from_settings(settings: ServiceSettings) -> WebAuthnService:
     """As `accounts-server serve` builds it, from `[services.webauthn]` (or
     `ACCOUNTS_WEBAUTHN_RP_ID`, `_RP_NAME`, `_ORIGINS`, `_MAX_PASSKEYS`): the origins default
-    to the site URL (the front end's address, as for mailed links), the RP ID to the host of
+    to the site URL's origin (the front end's address, as for mailed links; its path, such as
+    the hosted pages' `/accounts/ui`, is not part of an origin), the RP ID to the host of
     the first origin.
 
     Raises:
         ConfigurationError: an unknown setting, or as `WebAuthnService`.
     """
     settings.check_known("rp_id", "rp_name", "origins", "max_passkeys")
-    origins = settings.texts("origins", (settings.site_url.rstrip("/"),))
+    site = urlsplit(settings.site_url)
+    origins = settings.texts("origins", (f"{site.scheme}://{site.netloc}",))
     if not origins:
         raise ConfigurationError("services.webauthn.origins is set but names no origin")
     rp_id = settings.text("rp_id") or (urlsplit(origins[0]).hostname or "")

@@ -1,0 +1,70 @@
+"""The hosted pages as one app mounted in the accounts app, with its own error pages."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Mount
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ...deadline import store_deadline
+from ...errors import AccountsError, StoreUnavailable
+from ...server import AccountsServer
+from ..errors import status_for
+from ..request import Network
+from .config import UIConfig
+from .pages import user_routes
+from .web import Page
+
+__all__ = ["ui_mount"]
+
+
+def ui_mount(
+    server: AccountsServer,
+    config: UIConfig,
+    *,
+    root: str,
+    api_root: str,
+    proxies: Sequence[Network],
+    deadline: float,
+) -> Mount:
+    """The pages at `root` (`/accounts/ui`), as one mounted app with its own error pages."""
+    page = Page(server, config, root=root, api_root=api_root, proxies=proxies)
+
+    async def failed(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, AccountsError)
+        heading = "Try again soon" if isinstance(exc, StoreUnavailable) else "Something is wrong"
+        return page.render(
+            request, "message.html", status=status_for(exc), heading=heading, text=exc.message
+        )
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        return page.render(
+            request, "message.html", status=404, heading="Not found", text="There is no such page."
+        )
+
+    app = Starlette(
+        routes=[
+            *user_routes(page),
+            Mount("/static", StaticFiles(directory=Path(__file__).parent / "static")),
+        ],
+        exception_handlers={AccountsError: failed, 404: not_found},
+    )
+    return Mount(root, app=_Deadline(app, deadline))
+
+
+class _Deadline:
+    """Every page's store calls share one `store_deadline`, as an API route's do."""
+
+    def __init__(self, app: ASGIApp, seconds: float) -> None:
+        self.app = app
+        self.seconds = seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        with store_deadline(self.seconds):
+            await self.app(scope, receive, send)

@@ -1,0 +1,376 @@
+"""The hosted pages a user sees: sign in (a password, then a TOTP or recovery code), register,
+forgotten password and the mailed links (reset, verify, enroll), and the account page
+(sessions with revoke, password change, two-factor enrolment with a QR code, recent security
+activity). Each handler reads a form, calls the server or a login service's protocol
+endpoint, and renders a template: the rules stay in the server and the services.
+
+A mailed link's token is moved into a cookie at once and the browser sent on to a page with a
+button: the token leaves the address bar (and any history or log of it), and a mail
+scanner that follows links does not spend it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ...errors import (
+    AccountsError,
+    InvalidRequest,
+    StoreUnavailable,
+    TwoFactorCodeRequired,
+)
+from ...types import LoginResult
+from ..errors import status_for
+from .web import LINK, MFA, Page, Signed
+
+__all__ = ["user_routes"]
+
+Handler = Callable[[Request], Awaitable[Response]]
+#: The accounts-js paths of the password service's mailed links (its `MailSettings.paths`):
+#: with `site_url` set to the pages' root, its mails open these pages.
+_LINKS = {"reset-password": "reset", "enroll-account": "enroll", "verify-email": "verify"}
+
+
+def user_routes(page: Page) -> list[Route]:
+    pages = _UserPages(page)
+    return [
+        Route("/", pages.home, methods=["GET"]),
+        Route("/signin", pages.signin, methods=["GET", "POST"]),
+        Route("/signin/code", pages.code, methods=["GET", "POST"]),
+        Route("/signout", pages.signout, methods=["POST"]),
+        Route("/register", pages.register, methods=["GET", "POST"]),
+        Route("/forgot", pages.forgot, methods=["GET", "POST"]),
+        *(Route(f"/{path}/{{token}}", pages.link, methods=["GET"]) for path in _LINKS),
+        Route("/reset-password", pages.reset, methods=["GET", "POST"]),
+        Route("/enroll-account", pages.reset, methods=["GET", "POST"]),
+        Route("/verify-email", pages.verify, methods=["GET", "POST"]),
+        Route("/account", pages.account, methods=["GET"]),
+        Route("/account/sessions/{sid}/revoke", pages.revoke, methods=["POST"]),
+        Route("/account/sessions/revoke-others", pages.revoke_others, methods=["POST"]),
+        Route("/account/password", pages.password, methods=["POST"]),
+        Route("/account/two-factor", pages.two_factor, methods=["GET", "POST"]),
+    ]
+
+
+class _UserPages:
+    def __init__(self, page: Page) -> None:
+        self.page = page
+        self.server = page.server
+
+    def _failed(
+        self, request: Request, template: str, error: AccountsError, **context: Any
+    ) -> Response:
+        """The same page again, with the error's message and the error's status."""
+        if isinstance(error, StoreUnavailable):
+            return self.page.render(
+                request, "message.html", status=503, heading="Try again soon", text=error.message
+            )
+        return self.page.render(
+            request, template, status=status_for(error), error=error.message, **context
+        )
+
+    async def _signed(self, request: Request) -> Signed | Response:
+        signed = await self.page.signed_in(request)
+        if signed is None:
+            return self.page.redirect(request, f"{self.page.root}/signin")
+        return signed
+
+    async def home(self, request: Request) -> Response:
+        signed = await self.page.signed_in(request)
+        target = "account" if signed is not None else "signin"
+        return self.page.redirect(request, f"{self.page.root}/{target}", signed)
+
+    # -- signing in and out -----------------------------------------------------------------
+
+    async def signin(self, request: Request) -> Response:
+        return_to = self.page.return_to(request.query_params.get("return_to"))
+        if request.method == "GET":
+            return self.page.render(request, "signin.html", return_to=return_to)
+        try:
+            form = await self.page.form(request)
+            return_to = self.page.return_to(form.get("return_to"))
+            params = {"user": form.get("user", ""), "password": form.get("password", "")}
+            result = await self.server.login_with_service(
+                "password", params, self.page.info(request)
+            )
+        except TwoFactorCodeRequired as needed:
+            response = self.page.redirect(
+                request, f"{self.page.root}/signin/code?return_to={_quote(return_to)}"
+            )
+            self.page.cookie(request, response, MFA, needed.mfa_token, max_age=300)
+            return response
+        except AccountsError as error:
+            return self._failed(request, "signin.html", error, return_to=return_to)
+        return self._signed_in(request, result, return_to)
+
+    def _signed_in(self, request: Request, result: LoginResult, return_to: str) -> Response:
+        response = self.page.redirect(request, return_to)
+        self.page.sign_in(request, response, result)
+        self.page.cookie(request, response, MFA, None, max_age=None)
+        return response
+
+    async def code(self, request: Request) -> Response:
+        return_to = self.page.return_to(request.query_params.get("return_to"))
+        if not request.cookies.get(MFA):
+            return self.page.redirect(request, f"{self.page.root}/signin")
+        if request.method == "GET":
+            return self.page.render(request, "code.html", return_to=return_to)
+        try:
+            form = await self.page.form(request)
+            return_to = self.page.return_to(form.get("return_to"))
+            params = {"mfaToken": request.cookies[MFA], "code": form.get("code", "").strip()}
+            result = await self.server.login_with_mfa(params, self.page.info(request))
+        except AccountsError as error:
+            return self._failed(request, "code.html", error, return_to=return_to)
+        return self._signed_in(request, result, return_to)
+
+    async def signout(self, request: Request) -> Response:
+        try:
+            await self.page.form(request)
+            signed = await self.page.signed_in(request)
+            if signed is not None:
+                await self.server.logout(signed.access_token)
+        except AccountsError as error:
+            return self._failed(
+                request, "message.html", error, heading="Not signed out", text=error.message
+            )
+        response = self.page.redirect(request, f"{self.page.root}/signin")
+        self.page.sign_out(request, response)
+        return response
+
+    async def register(self, request: Request) -> Response:
+        if request.method == "GET":
+            return self.page.render(request, "register.html", values={})
+        values: dict[str, str] = {}
+        try:
+            form = await self.page.form(request)
+            values = {k: form.get(k, "").strip() for k in ("username", "email")}
+            user = {k: v for k, v in values.items() if v}
+            await self.page.call(
+                request,
+                "password",
+                "register",
+                {"user": {**user, "password": form.get("password", "")}},
+            )
+            params = {
+                "user": user.get("username") or user.get("email", ""),
+                "password": form.get("password", ""),
+            }
+            result = await self.server.login_with_service(
+                "password", params, self.page.info(request)
+            )
+        except AccountsError as error:
+            return self._failed(request, "register.html", error, values=values)
+        return self._signed_in(request, result, f"{self.page.root}/account")
+
+    # -- forgotten passwords and mailed links -----------------------------------------------
+
+    async def forgot(self, request: Request) -> Response:
+        if request.method == "GET":
+            return self.page.render(request, "forgot.html")
+        try:
+            form = await self.page.form(request)
+            await self.page.call(
+                request,
+                "password",
+                "sendResetPasswordEmail",
+                {"email": form.get("email", "").strip()},
+            )
+        except AccountsError as error:
+            return self._failed(request, "forgot.html", error)
+        # The same answer whether or not the address has an account.
+        return self.page.render(
+            request,
+            "message.html",
+            heading="Check your mail",
+            text="If an account has that address, a link to choose a new "
+            "password is on its way. It works for 60 minutes.",
+        )
+
+    async def link(self, request: Request) -> Response:
+        path = request.url.path.rsplit("/", 2)[-2]
+        response = self.page.redirect(request, f"{self.page.root}/{path}")
+        self.page.cookie(request, response, LINK, request.path_params["token"], max_age=1800)
+        return response
+
+    async def reset(self, request: Request) -> Response:
+        token = request.cookies.get(LINK)
+        enroll = request.url.path.endswith("/enroll-account")
+        template = "reset.html"
+        if not token:
+            return self.page.render(
+                request,
+                "message.html",
+                status=400,
+                heading="Link used",
+                text="Open the link from your mail again.",
+            )
+        if request.method == "GET":
+            return self.page.render(request, template, enroll=enroll)
+        try:
+            form = await self.page.form(request)
+            await self.page.call(
+                request,
+                "password",
+                "resetPassword",
+                {"token": token, "newPassword": form.get("password", "")},
+            )
+        except AccountsError as error:
+            return self._failed(request, template, error, enroll=enroll)
+        response = self.page.render(
+            request,
+            "message.html",
+            heading="Password set",
+            text="Sign in with your new password.",
+            signin=True,
+        )
+        self.page.cookie(request, response, LINK, None, max_age=None)
+        self.page.sign_out(request, response)  # every session of the user ended
+        return response
+
+    async def verify(self, request: Request) -> Response:
+        token = request.cookies.get(LINK)
+        if not token:
+            return self.page.render(
+                request,
+                "message.html",
+                status=400,
+                heading="Link used",
+                text="Open the link from your mail again.",
+            )
+        if request.method == "GET":
+            return self.page.render(request, "verify.html")
+        try:
+            await self.page.form(request)
+            await self.page.call(request, "password", "verifyEmail", {"token": token})
+        except AccountsError as error:
+            return self._failed(
+                request, "message.html", error, heading="Not verified", text=error.message
+            )
+        response = self.page.render(
+            request,
+            "message.html",
+            heading="Address verified",
+            text="Thank you: your address is verified.",
+        )
+        self.page.cookie(request, response, LINK, None, max_age=None)
+        return response
+
+    # -- the account page -------------------------------------------------------------------
+
+    async def account(self, request: Request, **notice: Any) -> Response:
+        try:
+            signed = await self._signed(request)
+            if isinstance(signed, Response):
+                return signed
+            sessions = await self.server.list_own_sessions(signed.access_token)
+            activity = await self.server.list_own_audit(signed.access_token, limit=10)
+            status: Mapping[str, Any] | None = None
+            if self.page.endpoint("password", "twoFactorStatus") is not None:
+                found = await self.page.call(
+                    request, "password", "twoFactorStatus", {}, access_token=signed.access_token
+                )
+                status = found if isinstance(found, Mapping) else None
+        except AccountsError as error:
+            return self._failed(
+                request, "message.html", error, heading="Not available", text=error.message
+            )
+        return self.page.render(
+            request,
+            "account.html",
+            signed=signed,
+            sessions=sessions,
+            activity=activity,
+            two_factor=status,
+            status=notice.pop("status", 200),
+            done=request.query_params.get("done"),
+            **notice,
+        )
+
+    async def _act(
+        self, request: Request, act: Callable[[Signed, dict[str, str]], Awaitable[str]]
+    ) -> Response:
+        """A form of the account page: done, then the page again with what happened."""
+        try:
+            signed = await self._signed(request)
+            if isinstance(signed, Response):
+                return signed
+            form = await self.page.form(request)
+            done = await act(signed, form)
+        except AccountsError as error:
+            return await self.account(request, error=error.message, status=status_for(error))
+        response = self.page.redirect(
+            request, f"{self.page.root}/account?done={_quote(done)}", signed
+        )
+        return response
+
+    async def revoke(self, request: Request) -> Response:
+        async def act(signed: Signed, form: dict[str, str]) -> str:
+            await self.server.revoke_own_session(signed.access_token, request.path_params["sid"])
+            return "revoked"
+
+        return await self._act(request, act)
+
+    async def revoke_others(self, request: Request) -> Response:
+        async def act(signed: Signed, form: dict[str, str]) -> str:
+            await self.server.revoke_other_sessions(signed.access_token)
+            return "revoked"
+
+        return await self._act(request, act)
+
+    async def password(self, request: Request) -> Response:
+        async def act(signed: Signed, form: dict[str, str]) -> str:
+            if form.get("new", "") != form.get("confirm", ""):
+                raise InvalidRequest("the new passwords differ")
+            await self.page.call(
+                request,
+                "password",
+                "changePassword",
+                {"oldPassword": form.get("old", ""), "newPassword": form.get("new", "")},
+                access_token=signed.access_token,
+            )
+            return "password"
+
+        return await self._act(request, act)
+
+    async def two_factor(self, request: Request) -> Response:
+        """GET: a new secret, as a QR code and as text; POST: turn it on with a code, and
+        show the recovery codes, once."""
+        import segno  # only for this page
+
+        try:
+            signed = await self._signed(request)
+            if isinstance(signed, Response):
+                return signed
+            if request.method == "GET":
+                answer = await self.page.call(
+                    request, "password", "twoFactorSecret", {}, access_token=signed.access_token
+                )
+                secret = answer["secret"] if isinstance(answer, Mapping) else {}
+                qr = segno.make(secret["otpauth_url"], error="m").svg_inline(scale=4, title="QR")
+                return self.page.render(
+                    request, "two_factor.html", signed=signed, secret=secret["base32"], qr=qr
+                )
+            form = await self.page.form(request)
+            answer = await self.page.call(
+                request,
+                "password",
+                "twoFactorSet",
+                {"secret": form.get("secret", ""), "code": form.get("code", "").strip()},
+                access_token=signed.access_token,
+            )
+        except AccountsError as error:
+            return await self.account(request, error=error.message, status=status_for(error))
+        codes = answer.get("recoveryCodes", []) if isinstance(answer, Mapping) else []
+        return self.page.render(request, "recovery_codes.html", signed=signed, codes=codes)
+
+
+def _quote(value: str) -> str:
+    from urllib.parse import quote
+
+    return quote(value, safe="/")

@@ -1,0 +1,273 @@
+"""What every hosted page shares: templates, forms with CSRF tokens, the signed-in user from
+HttpOnly cookies, and the headers that keep a page inert (a strict Content-Security-Policy,
+no framing, no caching, no referrer).
+
+Tokens never reach a page or a URL: the access and refresh tokens, a sign-in's `mfaToken` and
+a mailed link's token live in HttpOnly cookies scoped to the pages' path. A form carries a
+CSRF token equal to a random cookie (double submit; `__Host-` over HTTPS, so no subdomain can
+plant one), compared in constant time, and a form whose `Origin` is another site is refused
+whatever it carries. Imports Jinja2, which only `ui=True` loads.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import jinja2
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+
+from ...errors import (
+    AccountsError,
+    InvalidRequest,
+    InvalidToken,
+    RequestTooLarge,
+    TokenExpired,
+    UnsupportedMediaType,
+)
+from ...server import AccountsServer
+from ...services import EndpointHandler, EndpointRequest, ProvidesEndpoints
+from ...types import ConnectionInfo, LoginResult, Session, User
+from ..request import Network, connection_info
+from .config import UIConfig
+
+__all__ = ["Page", "Signed"]
+
+_TEMPLATES = Path(__file__).parent / "templates"
+_FORM_BYTES = 16 * 1024
+ACCESS, REFRESH, CSRF, MFA, LINK = "ui_at", "ui_rt", "ui_csrf", "ui_mfa", "ui_link"
+
+
+@dataclass(frozen=True, slots=True)
+class Signed:
+    """The signed-in user of a page, their session, and the access token that shows it."""
+
+    user: User
+    session: Session
+    access_token: str
+    #: New tokens from a refresh this request made, for the response's cookies.
+    renewed: LoginResult | None = None
+
+
+def _policy(origins: Sequence[str]) -> str:
+    """No inline script or style anywhere; forms may post only here (and, as Chrome applies
+    `form-action` to a form's redirects, to the origins `return_to` may send a user)."""
+    targets = " ".join(("'self'", *origins))
+    return (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        f"connect-src 'self'; form-action {targets}; frame-ancestors 'none'; base-uri 'none'"
+    )
+
+
+class Page:
+    """The plumbing the page handlers share; one per app."""
+
+    def __init__(
+        self,
+        server: AccountsServer,
+        config: UIConfig,
+        *,
+        root: str,
+        api_root: str,
+        proxies: Sequence[Network],
+    ) -> None:
+        self.server = server
+        self.config = config
+        self.root = root
+        self.api_root = api_root
+        self.proxies = proxies
+        loaders: list[jinja2.BaseLoader] = [jinja2.FileSystemLoader(_TEMPLATES)]
+        if config.templates is not None:
+            loaders.insert(0, jinja2.FileSystemLoader(config.templates))
+        self.env = jinja2.Environment(
+            loader=jinja2.ChoiceLoader(loaders),
+            autoescape=True,
+            undefined=jinja2.StrictUndefined,
+        )
+        self.headers = {
+            "Content-Security-Policy": _policy(config.return_to_origins),
+            "X-Content-Type-Options": "nosniff",
+            "X-Frame-Options": "DENY",
+            "Referrer-Policy": "no-referrer",
+            "Cache-Control": "no-store",
+        }
+
+    # -- rendering --------------------------------------------------------------------------
+
+    def render(
+        self,
+        request: Request,
+        template: str,
+        *,
+        status: int = 200,
+        signed: Signed | None = None,
+        **context: Any,
+    ) -> HTMLResponse:
+        token = request.cookies.get(self._csrf_name(request)) or secrets.token_urlsafe(32)
+        html = self.env.get_template(template).render(
+            root=self.root,
+            title=self.config.title,
+            csrf=token,
+            signed=signed,
+            services=self.server.services,
+            **context,
+        )
+        response = HTMLResponse(html, status_code=status, headers=self.headers)
+        self.cookie(request, response, self._csrf_name(request), token, max_age=None, strict=True)
+        self.renew(request, response, signed)
+        return response
+
+    def redirect(self, request: Request, to: str, signed: Signed | None = None) -> Response:
+        """303: the browser follows with a GET, so a reload never posts twice."""
+        response = RedirectResponse(to, status_code=303, headers=self.headers)
+        self.renew(request, response, signed)
+        return response
+
+    def cookie(
+        self,
+        request: Request,
+        response: Response,
+        name: str,
+        value: str | None,
+        *,
+        max_age: int | None,
+        strict: bool = False,
+    ) -> None:
+        secure = request.url.scheme == "https"
+        if value is None:
+            response.delete_cookie(name, path=self.root, secure=secure, httponly=True)
+            return
+        response.set_cookie(
+            name,
+            value,
+            max_age=max_age,
+            path=self.root,
+            secure=secure,
+            httponly=True,
+            samesite="strict" if strict else "lax",
+        )
+
+    def sign_in(self, request: Request, response: Response, result: LoginResult) -> None:
+        lifetime = int(self.server.session_config.lifetime.total_seconds())
+        self.cookie(request, response, ACCESS, result.tokens.access_token, max_age=lifetime)
+        self.cookie(request, response, REFRESH, result.tokens.refresh_token, max_age=lifetime)
+
+    def sign_out(self, request: Request, response: Response) -> None:
+        for name in (ACCESS, REFRESH, MFA):
+            self.cookie(request, response, name, None, max_age=None)
+
+    def renew(self, request: Request, response: Response, signed: Signed | None) -> None:
+        if signed is not None and signed.renewed is not None:
+            self.sign_in(request, response, signed.renewed)
+
+    def _csrf_name(self, request: Request) -> str:
+        return f"__Host-{CSRF}" if request.url.scheme == "https" else CSRF
+
+    # -- input ------------------------------------------------------------------------------
+
+    def info(self, request: Request) -> ConnectionInfo:
+        return connection_info(request, self.proxies)
+
+    async def form(self, request: Request) -> dict[str, str]:
+        """A urlencoded form whose CSRF token matches its cookie, from this site.
+
+        Raises:
+            InvalidRequest: not a form of ours (no or a wrong token, another site's origin).
+        """
+        origin = request.headers.get("origin")
+        if origin is not None and origin != f"{request.url.scheme}://{request.url.netloc}":
+            raise InvalidRequest("this form was sent from another site")
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind != "application/x-www-form-urlencoded":
+            raise UnsupportedMediaType("a form is application/x-www-form-urlencoded")
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > _FORM_BYTES:
+                raise RequestTooLarge()
+        try:
+            fields = dict(parse_qsl(body.decode(), strict_parsing=bool(body), max_num_fields=32))
+        except (UnicodeDecodeError, ValueError):
+            raise InvalidRequest("an unreadable form") from None
+        expected = request.cookies.get(self._csrf_name(request), "")
+        given = fields.pop("csrf", "")
+        if not expected or not hmac.compare_digest(expected.encode(), given.encode()):
+            raise InvalidRequest("this form has expired: reload the page and send it again")
+        return fields
+
+    def return_to(self, value: str | None) -> str:
+        """Where to go after signing in: a path of ours, or a configured origin; else home."""
+        home = f"{self.root}/account"
+        if not value:
+            return home
+        parts = urlsplit(value)
+        if not parts.scheme and not parts.netloc and value.startswith("/") and "\\" not in value:
+            return value if not value.startswith("//") else home
+        origin = f"{parts.scheme}://{parts.netloc}"
+        return value if origin in self.config.return_to_origins else home
+
+    # -- the signed-in user -----------------------------------------------------------------
+
+    async def signed_in(self, request: Request) -> Signed | None:
+        """The user of the cookies' session, refreshing an expired access token; None if
+        there is none (or it was revoked: that holds on the next page, as in the API).
+
+        Raises:
+            StoreUnavailable.
+        """
+        access = request.cookies.get(ACCESS)
+        if not access:
+            return None
+        try:
+            user, session = await self.server.resume_user_and_session(access)
+            return Signed(user, session, access)
+        except TokenExpired:
+            pass
+        except InvalidToken:
+            return None
+        refresh = request.cookies.get(REFRESH)
+        if not refresh:
+            return None
+        try:
+            result = await self.server.refresh_tokens(access, refresh, self.info(request))
+            user, session = await self.server.resume_user_and_session(result.tokens.access_token)
+        except InvalidToken:
+            return None
+        return Signed(user, session, result.tokens.access_token, renewed=result)
+
+    # -- login services' endpoints ----------------------------------------------------------
+
+    def endpoint(self, service: str, path: str) -> EndpointHandler | None:
+        """A service's protocol endpoint (`password`, `register`), if it is installed."""
+        found = self.server.services.get(service)
+        if not isinstance(found, ProvidesEndpoints):
+            return None
+        return next((e.handler for e in found.endpoints() if e.path == path), None)
+
+    async def call(
+        self,
+        request: Request,
+        service: str,
+        path: str,
+        body: Mapping[str, Any],
+        *,
+        access_token: str | None = None,
+    ) -> object:
+        """Raises:
+        InvalidRequest: the service or endpoint is not installed; whatever it raises.
+        """
+        handler = self.endpoint(service, path)
+        if handler is None:
+            raise InvalidRequest(f"{service} {path} is not available here")
+        call = EndpointRequest(body=body, info=self.info(request), access_token=access_token)
+        return await self.server.call_endpoint(handler, call)
+
+
+def error_message(error: AccountsError) -> str:
+    return error.message

@@ -1,0 +1,251 @@
+"""The hosted pages without a browser: real HTTP through the ASGI app with a cookie jar,
+forms posted as a browser posts them (CSRF token from the page), mail from the real SMTP
+server. tests/browser/ drives the same pages in Chromium."""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pyotp
+import pytest
+
+from accounts_password import MailSettings, PasswordService
+from accounts_server import AccountsServer, AuditConfig, SealingKeys
+from accounts_server.http import create_app
+from accounts_server.http.ui import UIConfig
+
+from ..conftest import MakeServer
+from ..helpers import PASSWORD, SMTPServer
+
+ROOT = "/accounts/ui"
+
+
+@dataclass
+class Site:
+    server: AccountsServer
+    browser: httpx.AsyncClient
+    smtp: SMTPServer
+
+    async def page(self, path: str) -> httpx.Response:
+        return await self.browser.get(f"{ROOT}{path}")
+
+    async def submit(
+        self, path: str, fields: dict[str, str], *, on: str | None = None
+    ) -> httpx.Response:
+        """Post a form as the page `on` (default: `path`) holds it: with its CSRF token."""
+        shown = await self.page(on or path)
+        found = re.search(r'name="csrf" value="([^"]+)"', shown.text)
+        assert found, shown.text
+        return await self.browser.post(f"{ROOT}{path}", data={"csrf": found.group(1), **fields})
+
+    async def register(self, username: str, email: str, password: str = PASSWORD) -> None:
+        registered = await self.submit(
+            "/register", {"username": username, "email": email, "password": password}
+        )
+        assert registered.status_code == 303, registered.text
+        assert registered.headers["location"] == f"{ROOT}/account"
+
+
+@pytest.fixture
+async def site(make_server: MakeServer, smtp: SMTPServer) -> AsyncIterator[Site]:
+    smtp.checkpoint()
+    service = PasswordService(mailer=smtp.mailer(), mail=MailSettings(site_url=f"http://t{ROOT}"))
+    server = make_server(services=[service], audit=AuditConfig(), sealing=SealingKeys.generate())
+    app = create_app(server, ui=UIConfig(return_to_origins=("https://app.example",)))
+    transport = httpx.ASGITransport(app=app, client=("198.51.100.4", 1))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as browser:
+        yield Site(server, browser, smtp)
+
+
+def assert_safe_page(response: httpx.Response) -> None:
+    policy = response.headers["content-security-policy"]
+    assert "unsafe-inline" not in policy and "frame-ancestors 'none'" in policy
+    assert "script-src 'self'" in policy and "default-src 'none'" in policy
+    assert response.headers["x-frame-options"] == "DENY"
+    assert response.headers["cache-control"] == "no-store"
+    assert response.headers["referrer-policy"] == "no-referrer"
+    assert "<script>" not in response.text and " style=" not in response.text
+
+
+async def test_register_sign_out_and_in_and_see_the_account(site: Site) -> None:
+    await site.register("ada", "ada@example.com")
+    account = await site.page("/account")
+    assert account.status_code == 200
+    assert_safe_page(account)
+    assert "ada@example.com" in account.text and "(this one)" in account.text
+    assert "eyJ" not in account.text  # no token in the page source
+    cookies = {c.name: c for c in site.browser.cookies.jar}
+    assert cookies["ui_at"].has_nonstandard_attr("HttpOnly")
+    assert cookies["ui_at"].path == ROOT
+
+    signed_out = await site.submit("/signout", {}, on="/account")
+    assert signed_out.headers["location"] == f"{ROOT}/signin"
+    assert (await site.page("/account")).headers["location"] == f"{ROOT}/signin"
+
+    wrong = await site.submit("/signin", {"user": "ada", "password": "not it at all"})
+    assert wrong.status_code == 401 and "Invalid credentials" in wrong.text
+    nobody = await site.submit("/signin", {"user": "nobody", "password": "not it at all"})
+    assert nobody.status_code == 401 and nobody.text.count("Invalid credentials") == 1
+    signed_in = await site.submit("/signin", {"user": "ADA@example.com", "password": PASSWORD})
+    assert signed_in.headers["location"] == f"{ROOT}/account"
+    assert (await site.page("/account")).status_code == 200
+
+
+async def test_a_form_without_its_token_or_from_another_site_is_refused(site: Site) -> None:
+    await site.register("bo", "bo@example.com")
+    forged = await site.browser.post(f"{ROOT}/signout", data={"csrf": "guess"})
+    assert forged.status_code == 400 and "expired" in forged.text
+    shown = await site.page("/account")
+    token = re.search(r'name="csrf" value="([^"]+)"', shown.text)
+    assert token
+    elsewhere = await site.browser.post(
+        f"{ROOT}/signout", data={"csrf": token.group(1)}, headers={"Origin": "https://evil.example"}
+    )
+    assert elsewhere.status_code == 400
+    assert (await site.page("/account")).status_code == 200  # still signed in
+
+
+async def test_markup_in_a_username_renders_inert(site: Site) -> None:
+    await site.register("<img src=x onerror=alert(1)>", "x@example.com")
+    account = await site.page("/account")
+    assert "<img src=x" not in account.text
+    assert html.escape("<img src=x onerror=alert(1)>") in account.text
+
+
+async def test_return_to_only_to_configured_origins(site: Site) -> None:
+    await site.register("cy", "cy@example.com")
+    await site.submit("/signout", {}, on="/account")
+    for asked, lands in (
+        ("https://app.example/after", "https://app.example/after"),
+        ("https://evil.example/", f"{ROOT}/account"),
+        ("//evil.example/", f"{ROOT}/account"),
+        ("/accounts/ui/account", "/accounts/ui/account"),
+    ):
+        shown = await site.browser.get(f"{ROOT}/signin", params={"return_to": asked})
+        token = re.search(r'name="csrf" value="([^"]+)"', shown.text)
+        assert token
+        done = await site.browser.post(
+            f"{ROOT}/signin",
+            data={"csrf": token.group(1), "user": "cy", "password": PASSWORD, "return_to": asked},
+        )
+        assert done.headers["location"] == lands
+        await site.submit("/signout", {}, on="/account")
+
+
+async def test_two_factor_enrolment_then_a_sign_in_with_the_code(site: Site) -> None:
+    await site.register("di", "di@example.com")
+    enrol = await site.page("/account/two-factor")
+    assert "<svg" in enrol.text  # the QR code, server-rendered
+    secret = re.search(r'<code id="secret">([A-Z2-7]+)</code>', enrol.text)
+    assert secret
+    totp = pyotp.TOTP(secret.group(1))
+    token = re.search(r'name="csrf" value="([^"]+)"', enrol.text)
+    assert token
+    codes_page = await site.browser.post(
+        f"{ROOT}/account/two-factor",
+        data={"csrf": token.group(1), "secret": secret.group(1), "code": totp.now()},
+    )
+    assert codes_page.status_code == 200, codes_page.text
+    codes = re.findall(r"<li><code>([^<]+)</code></li>", codes_page.text)
+    assert len(codes) == 10
+
+    await site.submit("/signout", {}, on="/account")
+    first = await site.submit("/signin", {"user": "di", "password": PASSWORD})
+    assert first.headers["location"].startswith(f"{ROOT}/signin/code")
+    assert "ui_mfa" in {c.name for c in site.browser.cookies.jar}
+    wrong = await site.submit("/signin/code", {"code": "000000"})
+    assert wrong.status_code == 401
+    done = await site.submit("/signin/code", {"code": codes[0]})
+    assert done.headers["location"] == f"{ROOT}/account"
+    account = await site.page("/account")
+    assert "9 recovery codes left" in account.text
+
+
+async def test_revoking_another_session_holds_on_its_next_api_call(site: Site) -> None:
+    await site.register("ed", "ed@example.com")
+    other = await site.browser.post(
+        "/accounts/password/authenticate", json={"user": "ed", "password": PASSWORD}
+    )
+    api_token = other.json()["tokens"]["accessToken"]
+    sid = other.json()["sessionId"]
+    account = await site.page("/account")
+    assert f"/account/sessions/{sid}/revoke" in account.text
+    revoked = await site.submit(f"/account/sessions/{sid}/revoke", {}, on="/account")
+    assert revoked.headers["location"] == f"{ROOT}/account?done=revoked"
+    user = await site.browser.get(
+        "/accounts/user", headers={"Authorization": f"Bearer {api_token}"}
+    )
+    assert user.json() is None
+
+
+async def test_forgotten_password_by_the_mailed_link(site: Site) -> None:
+    await site.register("flo", "flo@example.com")
+    await site.submit("/signout", {}, on="/account")
+    said = await site.submit("/forgot", {"email": "flo@example.com"})
+    unknown = await site.submit("/forgot", {"email": "nobody@example.com"})
+    assert said.status_code == unknown.status_code == 200
+    assert said.text.replace("nobody", "flo") == unknown.text.replace("nobody", "flo")
+    message = await site.smtp.wait_for("flo@example.com")
+    token = site.smtp.link_token(message)
+    landed = await site.browser.get(f"{ROOT}/reset-password/{token}")
+    assert landed.headers["location"] == f"{ROOT}/reset-password"  # the token leaves the URL
+    form = await site.page("/reset-password")
+    assert token not in form.text
+    reset = await site.submit("/reset-password", {"password": "a whole new passphrase"})
+    assert reset.status_code == 200 and "Password set" in reset.text
+    assert (await site.page("/reset-password")).status_code == 400  # its cookie is gone
+    await site.browser.get(f"{ROOT}/reset-password/{token}")  # the mail's link, once more
+    again = await site.submit("/reset-password", {"password": "and another one again"})
+    assert again.status_code == 401 and 'class="error"' in again.text  # the link is spent
+    signed_in = await site.submit("/signin", {"user": "flo", "password": "a whole new passphrase"})
+    assert signed_in.headers["location"] == f"{ROOT}/account"
+
+
+async def test_pages_need_no_store_state_to_render_and_404_is_a_page(site: Site) -> None:
+    missing = await site.page("/nowhere")
+    assert missing.status_code == 404 and "There is no such page" in missing.text
+    assert_safe_page(missing)
+    css = await site.page("/static/ui.css")
+    assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
+
+
+def test_serve_ui_on_uvicorn(tmp_path: Path) -> None:
+    """`serve --ui`: the pages on a real server, and mail links pointing at them."""
+    from .test_uvicorn import started
+
+    with started(tmp_path, "--ui", "--ui-return-to", "https://app.example") as (_, base):
+        signin = httpx.get(f"{base}{ROOT}/signin")
+        assert signin.status_code == 200 and "<h1>Sign in</h1>" in signin.text
+        assert "form-action 'self' https://app.example" in signin.headers["content-security-policy"]
+        home = httpx.get(f"{base}{ROOT}/", follow_redirects=False)
+        assert home.headers["location"] == f"{ROOT}/signin"
+
+
+def test_serve_refuses_a_return_to_that_is_not_an_origin(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "accounts_server.cli",
+            "serve",
+            "--ui",
+            "--ui-return-to",
+            "https://app.example/path",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "is not scheme://host[:port]" in result.stderr
+    assert not (tmp_path / "accounts.key").exists()  # refused before anything was made
