@@ -11,7 +11,7 @@ import secrets
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from datetime import datetime
+from datetime import datetime, timedelta
 from operator import attrgetter
 from typing import Any, Protocol
 
@@ -343,6 +343,10 @@ class Store(Protocol):
         """Invalidate every valid session of the user but `except_ids`; returns how many."""
         ...
 
+    async def count_active_sessions(self, *, now: datetime) -> int:
+        """How many sessions are valid and unexpired at `now` (anyone's)."""
+        ...
+
     async def create_credential(self, credential: Credential) -> bool:
         """Store a new credential. Returns False when no such user exists.
 
@@ -376,6 +380,14 @@ class Store(Protocol):
 
     async def list_audit(self, query: AuditQuery) -> list[AuditRecord]:
         """The records `query` selects, newest first."""
+        ...
+
+    async def count_audit(
+        self, events: Sequence[str], *, since: datetime, step: timedelta, steps: int
+    ) -> dict[str, list[int]]:
+        """For each of `events`, how many records fall in each of `steps` consecutive windows
+        of `step` from `since` (zeros included): a dashboard's histogram, counted where the
+        records are rather than read out to be counted."""
         ...
 
     async def create_token(self, token: OneTimeToken) -> None: ...

@@ -23,6 +23,7 @@ revocation once acknowledged survives a failover and is never read back as valid
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import fields
@@ -209,6 +210,7 @@ _INDEXES: tuple[tuple[str, IndexModel], ...] = (
     ("audit", IndexModel([("user_id", ASCENDING), ("_id", DESCENDING)], name="user")),
     ("audit", IndexModel([("event", ASCENDING), ("_id", DESCENDING)], name="event")),
     ("audit", IndexModel([("expires_at", ASCENDING)], name="ttl", expireAfterSeconds=0)),
+    ("audit", IndexModel([("event", ASCENDING), ("at", ASCENDING)], name="event_at")),
 )
 
 
@@ -993,6 +995,10 @@ class MongoStore:
         result = await self._retried(lambda: self._sessions.update_many(query, update))
         return int(result.modified_count)
 
+    async def count_active_sessions(self, *, now: datetime) -> int:
+        query = {"expires_at": {"$gt": now}, "valid": True}
+        return int(await self._run(lambda: self._sessions.count_documents(query)))
+
     # -- credentials ------------------------------------------------------------------------
 
     async def create_credential(self, credential: Credential) -> bool:
@@ -1082,6 +1088,42 @@ class MongoStore:
             return [doc async for doc in cursor]
 
         return [_audit(doc) for doc in await self._run(fetch)]
+
+    async def count_audit(
+        self, events: Sequence[str], *, since: datetime, step: timedelta, steps: int
+    ) -> dict[str, list[int]]:
+        counts = {event: [0] * steps for event in events}
+        if not events or steps <= 0:
+            return counts
+        width = int(step.total_seconds() * 1000)
+        pipeline: list[dict[str, Any]] = [
+            {
+                "$match": {
+                    "event": {"$in": [_key(event) for event in events]},
+                    "at": {"$gte": since, "$lt": since + step * steps},
+                }
+            },
+            {
+                "$group": {
+                    "_id": {
+                        "event": "$event",
+                        "window": {"$floor": {"$divide": [{"$subtract": ["$at", since]}, width]}},
+                    },
+                    "count": {"$sum": 1},
+                }
+            },
+        ]
+
+        async def fetch() -> list[dict[str, Any]]:
+            cursor = self._audit.aggregate(pipeline)
+            if inspect.isawaitable(cursor):  # PyMongo's async API; motor's cursor is not
+                cursor = await cursor
+            return [doc async for doc in cursor]
+
+        for doc in await self._run(fetch):
+            window = min(int(doc["_id"]["window"]), steps - 1)
+            counts[doc["_id"]["event"]][window] += int(doc["count"])
+        return counts
 
     async def prune_expired(self, *, now: datetime) -> int:
         """The TTL indexes do this on their own; this is for an explicit prune. In batches of

@@ -221,6 +221,8 @@ _MIGRATIONS: tuple[str | Callable[[sqlite3.Connection], None], ...] = (
     CREATE INDEX audit_event ON audit(event, id);
     CREATE INDEX audit_expires ON audit(expires_at);
     """,
+    # 7: the dashboard counts events by time.
+    "CREATE INDEX audit_event_at ON audit(event, at);",
 )
 
 #: The tables `prune_expired` deletes expired rows from, each with the key that names a row.
@@ -886,6 +888,10 @@ class SQLiteStore:
         args = (_ts(now), user_id, *except_ids)
         return self._run(lambda: self._db.execute(sql, args).rowcount, write=True)
 
+    async def count_active_sessions(self, *, now: datetime) -> int:
+        sql = "SELECT count(*) FROM sessions WHERE expires_at > ? AND valid = 1"
+        return int(self._run(lambda: self._db.execute(sql, (_ts(now),)).fetchone()[0]))
+
     # -- credentials ------------------------------------------------------------------------
     #
     # Narrow writes: a credential row is no cached record, and no cascade goes from it to one.
@@ -995,6 +1001,23 @@ class SQLiteStore:
         args.append(query.limit)
         rows = self._run(lambda: self._db.execute(sql, args).fetchall())
         return [_audit(row) for row in rows]
+
+    async def count_audit(
+        self, events: Sequence[str], *, since: datetime, step: timedelta, steps: int
+    ) -> dict[str, list[int]]:
+        counts = {event: [0] * steps for event in events}
+        if not events or steps <= 0:
+            return counts
+        start, width = _ts(since), step.total_seconds()
+        sql = (
+            "SELECT event, CAST((at - ?) / ? AS INTEGER), count(*) FROM audit"  # noqa: S608
+            f" WHERE event IN ({', '.join('?' * len(events))}) AND at >= ? AND at < ?"
+            " GROUP BY 1, 2"
+        )
+        args = (start, width, *events, start, start + width * steps)
+        for event, window, count in self._run(lambda: self._db.execute(sql, args).fetchall()):
+            counts[event][min(window, steps - 1)] += count
+        return counts
 
     async def prune_expired(self, *, now: datetime) -> int:
         """In batches of `prune_batch_size` rows, each one statement (one transaction), with

@@ -913,3 +913,46 @@ class TestAudit:
         await store.add_audit(audit(1, user_id=user_id, event="user_deleted"))
         await store.delete_user(user_id)
         assert len(await store.list_audit(AuditQuery(user_id=user_id))) == 1
+
+    async def test_counts_per_window_are_counted_by_event(self, store: Store) -> None:
+        hour = timedelta(hours=1)
+        start = NOW.replace(minute=0, second=0, microsecond=0)
+        # Two sign-ins in the first hour (one at its very start), one in the third, a failure
+        # in the second; a sign-in before the range and one at its end are left out.
+        placed = [
+            (start, "login_success"),
+            (start + timedelta(minutes=59), "login_success"),
+            (start + timedelta(hours=2, minutes=30), "login_success"),
+            (start + timedelta(hours=1, seconds=1), "login_error"),
+            (start - timedelta(seconds=1), "login_success"),
+            (start + 3 * hour, "login_success"),
+            (start + timedelta(minutes=5), "logout_success"),
+        ]
+        for n, (at, event) in enumerate(placed):
+            record = audit(n, at=at, expires_at=at + timedelta(days=90), event=event)
+            await store.add_audit(record)
+        counts = await store.count_audit(
+            ("login_success", "login_error", "refresh_token_reused"),
+            since=start,
+            step=hour,
+            steps=3,
+        )
+        assert counts == {
+            "login_success": [2, 0, 1],
+            "login_error": [0, 1, 0],
+            "refresh_token_reused": [0, 0, 0],
+        }
+        assert await store.count_audit((), since=start, step=hour, steps=3) == {}
+
+
+class TestActiveSessions:
+    async def test_only_valid_unexpired_sessions_count(self, store: Store) -> None:
+        alice = await make_user(store)
+        bob = await make_user(store, "bob")
+        assert await store.count_active_sessions(now=NOW) == 0
+        await store.create_session(session(alice, "s1"))
+        await store.create_session(session(bob, "s2", expires_at=NOW + timedelta(hours=1)))
+        await store.create_session(session(bob, "s3"))
+        await store.invalidate_session("s3", now=NOW)
+        assert await store.count_active_sessions(now=NOW) == 2
+        assert await store.count_active_sessions(now=NOW + timedelta(hours=2)) == 1
