@@ -837,6 +837,12 @@ class MongoStore:
             await self._retried(partial(collection.delete_many, {"user_id": key}))
         return bool(result.deleted_count == 1)
 
+    async def list_user_identities(self, user_id: str) -> list[tuple[str, str]]:
+        found = {"_id": _key(user_id)}
+        doc = await self._run(lambda: self._users.find_one(found, {"identities": 1}))
+        pairs = (key.split(_SEP, 1) for key in (doc or {}).get("identities", ()))
+        return sorted((provider, subject) for provider, subject in pairs)
+
     async def get_service_data(self, user_id: str, service: str) -> Mapping[str, Any] | None:
         field = f"services.{check_service_name(service)}"
         doc = await self._run(lambda: self._users.find_one({"_id": _key(user_id)}, {field: 1}))

@@ -660,6 +660,11 @@ class SQLiteStore:
         )
         return self._run(lambda: self._user(self._db.execute(sql, (provider, subject)).fetchone()))
 
+    async def list_user_identities(self, user_id: str) -> list[tuple[str, str]]:
+        sql = "SELECT provider, subject FROM identities WHERE user_id = ? ORDER BY 1, 2"
+        rows = self._run(lambda: self._db.execute(sql, (user_id,)).fetchall())
+        return [(provider, subject) for provider, subject in rows]
+
     async def add_identity(
         self, user_id: str, provider: str, subject: str, *, now: datetime
     ) -> bool:

@@ -615,6 +615,10 @@ class TestIdentities:
             await store.add_identity(first, "oidc", "abc", now=NOW)
         assert not await store.add_identity("nope", "oidc", "xyz", now=NOW)
         assert not await store.add_identity("nope", "oidc", "abc", now=NOW)
+        assert await store.add_identity(first, "github", "7", now=NOW)
+        assert await store.list_user_identities(first) == [("github", "7"), ("oidc", "abc")]
+        assert await store.list_user_identities(second) == []
+        assert await store.list_user_identities("nope") == []
         await store.delete_user(first)
         assert await store.find_user_by_identity("oidc", "abc") is None
         assert await store.add_identity(second, "oidc", "abc", now=NOW)
