@@ -7,7 +7,7 @@ import nothing else.
 from __future__ import annotations
 
 from . import errors as _errors
-from .admin import Admin, AdminAction
+from .admin import Admin, AdminAction, Dashboard, UserDetail
 from .audit import AuditConfig
 from .context import ServiceContext
 from .errors import *  # noqa: F403 (the error tree, listed once: errors.__all__)
@@ -58,6 +58,7 @@ __all__ = [
     "Authenticated",
     "ConnectionInfo",
     "Credential",
+    "Dashboard",
     "Email",
     "EndpointHandler",
     "EndpointRequest",
@@ -98,6 +99,7 @@ __all__ = [
     "TwoFactorConfig",
     "TwoFactorStatus",
     "User",
+    "UserDetail",
     "VerificationKey",
     "canonical_email",
     "canonical_username",

@@ -10,18 +10,22 @@ Must not import a web framework; the server builds an `Admin` with `AccountsServ
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from .errors import AdminNotAllowed, InvalidRequest, UserNotFound
 from .hooks import HookEvent
 from .stores.base import AuditQuery, AuditRecord
+from .twofactor import TOTP_KIND, TwoFactorStatus
 from .types import Session, User
 
 if TYPE_CHECKING:
     from .server import AccountsServer
 
-__all__ = ["Admin", "AdminAction", "log_admin_action"]
+__all__ = ["CHARTED", "Admin", "AdminAction", "Dashboard", "UserDetail", "log_admin_action"]
 
 audit_logger = logging.getLogger("accounts_server.audit")
 
@@ -38,10 +42,36 @@ AdminAction = Literal[
     "sessions.list",
     "sessions.revoke",
     "audit.list",
+    "dashboard.view",
 ]
 Authorize = Callable[[AdminAction], Awaitable[bool]]
 Audit = Callable[[AdminAction, "User | None"], Awaitable[None]]
 _MAX_SEARCH = 254
+#: The events the dashboard counts per hour.
+CHARTED = ("login_success", "login_error", "create_user_success", "refresh_token_reused")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UserDetail:
+    """What an operator sees of one user, nothing secret: credentials are counted by kind
+    (passkeys are `webauthn`), never read."""
+
+    user: User
+    identities: tuple[tuple[str, str], ...]
+    two_factor: TwoFactorStatus
+    credentials: Mapping[str, int]
+    sessions: tuple[Session, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Dashboard:
+    """The `CHARTED` events per `step` from `since` (`counts[event][i]` is the i-th window),
+    and the sessions active now."""
+
+    since: datetime
+    step: timedelta
+    counts: Mapping[str, list[int]]
+    active_sessions: int
 
 
 class Admin:
@@ -113,6 +143,51 @@ class Admin:
             return self._sanitize(user)
 
         return await self._run("users.get", user_id, get)
+
+    async def user_detail(self, user_id: str) -> UserDetail:
+        """The user with identities, second factor, credentials and sessions (as `users.get`).
+
+        Raises:
+            AdminNotAllowed, UserNotFound.
+        """
+
+        async def detail(user: User | None) -> UserDetail:
+            assert user is not None  # _run found it
+            store = self._server.store
+            kinds = Counter(c.kind for c in await store.list_user_credentials(user_id))
+            kinds.pop(TOTP_KIND, None)  # shown as two_factor
+            return UserDetail(
+                user=self._sanitize(user),
+                identities=tuple(await store.list_user_identities(user_id)),
+                two_factor=await self._server.two_factor.status(user_id),
+                credentials=dict(sorted(kinds.items())),
+                sessions=tuple(await self._server.list_sessions(user_id)),
+            )
+
+        return await self._run("users.get", user_id, detail)
+
+    async def dashboard(self, *, days: int = 7) -> Dashboard:
+        """The last `days` of `CHARTED` events per hour, up to the current hour's end.
+
+        Raises:
+            AdminNotAllowed.
+        """
+
+        async def view(_: User | None) -> Dashboard:
+            now = self._server.clock()
+            hour = timedelta(hours=1)
+            since = now.replace(minute=0, second=0, microsecond=0) + hour - days * 24 * hour
+            counts = await self._server.store.count_audit(
+                CHARTED, since=since, step=hour, steps=days * 24
+            )
+            active = await self._server.store.count_active_sessions(now=now)
+            return Dashboard(since=since, step=hour, counts=counts, active_sessions=active)
+
+        return await self._run("dashboard.view", None, view)
+
+    async def allowed(self, action: AdminAction) -> bool:
+        """Whether this operator may take `action` (to offer only what they may do)."""
+        return await self._authorize(action)
 
     async def update_user(self, user_id: str, changes: Mapping[str, Any]) -> User:
         """Change `username` and/or `extra`, nothing else.

@@ -18,6 +18,7 @@ from ...server import AccountsServer
 from ..errors import status_for
 from ..request import Network
 from .config import UIConfig
+from .console import console_routes
 from .pages import user_routes
 from .web import Page
 
@@ -51,6 +52,7 @@ def ui_mount(
     app = Starlette(
         routes=[
             *user_routes(page),
+            *console_routes(page),
             Mount("/static", StaticFiles(directory=Path(__file__).parent / "static")),
         ],
         exception_handlers={AccountsError: failed, 404: not_found},

@@ -26,7 +26,7 @@ from ...errors import (
 )
 from ...types import LoginResult
 from ..errors import status_for
-from .web import LINK, MFA, Page, Signed
+from .web import BACK_ACCESS, BACK_REFRESH, LINK, MFA, Page, Signed
 
 __all__ = ["user_routes"]
 
@@ -110,7 +110,7 @@ class _UserPages:
 
     def _signed_in(self, request: Request, result: LoginResult, return_to: str) -> Response:
         response = self.page.redirect(request, return_to)
-        self.page.sign_in(request, response, result)
+        self.page.sign_in(request, response, result.tokens)
         self.page.cookie(request, response, MFA, None, max_age=None)
         return response
 
@@ -139,6 +139,15 @@ class _UserPages:
             return self._failed(
                 request, "message.html", error, heading="Not signed out", text=error.message
             )
+        back = self.page.stashed(request)
+        if back is not None and signed is not None and signed.session.impersonator_id:
+            # The end of an impersonation: the admin is themselves again.
+            target = f"{self.page.root}/admin/users/{signed.user.id}"
+            response = self.page.redirect(request, target)
+            self.page.sign_in(request, response, back)
+            for name in (BACK_ACCESS, BACK_REFRESH):
+                self.page.cookie(request, response, name, None, max_age=None)
+            return response
         response = self.page.redirect(request, f"{self.page.root}/signin")
         self.page.sign_out(request, response)
         return response
@@ -270,6 +279,7 @@ class _UserPages:
                 return signed
             sessions = await self.server.list_own_sessions(signed.access_token)
             activity = await self.server.list_own_audit(signed.access_token, limit=10)
+            console = await (await self.server.admin(signed.access_token)).allowed("dashboard.view")
             status: Mapping[str, Any] | None = None
             if self.page.endpoint("password", "twoFactorStatus") is not None:
                 found = await self.page.call(
@@ -287,6 +297,7 @@ class _UserPages:
             sessions=sessions,
             activity=activity,
             two_factor=status,
+            console=console,
             status=notice.pop("status", 200),
             done=request.query_params.get("done"),
             **notice,

@@ -33,7 +33,7 @@ from ...errors import (
 )
 from ...server import AccountsServer
 from ...services import EndpointHandler, EndpointRequest, ProvidesEndpoints
-from ...types import ConnectionInfo, LoginResult, Session, User
+from ...types import ConnectionInfo, LoginResult, Session, Tokens, User
 from ..request import Network, connection_info
 from .config import UIConfig
 
@@ -42,6 +42,8 @@ __all__ = ["Page", "Signed"]
 _TEMPLATES = Path(__file__).parent / "templates"
 _FORM_BYTES = 16 * 1024
 ACCESS, REFRESH, CSRF, MFA, LINK = "ui_at", "ui_rt", "ui_csrf", "ui_mfa", "ui_link"
+#: An admin's own tokens while the browser impersonates someone.
+BACK_ACCESS, BACK_REFRESH = "ui_back_at", "ui_back_rt"
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,18 +155,36 @@ class Page:
             samesite="strict" if strict else "lax",
         )
 
-    def sign_in(self, request: Request, response: Response, result: LoginResult) -> None:
+    def sign_in(self, request: Request, response: Response, tokens: Tokens) -> None:
         lifetime = int(self.server.session_config.lifetime.total_seconds())
-        self.cookie(request, response, ACCESS, result.tokens.access_token, max_age=lifetime)
-        self.cookie(request, response, REFRESH, result.tokens.refresh_token, max_age=lifetime)
+        self.cookie(request, response, ACCESS, tokens.access_token, max_age=lifetime)
+        self.cookie(request, response, REFRESH, tokens.refresh_token, max_age=lifetime)
 
     def sign_out(self, request: Request, response: Response) -> None:
-        for name in (ACCESS, REFRESH, MFA):
+        for name in (ACCESS, REFRESH, MFA, BACK_ACCESS, BACK_REFRESH):
             self.cookie(request, response, name, None, max_age=None)
+
+    def stash(self, request: Request, response: Response, signed: Signed) -> None:
+        """Keep the admin's own tokens while the browser acts as someone else."""
+        refresh = (
+            signed.renewed.tokens.refresh_token
+            if signed.renewed is not None
+            else request.cookies.get(REFRESH, "")
+        )
+        lifetime = int(self.server.session_config.lifetime.total_seconds())
+        self.cookie(request, response, BACK_ACCESS, signed.access_token, max_age=lifetime)
+        self.cookie(request, response, BACK_REFRESH, refresh, max_age=lifetime)
+
+    def stashed(self, request: Request) -> Tokens | None:
+        """The admin's tokens kept by `stash`, if this browser is impersonating."""
+        access, refresh = request.cookies.get(BACK_ACCESS), request.cookies.get(BACK_REFRESH)
+        if not access or not refresh:
+            return None
+        return Tokens(access_token=access, refresh_token=refresh)
 
     def renew(self, request: Request, response: Response, signed: Signed | None) -> None:
         if signed is not None and signed.renewed is not None:
-            self.sign_in(request, response, signed.renewed)
+            self.sign_in(request, response, signed.renewed.tokens)
 
     def _csrf_name(self, request: Request) -> str:
         return f"__Host-{CSRF}" if request.url.scheme == "https" else CSRF
