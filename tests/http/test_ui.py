@@ -206,6 +206,26 @@ async def test_forgotten_password_by_the_mailed_link(site: Site) -> None:
     assert signed_in.headers["location"] == f"{ROOT}/account"
 
 
+async def test_an_address_is_verified_from_the_account_page(site: Site) -> None:
+    await site.register("gus", "gus@example.com")
+    assert "not verified" in (await site.page("/account")).text
+    stranger = await site.submit(
+        "/account/verification-mail", {"email": "other@example.com"}, on="/account"
+    )
+    assert stranger.status_code == 400 and "not an unverified address of yours" in stranger.text
+    sent = await site.submit(
+        "/account/verification-mail", {"email": "gus@example.com"}, on="/account"
+    )
+    assert sent.headers["location"] == f"{ROOT}/account?done=mailed"
+    token = site.smtp.link_token(await site.smtp.wait_for("gus@example.com"))
+    landed = await site.browser.get(f"{ROOT}/verify-email/{token}")
+    assert landed.headers["location"] == f"{ROOT}/verify-email"
+    verified = await site.submit("/verify-email", {})
+    assert verified.status_code == 200 and "Address verified" in verified.text
+    account = await site.page("/account")
+    assert "not verified" not in account.text and "Send the verification mail" not in account.text
+
+
 async def test_pages_need_no_store_state_to_render_and_404_is_a_page(site: Site) -> None:
     missing = await site.page("/nowhere")
     assert missing.status_code == 404 and "There is no such page" in missing.text

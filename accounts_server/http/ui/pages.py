@@ -53,6 +53,7 @@ def user_routes(page: Page) -> list[Route]:
         Route("/account/sessions/{sid}/revoke", pages.revoke, methods=["POST"]),
         Route("/account/sessions/revoke-others", pages.revoke_others, methods=["POST"]),
         Route("/account/password", pages.password, methods=["POST"]),
+        Route("/account/verification-mail", pages.verification_mail, methods=["POST"]),
         Route("/account/two-factor", pages.two_factor, methods=["GET", "POST"]),
     ]
 
@@ -346,6 +347,16 @@ class _UserPages:
                 access_token=signed.access_token,
             )
             return "password"
+
+        return await self._act(request, act)
+
+    async def verification_mail(self, request: Request) -> Response:
+        async def act(signed: Signed, form: dict[str, str]) -> str:
+            address = form.get("email", "")
+            if not any(e.address == address and not e.verified for e in signed.user.emails):
+                raise InvalidRequest("that is not an unverified address of yours")
+            await self.page.call(request, "password", "sendVerificationEmail", {"email": address})
+            return "mailed"
 
         return await self._act(request, act)
 
