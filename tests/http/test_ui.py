@@ -68,7 +68,7 @@ def assert_safe_page(response: httpx.Response) -> None:
     assert "script-src 'self'" in policy and "default-src 'none'" in policy
     assert response.headers["x-frame-options"] == "DENY"
     assert response.headers["cache-control"] == "no-store"
-    assert response.headers["referrer-policy"] == "no-referrer"
+    assert response.headers["referrer-policy"] == "same-origin"
     assert "<script>" not in response.text and " style=" not in response.text
 
 

@@ -38,7 +38,8 @@ class Chart:
     total: int
     peak: int
     bars: tuple[Bar, ...]
-    #: Day boundaries along the bottom, and the count scale up the side.
+    #: Midnights (lines) and the days' names along the bottom, the count scale up the side.
+    midnights: tuple[float, ...]
     days: tuple[Tick, ...]
     levels: tuple[Tick, ...]
     width: float = WIDTH
@@ -69,13 +70,24 @@ def hourly_chart(
         for i, n in enumerate(counts)
         if n
     )
-    days = tuple(
-        Tick(at=round(LEFT + i * slot, 2), label=f"{(since + i * step):%a %d}")
-        for i in range(len(counts))
-        if (since + i * step).hour == 0
-    )
+    days = tuple(_day_labels(since, step, len(counts), slot))
     levels = tuple(Tick(at=round(base - tall * v / scale, 2), label=str(v)) for v in (0, scale))
-    return Chart(key, title, sum(counts), peak, bars, days, levels)
+    midnights = tuple(
+        round(LEFT + i * slot, 2) for i in range(len(counts)) if (since + i * step).hour == 0
+    )
+    return Chart(key, title, sum(counts), peak, bars, midnights, days, levels)
+
+
+def _day_labels(since: datetime, step: timedelta, count: int, slot: float) -> list[Tick]:
+    """A mark at each midnight and each day's name centred on the part of it shown (left
+    out where under 40 units of it are)."""
+    starts = [i for i in range(count) if (since + i * step).hour == 0]
+    labels = []
+    for first, end in zip([0, *starts], [*starts, count], strict=True):
+        if (end - first) * slot >= 40:
+            middle = LEFT + (first + end) / 2 * slot
+            labels.append(Tick(at=round(middle, 2), label=f"{(since + first * step):%a %d}"))
+    return labels
 
 
 def _ceiling(peak: int) -> int:

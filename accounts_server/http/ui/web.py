@@ -96,7 +96,9 @@ class Page:
             "Content-Security-Policy": _policy(config.return_to_origins),
             "X-Content-Type-Options": "nosniff",
             "X-Frame-Options": "DENY",
-            "Referrer-Policy": "no-referrer",
+            # Not `no-referrer`: under it Chromium sends `Origin: null` with a form, and the
+            # origin check below could not tell our forms from a sandboxed frame's.
+            "Referrer-Policy": "same-origin",
             "Cache-Control": "no-store",
         }
 
