@@ -23,11 +23,13 @@ from .services import (
     EndpointRequest,
     LoginAvailability,
     LoginService,
+    OffersSignInLinks,
     Redirect,
     SecondFactor,
     SecretService,
     ServiceEndpoint,
     ServiceSettings,
+    SignInLink,
 )
 from .sessions import SessionConfig
 from .stores.base import (
@@ -75,6 +77,7 @@ __all__ = [
     "MailMessage",
     "MailTemplate",
     "Mailer",
+    "OffersSignInLinks",
     "OneTimeToken",
     "OneTimeTokens",
     "RateLimiter",
@@ -89,6 +92,7 @@ __all__ = [
     "ServiceSettings",
     "Session",
     "SessionConfig",
+    "SignInLink",
     "SigningKey",
     "Store",
     "StoredSession",

@@ -33,12 +33,14 @@ __all__ = [
     "EndpointRequest",
     "LoginAvailability",
     "LoginService",
+    "OffersSignInLinks",
     "ProvidesEndpoints",
     "Redirect",
     "SecondFactor",
     "SecretService",
     "ServiceEndpoint",
     "ServiceSettings",
+    "SignInLink",
 ]
 
 _SEGMENT = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}|\{[a-z_]{1,32}\}")
@@ -130,6 +132,22 @@ class ServiceEndpoint:
 @runtime_checkable
 class ProvidesEndpoints(Protocol):
     def endpoints(self) -> Sequence[ServiceEndpoint]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SignInLink:
+    """A sign-in the hosted pages offer as a button: the browser goes to `path` (under the
+    accounts root, e.g. `/oauth/google/authorize`), where the service's own flow starts."""
+
+    label: str
+    path: str
+
+
+@runtime_checkable
+class OffersSignInLinks(Protocol):
+    """A service whose sign-in starts with a browser redirect (OpenID Connect)."""
+
+    def sign_in_links(self) -> Sequence[SignInLink]: ...
 
 
 @runtime_checkable

@@ -112,7 +112,7 @@ async function signIn(page, user, password) {
   await visit(page, '/signin');
   await page.getByLabel('Username or email').fill(user);
   await page.getByLabel('Password').fill(password);
-  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByRole('button', { name: 'Sign in', exact: true }).click();
 }
 
 /** Register with the keyboard alone: focus moves by Tab, the form is sent by Enter. */
@@ -254,6 +254,31 @@ async function main() {
   await expectPath(ada, '/account');
   assert.ok(await ada.locator('section[aria-labelledby="tf"]').getByText('On', { exact: true }).isVisible());
   step('signed out; password, then the TOTP code: signed in, two-factor on');
+
+  current = 'a passkey from the account page';
+  const cdp = await ada.context().newCDPSession(ada);
+  await cdp.send('WebAuthn.enable', { enableUI: false });
+  await cdp.send('WebAuthn.addVirtualAuthenticator', {
+    options: {
+      protocol: 'ctap2', transport: 'internal', hasResidentKey: true,
+      hasUserVerification: true, isUserVerified: true, automaticPresenceSimulation: true,
+    },
+  });
+  await visit(ada, '/account');
+  await ada.getByLabel('Name for a new passkey').fill('This laptop');
+  await ada.getByRole('button', { name: 'Add a passkey' }).click();
+  await ada.getByRole('status').filter({ hasText: 'Passkey added' }).waitFor();
+  const passkeyRow = ada.locator('section[aria-labelledby="pk"] tbody tr');
+  assert.equal(await passkeyRow.count(), 1);
+  assert.match(await passkeyRow.innerText(), /This laptop/);
+  await shot(ada, 'account-passkey');
+  await ada.getByRole('button', { name: 'Sign out' }).first().click();
+  await expectPath(ada, '/signin');
+  await ada.getByRole('button', { name: 'Sign in with a passkey' }).click();
+  await expectPath(ada, '/account');
+  assert.match(await passkeyRow.innerText(), /This laptop/);
+  assert.doesNotMatch(await passkeyRow.innerText(), /never/, 'its last use is shown');
+  step('a passkey added from the account page (script + virtual authenticator); signed out; signed in with it alone');
 
   current = 'an API session with a recovery code';
   const withCode = await api('/password/authenticate', {

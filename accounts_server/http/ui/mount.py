@@ -20,6 +20,7 @@ from ..request import Network
 from .config import UIConfig
 from .console import console_routes
 from .pages import user_routes
+from .passkeys import passkey_routes
 from .web import Page
 
 __all__ = ["ui_mount"]
@@ -53,6 +54,7 @@ def ui_mount(
         routes=[
             *user_routes(page),
             *console_routes(page),
+            *passkey_routes(page),
             Mount("/static", StaticFiles(directory=Path(__file__).parent / "static")),
         ],
         exception_handlers={AccountsError: failed, 404: not_found},

@@ -12,6 +12,7 @@ scanner that follows links does not spend it.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from starlette.requests import Request
@@ -24,6 +25,7 @@ from ...errors import (
     StoreUnavailable,
     TwoFactorCodeRequired,
 )
+from ...services import OffersSignInLinks
 from ...types import LoginResult
 from ..errors import status_for
 from .web import BACK_ACCESS, BACK_REFRESH, LINK, MFA, Page, Signed
@@ -33,7 +35,11 @@ __all__ = ["user_routes"]
 Handler = Callable[[Request], Awaitable[Response]]
 #: The accounts-js paths of the password service's mailed links (its `MailSettings.paths`):
 #: with `site_url` set to the pages' root, its mails open these pages.
-_LINKS = {"reset-password": "reset", "enroll-account": "enroll", "verify-email": "verify"}
+#: The magic-link service's path (`/magic-link/`) likewise.
+_LINKS = ("reset-password", "enroll-account", "verify-email", "magic-link")
+_MAGIC = ("magicLink", "/magiclink/requestMagicLinkEmail")
+_PASSKEY_LOGIN = ("webauthn", "login/options")
+_PASSKEYS = ("webauthn", "credentials", "GET")
 
 
 def user_routes(page: Page) -> list[Route]:
@@ -42,6 +48,9 @@ def user_routes(page: Page) -> list[Route]:
         Route("/", pages.home, methods=["GET"]),
         Route("/signin", pages.signin, methods=["GET", "POST"]),
         Route("/signin/code", pages.code, methods=["GET", "POST"]),
+        Route("/signin/link", pages.request_link, methods=["POST"]),
+        Route("/magic-link", pages.magic_link, methods=["GET", "POST"]),
+        Route("/oauth", pages.oauth, methods=["GET"]),
         Route("/signout", pages.signout, methods=["POST"]),
         Route("/register", pages.register, methods=["GET", "POST"]),
         Route("/forgot", pages.forgot, methods=["GET", "POST"]),
@@ -54,6 +63,7 @@ def user_routes(page: Page) -> list[Route]:
         Route("/account/sessions/revoke-others", pages.revoke_others, methods=["POST"]),
         Route("/account/password", pages.password, methods=["POST"]),
         Route("/account/verification-mail", pages.verification_mail, methods=["POST"]),
+        Route("/account/passkeys/{credential_id}/remove", pages.remove_passkey, methods=["POST"]),
         Route("/account/two-factor", pages.two_factor, methods=["GET", "POST"]),
     ]
 
@@ -91,7 +101,7 @@ class _UserPages:
     async def signin(self, request: Request) -> Response:
         return_to = self.page.return_to(request.query_params.get("return_to"))
         if request.method == "GET":
-            return self.page.render(request, "signin.html", return_to=return_to)
+            return self._signin_page(request, return_to=return_to)
         try:
             form = await self.page.form(request)
             return_to = self.page.return_to(form.get("return_to"))
@@ -100,14 +110,114 @@ class _UserPages:
                 "password", params, self.page.info(request)
             )
         except TwoFactorCodeRequired as needed:
-            response = self.page.redirect(
-                request, f"{self.page.root}/signin/code?return_to={_quote(return_to)}"
-            )
-            self.page.cookie(request, response, MFA, needed.mfa_token, max_age=300)
-            return response
+            return self._second_step(request, needed, return_to)
         except AccountsError as error:
-            return self._failed(request, "signin.html", error, return_to=return_to)
+            if isinstance(error, StoreUnavailable):
+                return self._failed(request, "signin.html", error)
+            return self._signin_page(
+                request, return_to=return_to, error=error.message, status=status_for(error)
+            )
         return self._signed_in(request, result, return_to)
+
+    def _signin_page(self, request: Request, *, status: int = 200, **context: Any) -> Response:
+        """The sign-in page, with a button for each other way in the services offer."""
+        links = [
+            link
+            for service in self.server.services.values()
+            if isinstance(service, OffersSignInLinks)
+            for link in service.sign_in_links()
+        ]
+        return self.page.render(
+            request,
+            "signin.html",
+            status=status,
+            links=links,
+            magic=self.page.endpoint(*_MAGIC) is not None,
+            passkeys=self.page.endpoint(*_PASSKEY_LOGIN) is not None,
+            api_root=self.page.api_root,
+            **context,
+        )
+
+    def _second_step(
+        self, request: Request, needed: TwoFactorCodeRequired, return_to: str
+    ) -> Response:
+        response = self.page.redirect(
+            request, f"{self.page.root}/signin/code?return_to={_quote(return_to)}"
+        )
+        self.page.cookie(request, response, MFA, needed.mfa_token, max_age=300)
+        return response
+
+    async def request_link(self, request: Request) -> Response:
+        try:
+            form = await self.page.form(request)
+            await self.page.call(request, *_MAGIC, {"email": form.get("email", "").strip()})
+        except AccountsError as error:
+            if isinstance(error, StoreUnavailable):
+                return self._failed(request, "signin.html", error)
+            return self._signin_page(
+                request,
+                return_to=self.page.return_to(None),
+                error=error.message,
+                status=status_for(error),
+            )
+        # The same answer whether or not the address has an account.
+        return self.page.render(
+            request,
+            "message.html",
+            heading="Check your mail",
+            text="If an account has that address, a sign-in link is on its way. "
+            "It works once, for 15 minutes.",
+        )
+
+    async def magic_link(self, request: Request) -> Response:
+        token = request.cookies.get(LINK)
+        if not token:
+            return self._link_used(request)
+        if request.method == "GET":
+            return self.page.render(request, "magic_link.html")
+        home = self.page.return_to(None)
+        try:
+            await self.page.form(request)
+            result = await self.server.login_with_service(
+                "magicLink", {"token": token}, self.page.info(request)
+            )
+        except TwoFactorCodeRequired as needed:
+            response = self._second_step(request, needed, home)
+        except AccountsError as error:
+            return self._failed(
+                request, "message.html", error, heading="Not signed in", text=error.message
+            )
+        else:
+            response = self._signed_in(request, result, home)
+        self.page.cookie(request, response, LINK, None, max_age=None)
+        return response
+
+    async def oauth(self, request: Request) -> Response:
+        """Where the OpenID Connect service sends the browser back (its `frontend_url`) with a
+        one-time code, exchanged here at once for the session's tokens."""
+        home = self.page.return_to(None)
+        try:
+            answer = await self.page.call(
+                request, "oauth", "exchange", {"code": request.query_params.get("code", "")}
+            )
+        except TwoFactorCodeRequired as needed:
+            return self._second_step(request, needed, home)
+        except AccountsError as error:
+            return self._failed(
+                request, "message.html", error, heading="Not signed in", text=error.message
+            )
+        if not isinstance(answer, LoginResult):
+            raise InvalidRequest("the sign-in did not complete")
+        return self._signed_in(request, answer, home)
+
+    def _link_used(self, request: Request) -> Response:
+        return self.page.render(
+            request,
+            "message.html",
+            status=400,
+            heading="Link used",
+            text="Open the link from your mail again.",
+        )
 
     def _signed_in(self, request: Request, result: LoginResult, return_to: str) -> Response:
         response = self.page.redirect(request, return_to)
@@ -213,13 +323,7 @@ class _UserPages:
         enroll = request.url.path.endswith("/enroll-account")
         template = "reset.html"
         if not token:
-            return self.page.render(
-                request,
-                "message.html",
-                status=400,
-                heading="Link used",
-                text="Open the link from your mail again.",
-            )
+            return self._link_used(request)
         if request.method == "GET":
             return self.page.render(request, template, enroll=enroll)
         try:
@@ -246,13 +350,7 @@ class _UserPages:
     async def verify(self, request: Request) -> Response:
         token = request.cookies.get(LINK)
         if not token:
-            return self.page.render(
-                request,
-                "message.html",
-                status=400,
-                heading="Link used",
-                text="Open the link from your mail again.",
-            )
+            return self._link_used(request)
         if request.method == "GET":
             return self.page.render(request, "verify.html")
         try:
@@ -281,6 +379,12 @@ class _UserPages:
             sessions = await self.server.list_own_sessions(signed.access_token)
             activity = await self.server.list_own_audit(signed.access_token, limit=10)
             console = await (await self.server.admin(signed.access_token)).allowed("dashboard.view")
+            passkeys: list[dict[str, Any]] | None = None
+            if self.page.endpoint(*_PASSKEYS) is not None:
+                listed = await self.page.call(
+                    request, *_PASSKEYS[:2], {}, access_token=signed.access_token, method="GET"
+                )
+                passkeys = [_passkey(p) for p in listed] if isinstance(listed, list) else []
             status: Mapping[str, Any] | None = None
             if self.page.endpoint("password", "twoFactorStatus") is not None:
                 found = await self.page.call(
@@ -299,6 +403,7 @@ class _UserPages:
             activity=activity,
             two_factor=status,
             console=console,
+            passkeys=passkeys,
             status=notice.pop("status", 200),
             done=request.query_params.get("done"),
             **notice,
@@ -360,6 +465,21 @@ class _UserPages:
 
         return await self._act(request, act)
 
+    async def remove_passkey(self, request: Request) -> Response:
+        async def act(signed: Signed, form: dict[str, str]) -> str:
+            await self.page.call(
+                request,
+                "webauthn",
+                "credentials/{credential_id}",
+                {},
+                access_token=signed.access_token,
+                method="DELETE",
+                path_params={"credential_id": request.path_params["credential_id"]},
+            )
+            return "passkey-removed"
+
+        return await self._act(request, act)
+
     async def two_factor(self, request: Request) -> Response:
         """GET: a new secret, as a QR code and as text; POST: turn it on with a code, and
         show the recovery codes, once."""
@@ -390,6 +510,21 @@ class _UserPages:
             return await self.account(request, error=error.message, status=status_for(error))
         codes = answer.get("recoveryCodes", []) if isinstance(answer, Mapping) else []
         return self.page.render(request, "recovery_codes.html", signed=signed, codes=codes)
+
+
+def _passkey(view: Mapping[str, Any]) -> dict[str, Any]:
+    """The WebAuthn service's view of a passkey, its epoch-millisecond times as datetimes."""
+
+    def moment(ms: object) -> datetime | None:
+        return datetime.fromtimestamp(ms / 1000, UTC) if isinstance(ms, int | float) else None
+
+    return {
+        "id": view.get("id"),
+        "name": view.get("name"),
+        "created": moment(view.get("createdAt")),
+        "used": moment(view.get("lastUsedAt")),
+        "synced": bool(view.get("backedUp")),
+    }
 
 
 def _quote(value: str) -> str:

@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import jinja2
+import orjson
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
@@ -202,26 +203,49 @@ class Page:
         Raises:
             InvalidRequest: not a form of ours (no or a wrong token, another site's origin).
         """
+        body = await self._body(request, "application/x-www-form-urlencoded")
+        try:
+            fields = dict(parse_qsl(body.decode(), strict_parsing=bool(body), max_num_fields=32))
+        except (UnicodeDecodeError, ValueError):
+            raise InvalidRequest("an unreadable form") from None
+        self._check_csrf(request, fields.pop("csrf", ""))
+        return fields
+
+    async def json(self, request: Request) -> dict[str, Any]:
+        """A page script's JSON object, from this site, with the CSRF token in `X-CSRF-Token`
+        (the passkey ceremonies: the browser API needs a script).
+
+        Raises:
+            InvalidRequest, UnsupportedMediaType, RequestTooLarge.
+        """
+        body = await self._body(request, "application/json")
+        self._check_csrf(request, request.headers.get("x-csrf-token", ""))
+        try:
+            found = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise InvalidRequest("an unreadable JSON body") from None
+        if not isinstance(found, dict):
+            raise InvalidRequest("the body must be a JSON object")
+        return found
+
+    async def _body(self, request: Request, kind: str) -> bytes:
         origin = request.headers.get("origin")
         if origin is not None and origin != f"{request.url.scheme}://{request.url.netloc}":
             raise InvalidRequest("this form was sent from another site")
-        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if kind != "application/x-www-form-urlencoded":
-            raise UnsupportedMediaType("a form is application/x-www-form-urlencoded")
+        given = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if given != kind:
+            raise UnsupportedMediaType(f"this takes {kind}")
         body = b""
         async for chunk in request.stream():
             body += chunk
             if len(body) > _FORM_BYTES:
                 raise RequestTooLarge()
-        try:
-            fields = dict(parse_qsl(body.decode(), strict_parsing=bool(body), max_num_fields=32))
-        except (UnicodeDecodeError, ValueError):
-            raise InvalidRequest("an unreadable form") from None
+        return body
+
+    def _check_csrf(self, request: Request, given: str) -> None:
         expected = request.cookies.get(self._csrf_name(request), "")
-        given = fields.pop("csrf", "")
         if not expected or not hmac.compare_digest(expected.encode(), given.encode()):
             raise InvalidRequest("this form has expired: reload the page and send it again")
-        return fields
 
     def return_to(self, value: str | None) -> str:
         """Where to go after signing in: a path of ours, or a configured origin; else home."""
@@ -265,12 +289,21 @@ class Page:
 
     # -- login services' endpoints ----------------------------------------------------------
 
-    def endpoint(self, service: str, path: str) -> EndpointHandler | None:
+    def endpoint(
+        self, service: str, path: str, method: str | None = None
+    ) -> EndpointHandler | None:
         """A service's protocol endpoint (`password`, `register`), if it is installed."""
         found = self.server.services.get(service)
         if not isinstance(found, ProvidesEndpoints):
             return None
-        return next((e.handler for e in found.endpoints() if e.path == path), None)
+        return next(
+            (
+                e.handler
+                for e in found.endpoints()
+                if e.path == path and (method is None or e.method == method)
+            ),
+            None,
+        )
 
     async def call(
         self,
@@ -280,14 +313,21 @@ class Page:
         body: Mapping[str, Any],
         *,
         access_token: str | None = None,
+        method: str | None = None,
+        path_params: Mapping[str, str] | None = None,
     ) -> object:
         """Raises:
         InvalidRequest: the service or endpoint is not installed; whatever it raises.
         """
-        handler = self.endpoint(service, path)
+        handler = self.endpoint(service, path, method)
         if handler is None:
             raise InvalidRequest(f"{service} {path} is not available here")
-        call = EndpointRequest(body=body, info=self.info(request), access_token=access_token)
+        call = EndpointRequest(
+            body=body,
+            info=self.info(request),
+            access_token=access_token,
+            path_params=path_params or {},
+        )
         return await self.server.call_endpoint(handler, call)
 
 

@@ -55,6 +55,7 @@ from accounts_server import (
     ServiceContext,
     ServiceEndpoint,
     ServiceSettings,
+    SignInLink,
     TemporarilyUnavailable,
     User,
     canonical_email,
@@ -115,6 +116,8 @@ class OIDCProvider:
     scopes: tuple[str, ...] = ("openid", "email", "profile")
     #: `client_secret_basic` (RFC 6749 §2.3.1, the default) or `client_secret_post`.
     token_auth: str = "client_secret_basic"  # noqa: S105 (a method name, not a secret)
+    #: What a sign-in button says ("Sign in with <label>"); the name if not given.
+    label: str | None = None
 
     def __post_init__(self) -> None:
         if not self.name.isidentifier() or "openid" not in self.scopes:
@@ -197,6 +200,13 @@ class OAuthService:
                 body={"type": "object", "properties": {"code": {"type": "string"}}},
                 response={"$ref": "#/components/schemas/LoginResult"},
             ),
+        )
+
+    def sign_in_links(self) -> Sequence[SignInLink]:
+        """`OffersSignInLinks`: one button per provider on the hosted sign-in page."""
+        return tuple(
+            SignInLink(f"Sign in with {p.label or p.name}", f"/{self.name}/{p.name}/authorize")
+            for p in self.providers.values()
         )
 
     # -- provider metadata ------------------------------------------------------------------
@@ -496,7 +506,15 @@ class OAuthService:
         return await ctx.login(user, request.info)
 
 
-_PROVIDER_KEYS = ("issuer", "client_id", "client_secret", "redirect_uri", "scopes", "token_auth")
+_PROVIDER_KEYS = (
+    "issuer",
+    "client_id",
+    "client_secret",
+    "redirect_uri",
+    "scopes",
+    "token_auth",
+    "label",
+)
 
 
 def from_settings(settings: ServiceSettings) -> OAuthService | None:
@@ -525,6 +543,7 @@ def from_settings(settings: ServiceSettings) -> OAuthService | None:
                 redirect_uri=provider.required("redirect_uri"),
                 scopes=provider.texts("scopes", defaults["scopes"].default),  # type: ignore[arg-type]
                 token_auth=provider.text("token_auth") or defaults["token_auth"].default,  # type: ignore[arg-type]
+                label=provider.text("label"),
             )
         )
     if not providers:
