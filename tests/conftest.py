@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,14 @@ from accounts_server import AccountsServer, KeyRing, RateLimits, Store, TokenCon
 from accounts_server.http import create_app
 from accounts_server.stores import SQLiteStore
 
-from .helpers import SMTPServer, WireServer, load_key, wire_server_unavailable
+from .helpers import (
+    NodeServer,
+    SMTPServer,
+    WireServer,
+    load_key,
+    node_unavailable,
+    wire_server_unavailable,
+)
 
 #: Set (by .ci/run) to make any skipped test fail the run: a clone of this repository alone
 #: must bring up every server its tests need, so a skip means one of them did not come up.
@@ -124,3 +132,26 @@ async def client(server: AccountsServer) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=create_app(server), client=("203.0.113.7", 4242))
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
         yield c
+
+
+#: The OpenID provider's one client: this server, at the ASGI tests' host.
+CLIENT_ID, CLIENT_SECRET = "accounts-test", "a-test-client-secret-for-oidc"
+CALLBACK = "http://testserver/accounts/oauth/test/callback"
+
+
+@dataclass
+class Provider:
+    issuer: str
+    pid: int
+
+
+@pytest.fixture(scope="session")
+def provider() -> Iterator[Provider]:
+    """tests/servers/oidc-provider on a free port for the whole run, stopped by its PID."""
+    if reason := node_unavailable("OIDC provider"):
+        pytest.skip(f"OIDC tests skipped: {reason}")
+    server = NodeServer.launch("oidc-provider", "provider.mjs", CLIENT_ID, CLIENT_SECRET, CALLBACK)
+    try:
+        yield Provider(f"http://127.0.0.1:{server.port}", server.pid)
+    finally:
+        server.stop()

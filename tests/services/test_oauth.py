@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from typing import Any, get_args
 from urllib.parse import parse_qs, urlencode, urljoin, urlsplit, urlunsplit
@@ -23,29 +23,7 @@ from accounts_oauth import OAuthService, OIDCProvider
 from accounts_server import AccountsServer, EventName, HookEvent, Store, User
 from accounts_server.http import create_app
 
-from ..conftest import MakeServer
-from ..helpers import NodeServer, node_unavailable
-
-CLIENT_ID, CLIENT_SECRET = "accounts-test", "a-test-client-secret-for-oidc"
-CALLBACK = "http://testserver/accounts/oauth/test/callback"
-
-
-@dataclass
-class Provider:
-    issuer: str
-    pid: int
-
-
-@pytest.fixture(scope="session")
-def provider() -> Iterator[Provider]:
-    """tests/servers/oidc-provider on a free port for the whole run, stopped by its PID."""
-    if reason := node_unavailable("OIDC provider"):
-        pytest.skip(f"OIDC tests skipped: {reason}")
-    server = NodeServer.launch("oidc-provider", "provider.mjs", CLIENT_ID, CLIENT_SECRET, CALLBACK)
-    try:
-        yield Provider(f"http://127.0.0.1:{server.port}", server.pid)
-    finally:
-        server.stop()
+from ..conftest import CALLBACK, CLIENT_ID, CLIENT_SECRET, MakeServer, Provider
 
 
 @dataclass
