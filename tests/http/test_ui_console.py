@@ -199,7 +199,7 @@ async def test_deactivation_from_the_console_holds_on_the_next_api_call(
     records = await console.admin.page(f"/admin/audit?user={ada}&event=admin_action")
     for action in ("users.deactivate", "users.activate", "sessions.revoke"):
         assert f"<code>{action}</code>" in records.text
-    assert "<td>login success" not in records.text
+    assert "<td>Signed in" not in records.text
 
 
 async def test_deletion_needs_its_box_ticked(console: Console) -> None:
@@ -245,8 +245,8 @@ async def test_the_audit_log_filters_and_refuses_what_is_not_an_event(console: C
         json={"user": {"username": "ada"}, "password": "not the password"},
     )
     errors = await console.admin.page("/admin/audit?event=login_error")
-    assert "(InvalidCredentials)" in errors.text and "<td>login success" not in errors.text
+    assert "(InvalidCredentials)" in errors.text and "<td>Signed in" not in errors.text
     everything = await console.admin.page("/admin/audit")
-    assert "<td>login success" in everything.text and "<td>login error" in everything.text
+    assert "<td>Signed in" in everything.text and "<td>Sign-in refused" in everything.text
     bad = await console.admin.page("/admin/audit?event=drop_tables")
     assert bad.status_code == 400 and "not an audited event" in bad.text

@@ -37,6 +37,7 @@ from ...services import EndpointHandler, EndpointRequest, ProvidesEndpoints
 from ...types import ConnectionInfo, LoginResult, Session, Tokens, User
 from ..request import Network, connection_info
 from .config import UIConfig
+from .words import device, event_words
 
 __all__ = ["Page", "Signed"]
 
@@ -93,6 +94,8 @@ class Page:
             autoescape=True,
             undefined=jinja2.StrictUndefined,
         )
+        self.env.filters["device"] = device
+        self.env.filters["event"] = event_words
         self.headers = {
             "Content-Security-Policy": _policy(config.return_to_origins),
             "X-Content-Type-Options": "nosniff",
