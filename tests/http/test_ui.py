@@ -246,6 +246,17 @@ def test_serve_ui_on_uvicorn(tmp_path: Path) -> None:
         assert home.headers["location"] == f"{ROOT}/signin"
 
 
+def test_ui_from_the_config_file(tmp_path: Path) -> None:
+    from .test_uvicorn import started
+
+    config = tmp_path / "accounts.toml"
+    config.write_text('ui = true\nui_return_to = ["https://app.example"]\n')
+    with started(tmp_path, "--config", str(config)) as (_, base):
+        signin = httpx.get(f"{base}{ROOT}/signin")
+        assert signin.status_code == 200 and "<h1>Sign in</h1>" in signin.text
+        assert "form-action 'self' https://app.example" in signin.headers["content-security-policy"]
+
+
 def test_serve_refuses_a_return_to_that_is_not_an_origin(tmp_path: Path) -> None:
     import subprocess
     import sys
