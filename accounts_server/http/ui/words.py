@@ -54,7 +54,7 @@ EVENTS = {
 
 
 def device(user_agent: str | None) -> str:
-    """"Chrome 150 on Linux" for a browser, "curl 8" for a program, "unknown" for nothing."""
+    """A browser as "Chrome 150 on Linux", a program as "curl 8", nothing as "unknown"."""
     if not user_agent:
         return "unknown"
     for token, name in _BROWSERS:
