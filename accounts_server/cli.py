@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import functools
 import getpass
 import inspect
 import json
@@ -211,8 +212,75 @@ def main() -> None:
     logging.getLogger("accounts_server.audit").setLevel(logging.INFO)
 
 
+@dataclass(frozen=True, slots=True)
+class Database:
+    """Which database `serve` and every management command use: PostgreSQL or MongoDB when
+    given their URL (one of them), else the SQLite file."""
+
+    db_path: Path
+    mongodb_url: str | None = None
+    mongodb_db: str = "accounts"
+    postgres_url: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.mongodb_url and self.postgres_url:
+            raise ConfigurationError("give --mongodb-url or --postgres-url, not both")
+
+    @property
+    def is_sqlite(self) -> bool:
+        return not self.mongodb_url and not self.postgres_url
+
+    def describe(self) -> str:
+        if self.postgres_url:
+            return "PostgreSQL"
+        return f"MongoDB {self.mongodb_db}" if self.mongodb_url else f"db {self.db_path}"
+
+    def open(self) -> Store:
+        """Raises:
+        ConfigurationError: the extra the database needs is not installed.
+        """
+        try:
+            if self.postgres_url:
+                from .stores.postgres import PostgresStore
+
+                return PostgresStore(self.postgres_url)
+            if self.mongodb_url:
+                from .stores.mongo import MongoStore
+
+                return MongoStore.from_url(self.mongodb_url, self.mongodb_db)
+        except ImportError as exc:
+            raise ConfigurationError(str(exc)) from exc
+        return SQLiteStore(self.db_path)
+
+
 def store_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """The database options every management command shares with `serve`."""
+    """The database options every management command shares with `serve`, handed to the
+    command as one `database: Database`."""
+
+    given = fn
+
+    @functools.wraps(given)
+    def command(
+        *args: Any,
+        db_path: Path,
+        mongodb_url: str | None,
+        mongodb_db: str,
+        postgres_url: str | None,
+        **kwargs: Any,
+    ) -> Any:
+        try:
+            database = Database(db_path, mongodb_url, mongodb_db, postgres_url)
+        except ConfigurationError as exc:
+            raise click.ClickException(exc.message) from exc
+        return given(*args, database=database, **kwargs)
+
+    fn = command
+    fn = click.option(
+        "--postgres-url",
+        envvar="ACCOUNTS_POSTGRES_URL",
+        help="Use PostgreSQL instead of SQLite: postgresql://user@host/db (needs the "
+        "[postgres] extra). Give the password by reference in a config file.",
+    )(fn)
     fn = click.option(
         "--mongodb-db",
         default="accounts",
@@ -430,9 +498,7 @@ def serve(
     ctx: click.Context,
     host: str,
     port: int,
-    db_path: Path,
-    mongodb_url: str | None,
-    mongodb_db: str,
+    database: Database,
     key_paths: tuple[Path, ...],
     sealing_key_paths: tuple[Path, ...],
     issuer: str,
@@ -472,6 +538,7 @@ def serve(
     from .http.app import cors_settings
 
     try:
+        db_path = database.db_path
         db_path.parent.mkdir(parents=True, exist_ok=True)
         _export_service_settings(
             {
@@ -489,8 +556,9 @@ def serve(
             raise ConfigurationError("--mail smtp needs --smtp-url and --mail-from")
         serving = _Serving(
             db_path=str(db_path),
-            mongodb_url=mongodb_url,
-            mongodb_db=mongodb_db,
+            mongodb_url=database.mongodb_url,
+            mongodb_db=database.mongodb_db,
+            postgres_url=database.postgres_url,
             key_paths=tuple(map(str, key_paths)),
             sealing_key_paths=tuple(map(str, sealing_key_paths)),
             issuer=issuer,
@@ -532,7 +600,7 @@ def serve(
         server = serving.server(services)
     except ConfigurationError as exc:
         raise click.ClickException(exc.message) from exc
-    where = f"MongoDB {mongodb_db}" if mongodb_url else f"db {db_path}"
+    where = database.describe()
     announce = _announcer(log_format)
     announce(
         f"accounts-server on http://{host}:{port}/accounts  ({where}, "
@@ -616,6 +684,7 @@ class _Serving:
     db_path: str
     mongodb_url: str | None
     mongodb_db: str
+    postgres_url: str | None
     key_paths: tuple[str, ...]
     sealing_key_paths: tuple[str, ...]
     issuer: str
@@ -682,7 +751,9 @@ class _Serving:
         ConfigurationError.
         """
         server = AccountsServer(
-            store=_open_store(Path(self.db_path), self.mongodb_url, self.mongodb_db),
+            store=Database(
+                Path(self.db_path), self.mongodb_url, self.mongodb_db, self.postgres_url
+            ).open(),
             tokens=TokenConfig(
                 keys=KeyRing([SigningKey.from_file(path) for path in self.key_paths]),
                 issuer=self.issuer,
@@ -806,20 +877,8 @@ def _run_until_stopped(config: Any) -> None:
     GracefulServer(config).run()
 
 
-def _open_store(db_path: Path, mongodb_url: str | None, mongodb_db: str) -> Store:
-    if not mongodb_url:
-        return SQLiteStore(db_path)
-    try:
-        from .stores.mongo import MongoStore
-    except ImportError as exc:
-        raise ConfigurationError(str(exc)) from exc
-    return MongoStore.from_url(mongodb_url, mongodb_db)
-
-
 def _run(
-    db_path: Path,
-    mongodb_url: str | None,
-    mongodb_db: str,
+    database: Database,
     work: Callable[[AccountsServer], Awaitable[_T]],
     *,
     create: bool = False,
@@ -827,12 +886,14 @@ def _run(
     """Run `work` against a server on the same database as `serve` (management needs no
     signing key: a throwaway one is used and never signs anything); with `create`, a SQLite
     file that is not there yet is created."""
-    if not mongodb_url and not db_path.exists() and not create:
-        raise click.ClickException(f"no database at {db_path} (start `serve` once, or --db)")
+    if database.is_sqlite and not database.db_path.exists() and not create:
+        raise click.ClickException(
+            f"no database at {database.db_path} (start `serve` once, or --db)"
+        )
 
     async def go() -> _T:
         server = AccountsServer(
-            store=_open_store(db_path, mongodb_url, mongodb_db),
+            store=database.open(),
             tokens=TokenConfig(keys=KeyRing([SigningKey.generate()])),
             services=load_services(()),
         )
@@ -903,12 +964,12 @@ async def _find(server: AccountsServer, who: str) -> User:
 
 @main.command()
 @store_options
-def prune(db_path: Path, mongodb_url: str | None, mongodb_db: str) -> None:
+def prune(database: Database) -> None:
     """Delete expired sessions, tokens and counters (the running server also does this hourly)."""
-    _prune(db_path, mongodb_url, mongodb_db)
+    _prune(database)
 
 
-def _prune(db_path: Path, mongodb_url: str | None, mongodb_db: str) -> None:
+def _prune(database: Database) -> None:
     from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn
 
@@ -916,7 +977,7 @@ def _prune(db_path: Path, mongodb_url: str | None, mongodb_db: str) -> None:
         SpinnerColumn(), TextColumn("{task.description}"), console=Console(stderr=True)
     ) as bar:
         bar.add_task("pruning expired sessions, tokens and counters", total=None)
-        count = _run(db_path, mongodb_url, mongodb_db, lambda server: server.prune_expired())
+        count = _run(database, lambda server: server.prune_expired())
     click.echo(f"pruned {count} expired record(s)")
 
 
@@ -936,9 +997,7 @@ def users() -> None:
 )
 @click.password_option(help="Prompted for when not given.")
 def users_create(
-    db_path: Path,
-    mongodb_url: str | None,
-    mongodb_db: str,
+    database: Database,
     username: str | None,
     email: str | None,
     service_name: str | None,
@@ -956,7 +1015,7 @@ def users_create(
             services={service.name: data},
         )
 
-    user = _run(db_path, mongodb_url, mongodb_db, create)
+    user = _run(database, create)
     click.echo(f"created {user.id}")
 
 
@@ -966,9 +1025,7 @@ def users_create(
 @click.option("--offset", default=0, type=click.IntRange(0))
 @click.option("--limit", default=50, type=click.IntRange(1, 100))
 def users_list(
-    db_path: Path,
-    mongodb_url: str | None,
-    mongodb_db: str,
+    database: Database,
     search: str | None,
     offset: int,
     limit: int,
@@ -977,9 +1034,7 @@ def users_list(
     from rich.console import Console
 
     found = _run(
-        db_path,
-        mongodb_url,
-        mongodb_db,
+        database,
         lambda server: server.list_users(search=search, offset=offset, limit=limit),
     )
     Console().print(_users_table(found))
@@ -988,7 +1043,7 @@ def users_list(
 @users.command("show")
 @store_options
 @click.argument("who")
-def users_show(db_path: Path, mongodb_url: str | None, mongodb_db: str, who: str) -> None:
+def users_show(database: Database, who: str) -> None:
     """One user (by id, username or email) and their live sessions."""
     from rich.console import Console
 
@@ -996,7 +1051,7 @@ def users_show(db_path: Path, mongodb_url: str | None, mongodb_db: str, who: str
         user = await _find(server, who)
         return user, await server.list_sessions(user.id)
 
-    user, sessions = _run(db_path, mongodb_url, mongodb_db, show)
+    user, sessions = _run(database, show)
     console = Console()
     console.print(_users_table([user]))
     console.print(_sessions_table(sessions))
@@ -1006,13 +1061,13 @@ def _user_action(name: str, doc: str, action: str) -> None:
     @users.command(name, help=doc)
     @store_options
     @click.argument("who")
-    def command(db_path: Path, mongodb_url: str | None, mongodb_db: str, who: str) -> None:
+    def command(database: Database, who: str) -> None:
         async def act(server: AccountsServer) -> User:
             user = await _find(server, who)
             await getattr(_console(server), action)(user.id)
             return user
 
-        user = _run(db_path, mongodb_url, mongodb_db, act)
+        user = _run(database, act)
         click.echo(f"{name}d {user.id}")
 
 
@@ -1023,7 +1078,7 @@ _user_action("activate", "Activate a deactivated user.", "activate_user")
 @users.command("reset-2fa")
 @store_options
 @click.argument("who")
-def users_reset_2fa(db_path: Path, mongodb_url: str | None, mongodb_db: str, who: str) -> None:
+def users_reset_2fa(database: Database, who: str) -> None:
     """Remove a user's second factor (TOTP and recovery codes) when they have lost both; they
     sign in with their password alone until they enrol again. Audited."""
 
@@ -1031,7 +1086,7 @@ def users_reset_2fa(db_path: Path, mongodb_url: str | None, mongodb_db: str, who
         user = await _find(server, who)
         return user, await _console(server).reset_two_factor(user.id)
 
-    user, removed = _run(db_path, mongodb_url, mongodb_db, reset)
+    user, removed = _run(database, reset)
     if removed:
         click.echo(f"two-factor removed for {user.id}")
     else:
@@ -1042,7 +1097,7 @@ def users_reset_2fa(db_path: Path, mongodb_url: str | None, mongodb_db: str, who
 @store_options
 @click.argument("who")
 @click.confirmation_option(prompt="Delete this user, their sessions and their data?")
-def users_delete(db_path: Path, mongodb_url: str | None, mongodb_db: str, who: str) -> None:
+def users_delete(database: Database, who: str) -> None:
     """Delete a user with their sessions, tokens and service data."""
 
     async def delete(server: AccountsServer) -> User:
@@ -1050,7 +1105,7 @@ def users_delete(db_path: Path, mongodb_url: str | None, mongodb_db: str, who: s
         await _console(server).delete_user(user.id)
         return user
 
-    click.echo(f"deleted {_run(db_path, mongodb_url, mongodb_db, delete).id}")
+    click.echo(f"deleted {_run(database, delete).id}")
 
 
 def _sessions_table(sessions: Sequence[Session]) -> Table:
@@ -1085,9 +1140,7 @@ def _sessions_table(sessions: Sequence[Session]) -> Table:
 )
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 500))
 def audit(
-    db_path: Path,
-    mongodb_url: str | None,
-    mongodb_db: str,
+    database: Database,
     who: str | None,
     events: tuple[str, ...],
     since: datetime | None,
@@ -1109,7 +1162,7 @@ def audit(
         return await _console(server).list_audit(query)
 
     table = Table("time (UTC)", "event", "user", "by", "service", "code", "ip", "detail")
-    for r in _run(db_path, mongodb_url, mongodb_db, listing):
+    for r in _run(database, listing):
         table.add_row(
             _when(r.at), r.event, r.user_id, r.actor_id, r.service, r.code, r.ip, r.detail
         )
@@ -1124,14 +1177,14 @@ def sessions() -> None:
 @sessions.command("list")
 @store_options
 @click.argument("who")
-def sessions_list(db_path: Path, mongodb_url: str | None, mongodb_db: str, who: str) -> None:
+def sessions_list(database: Database, who: str) -> None:
     """A user's live sessions."""
     from rich.console import Console
 
     async def listing(server: AccountsServer) -> list[Session]:
         return await server.list_sessions((await _find(server, who)).id)
 
-    Console().print(_sessions_table(_run(db_path, mongodb_url, mongodb_db, listing)))
+    Console().print(_sessions_table(_run(database, listing)))
 
 
 @sessions.command("revoke")
@@ -1140,9 +1193,7 @@ def sessions_list(db_path: Path, mongodb_url: str | None, mongodb_db: str, who: 
 @click.argument("session_id", required=False)
 @click.option("--all", "everything", is_flag=True, help="End every session of the user.")
 def sessions_revoke(
-    db_path: Path,
-    mongodb_url: str | None,
-    mongodb_db: str,
+    database: Database,
     who: str,
     session_id: str | None,
     everything: bool,
@@ -1159,14 +1210,14 @@ def sessions_revoke(
         await admin.revoke_session(user.id, session_id or "")
         return 1
 
-    click.echo(f"revoked {_run(db_path, mongodb_url, mongodb_db, revoke)} session(s)")
+    click.echo(f"revoked {_run(database, revoke)} session(s)")
 
 
 @sessions.command("prune")
 @store_options
-def sessions_prune(db_path: Path, mongodb_url: str | None, mongodb_db: str) -> None:
+def sessions_prune(database: Database) -> None:
     """Delete expired sessions, tokens and counters."""
-    _prune(db_path, mongodb_url, mongodb_db)
+    _prune(database)
 
 
 @main.group()
@@ -1248,9 +1299,7 @@ def import_group() -> None:
     help="Import users who have TOTP in accounts-js without it (skipped otherwise).",
 )
 def import_accountsjs(
-    db_path: Path,
-    mongodb_url: str | None,
-    mongodb_db: str,
+    database: Database,
     source_url: str,
     source_db: str,
     source_collection: str,
@@ -1292,7 +1341,7 @@ def import_accountsjs(
         finally:
             await source.close()
 
-    report = _run(db_path, mongodb_url, mongodb_db, work, create=not dry_run)
+    report = _run(database, work, create=not dry_run)
     _print_import(report)
     if report.skipped or report.conflicts:
         sys.exit(1)
