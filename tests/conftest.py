@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -19,10 +20,14 @@ from accounts_server.stores import SQLiteStore
 
 from .helpers import (
     NodeServer,
+    PostgresServer,
     SMTPServer,
     WireServer,
+    create_database,
+    drop_database,
     load_key,
     node_unavailable,
+    postgres_unavailable,
     wire_server_unavailable,
 )
 
@@ -60,6 +65,33 @@ def mongodb_url() -> Iterator[str]:
         yield server.url
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real PostgreSQL server over TCP: `POSTGRES_URL` if set, else a throwaway cluster
+    (helpers.PostgresServer: its own data dir and free port, never a system cluster on 5432),
+    stopped by its PID."""
+    if url := os.environ.get("POSTGRES_URL"):
+        yield url
+        return
+    skip_reason = postgres_unavailable()
+    if skip_reason:
+        pytest.skip(f"PostgreSQL tests skipped: POSTGRES_URL is not set and {skip_reason}")
+    server = PostgresServer.start(tmp_path_factory.mktemp("postgres"))
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_database(postgres_url: str) -> Iterator[str]:
+    """A new, empty database for one test on `postgres_url`'s server (POSTGRES_URL's too): its
+    URL. Dropped afterwards, so a shared server does not fill up with test databases."""
+    name = f"test_{uuid.uuid4().hex}"
+    yield create_database(postgres_url, name)
+    drop_database(postgres_url, name)
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import mailbox
 import os
+import pwd
 import re
 import shutil
 import signal
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from email.message import Message
 from pathlib import Path
 from typing import IO, Any, Self
+from urllib.parse import quote, urlsplit
 
 from accounts_password import PasswordService
 from accounts_server import AccountsServer, SigningKey, SMTPMailer
@@ -94,11 +96,12 @@ def npm_ci(directory: Path) -> None:
         raise RuntimeError(f"npm ci in {directory} failed: {result.stderr[-2000:]}")
 
 
-def stop_process(process: subprocess.Popen[Any]) -> None:
-    """SIGTERM to the PID, SIGKILL after 5 s; a process that has already exited is left alone."""
+def stop_process(process: subprocess.Popen[Any], sig: signal.Signals = signal.SIGTERM) -> None:
+    """`sig` (SIGTERM) to the PID, SIGKILL after 5 s; a process that has already exited is left
+    alone."""
     if process.poll() is not None:
         return
-    os.kill(process.pid, signal.SIGTERM)
+    os.kill(process.pid, sig)
     try:
         process.wait(timeout=5)
     except subprocess.TimeoutExpired:
@@ -181,6 +184,172 @@ class WireServer(NodeServer):
         server = cls.launch("mongodb-wire", "server.mjs", port=port, env=env)
         server.replica_set = replica_set
         return server
+
+
+#: The OS user PostgreSQL runs as when we are root: initdb and postgres refuse to run as root.
+POSTGRES_USER = "postgres"
+
+
+def _postgres_bindir() -> Path | None:
+    """Where initdb and postgres are: `pg_config --bindir` if it names a directory holding them
+    (Debian's /usr/bin/pg_config may come from libpq-dev alone), else the highest version in
+    Debian's /usr/lib/postgresql/*/bin."""
+    if pg_config := shutil.which("pg_config"):
+        result = subprocess.run(
+            [pg_config, "--bindir"], capture_output=True, text=True, timeout=10, check=False
+        )
+        bindir = Path(result.stdout.strip())
+        if result.returncode == 0 and all((bindir / b).exists() for b in ("initdb", "postgres")):
+            return bindir
+
+    def version(bindir: Path) -> tuple[int, ...]:
+        return tuple(int(part) for part in re.findall(r"\d+", bindir.parent.name))
+
+    found = [b for b in Path("/usr/lib/postgresql").glob("*/bin") if (b / "initdb").exists()]
+    return max(found, key=version) if found else None
+
+
+def postgres_unavailable() -> str | None:
+    """Why a PostgreSQL server cannot be started here, or None if it can."""
+    if _postgres_bindir() is None:
+        return "PostgreSQL is not installed (CI installs it: apt-get install postgresql)"
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam(POSTGRES_USER)
+        except KeyError:
+            return f"we run as root and there is no {POSTGRES_USER!r} user to run PostgreSQL as"
+    return None
+
+
+def database_url(url: str, name: str) -> str:
+    """`url` (a postgresql:// URL) naming database `name` instead, its query kept."""
+    return urlsplit(url)._replace(path="/" + quote(name, safe="")).geturl()
+
+
+def create_database(url: str, name: str) -> str:
+    """A new, empty database `name` on the server at `url`: its URL. Through psycopg, imported
+    here so that only the PostgreSQL tests need it."""
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return database_url(url, name)
+
+
+def drop_database(url: str, name: str) -> None:
+    """Drop database `name` on the server at `url`, closing any connection a test left open
+    (FORCE, PostgreSQL 13+): on a shared POSTGRES_URL server, test databases do not pile up."""
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+@dataclass(frozen=True)
+class PostgresServer:
+    """A throwaway PostgreSQL cluster on 127.0.0.1 (trust authentication, role `accounts`),
+    owned by its PID, its output in `log`.
+
+    As root, initdb and postgres run as the `postgres` OS user, and the cluster lives in a
+    directory of its own under the system temp dir, removed by stop(): pytest's temp dirs are
+    0700 root's, where that user cannot reach. They run through subprocess's user/group, not
+    runuser: runuser stays the parent, and on SIGTERM it SIGKILLs its child 2 s after
+    forwarding the signal, killing the postmaster mid-shutdown under its backends."""
+
+    port: int
+    data: Path
+    log: Path
+    process: subprocess.Popen[bytes]
+    #: The directory stop() removes (as root), else None.
+    private: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://accounts@127.0.0.1:{self.port}/postgres"
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @classmethod
+    def start(cls, directory: Path) -> PostgresServer:
+        """initdb, then postgres on a free port, returned once it accepts connections."""
+        bindir = _postgres_bindir()
+        if bindir is None:
+            raise RuntimeError(postgres_unavailable())
+        # As the postgres user (uid, gid; no supplementary groups), when we are root.
+        owner: dict[str, Any] = {}
+        private = None
+        home = directory
+        if os.geteuid() == 0:
+            user = pwd.getpwnam(POSTGRES_USER)
+            owner = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
+            private = home = Path(tempfile.mkdtemp(prefix="accounts-postgres-"))
+            os.chown(home, user.pw_uid, user.pw_gid)
+        data = home / "data"
+        log = directory / "postgres.log"
+        for locale in ("C.UTF-8", "C"):  # C.UTF-8 is not everywhere
+            initdb = subprocess.run(
+                [
+                    *(bindir / "initdb", "-D", data, "-A", "trust", "-U", "accounts"),
+                    *("--encoding=UTF8", f"--locale={locale}"),
+                ],
+                cwd=home,
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+                **owner,
+            )
+            if initdb.returncode == 0:
+                break
+            shutil.rmtree(data, ignore_errors=True)
+        else:
+            if private:
+                shutil.rmtree(private, ignore_errors=True)
+            raise RuntimeError(f"initdb failed:\n{initdb.stdout[-1000:]}{initdb.stderr[-2000:]}")
+        port = free_port()
+        with log.open("wb") as output:  # the child keeps its own descriptor
+            process = subprocess.Popen(
+                [
+                    *(bindir / "postgres", "-D", data, "-k", home),
+                    *("-h", "127.0.0.1", "-p", str(port), "-c", "max_connections=200"),
+                    # The data dies with the run: durability would only cost time.
+                    *("-c", "fsync=off", "-c", "synchronous_commit=off"),
+                    *("-c", "full_page_writes=off"),
+                ],
+                cwd=home,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                **owner,
+            )
+        server = cls(port, data, log, process, private)
+        # pg_isready, not a TCP connect: the port opens before the server accepts sessions.
+        ready = [str(bindir / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(port), "-t", "1"]
+        deadline = time.monotonic() + 30
+        while subprocess.run(ready, check=False, timeout=10).returncode:
+            if process.poll() is not None or time.monotonic() > deadline:
+                server.stop()
+                tail = log.read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"postgres did not start:\n{tail}")
+            time.sleep(0.05)
+        return server
+
+    def create_database(self, name: str) -> str:
+        """A new, empty database on this server: its URL."""
+        return create_database(self.url, name)
+
+    def stop(self) -> None:
+        """Fast shutdown (SIGINT: open sessions are ended, where SIGTERM's smart shutdown would
+        wait for them), SIGKILL after 5 s; then the private directory goes."""
+        stop_process(self.process, signal.SIGINT)
+        if self.private:
+            shutil.rmtree(self.private, ignore_errors=True)
 
 
 def _arrival(key: str) -> tuple[int, ...]:

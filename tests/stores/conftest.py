@@ -13,6 +13,16 @@ from accounts_server import Store
 from accounts_server.stores import SQLiteStore
 
 
+async def drop_schema(url: str, schema: str) -> None:
+    import psycopg
+    from psycopg import sql
+
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        await conn.execute(
+            sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))
+        )
+
+
 @pytest.fixture
 def store_options() -> dict[str, Any]:
     """Keyword arguments every store's constructor takes; a test parametrizes this name to
@@ -20,16 +30,27 @@ def store_options() -> dict[str, Any]:
     return {}
 
 
-@pytest.fixture(params=["sqlite", "mongo", "motor"])
+@pytest.fixture(params=["sqlite", "mongo", "motor", "postgres"])
 async def store(
     request: pytest.FixtureRequest, tmp_path: Path, store_options: dict[str, Any]
 ) -> AsyncIterator[Store]:
     """Every store the contract covers: SQLite on a real file; MongoDB over TCP through
-    PyMongo's async client and through motor, each test in a database of its own."""
+    PyMongo's async client and through motor, each test in a database of its own; PostgreSQL
+    over TCP, each test in a schema of its own."""
     if request.param == "sqlite":
         opened = SQLiteStore(tmp_path / "accounts.db", **store_options)
         yield opened
         await opened.close()
+        return
+    if request.param == "postgres":
+        from accounts_server.stores.postgres import PostgresStore
+
+        url = request.getfixturevalue("postgres_url")
+        schema = f"test_{uuid.uuid4().hex}"
+        postgres = PostgresStore(url, schema=schema, **store_options)
+        yield postgres
+        await postgres.close()
+        await drop_schema(url, schema)
         return
     from accounts_server.stores.mongo import MongoStore
 
