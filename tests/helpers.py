@@ -15,14 +15,20 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from email.message import Message
 from pathlib import Path
-from typing import IO, Any, Self
+from typing import IO, TYPE_CHECKING, Any, Self
 from urllib.parse import quote, urlsplit
 
 from accounts_password import PasswordService
 from accounts_server import AccountsServer, SigningKey, SMTPMailer
+
+if TYPE_CHECKING:
+    from accounts_server.stores.postgres import PostgresStore
 
 KEYS = Path(__file__).parent / "keys"
 #: The Node servers the tests start (tests/servers/README.md).
@@ -247,6 +253,26 @@ def drop_database(url: str, name: str) -> None:
         connection.execute(
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
         )
+
+
+@asynccontextmanager
+async def postgres_store(url: str, **options: Any) -> AsyncIterator[PostgresStore]:
+    """A PostgresStore in a schema of its own on `url`'s database, dropped afterwards: a
+    test's own store, far cheaper than a database per test."""
+    import psycopg
+    from psycopg import sql
+
+    from accounts_server.stores.postgres import PostgresStore
+
+    schema = f"test_{uuid.uuid4().hex}"
+    store = PostgresStore(url, schema=schema, **options)
+    try:
+        yield store
+    finally:
+        await store.close()
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as connection:
+            drop = sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))
+            await connection.execute(drop)
 
 
 @dataclass(frozen=True)

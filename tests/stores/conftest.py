@@ -12,15 +12,7 @@ import pytest
 from accounts_server import Store
 from accounts_server.stores import SQLiteStore
 
-
-async def drop_schema(url: str, schema: str) -> None:
-    import psycopg
-    from psycopg import sql
-
-    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-        await conn.execute(
-            sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))
-        )
+from ..helpers import postgres_store
 
 
 @pytest.fixture
@@ -43,14 +35,8 @@ async def store(
         await opened.close()
         return
     if request.param == "postgres":
-        from accounts_server.stores.postgres import PostgresStore
-
-        url = request.getfixturevalue("postgres_url")
-        schema = f"test_{uuid.uuid4().hex}"
-        postgres = PostgresStore(url, schema=schema, **store_options)
-        yield postgres
-        await postgres.close()
-        await drop_schema(url, schema)
+        async with postgres_store(request.getfixturevalue("postgres_url"), **store_options) as pg:
+            yield pg
         return
     from accounts_server.stores.mongo import MongoStore
 

@@ -1,0 +1,3 @@
+"""tests/http/test_app.py (the HTTP smoke tests) on PostgreSQL (see conftest.py)."""
+
+from ..http.test_app import *  # noqa: F403

@@ -1,0 +1,3 @@
+"""tests/test_server.py on PostgreSQL (see conftest.py)."""
+
+from ..test_server import *  # noqa: F403
