@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.message import Message
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Self
@@ -275,7 +275,7 @@ async def postgres_store(url: str, **options: Any) -> AsyncIterator[PostgresStor
             await connection.execute(drop)
 
 
-@dataclass(frozen=True)
+@dataclass
 class PostgresServer:
     """A throwaway PostgreSQL cluster on 127.0.0.1 (trust authentication, role `accounts`),
     owned by its PID, its output in `log`.
@@ -289,9 +289,13 @@ class PostgresServer:
     port: int
     data: Path
     log: Path
-    process: subprocess.Popen[bytes]
+    bindir: Path
+    #: Where postgres runs (its socket directory), and as whom (subprocess's user/group).
+    home: Path
+    owner: dict[str, Any]
     #: The directory stop() removes (as root), else None.
     private: Path | None = None
+    process: subprocess.Popen[bytes] = field(init=False)
 
     @property
     def url(self) -> str:
@@ -338,33 +342,44 @@ class PostgresServer:
             if private:
                 shutil.rmtree(private, ignore_errors=True)
             raise RuntimeError(f"initdb failed:\n{initdb.stdout[-1000:]}{initdb.stderr[-2000:]}")
-        port = free_port()
-        with log.open("wb") as output:  # the child keeps its own descriptor
-            process = subprocess.Popen(
+        server = cls(free_port(), data, log, bindir, home, owner, private)
+        server.resume()
+        return server
+
+    def resume(self) -> None:
+        """Start postgres on the cluster (again, after `halt`: same data, same port), returned
+        once it accepts connections."""
+        with self.log.open("ab") as output:  # the child keeps its own descriptor
+            self.process = subprocess.Popen(
                 [
-                    *(bindir / "postgres", "-D", data, "-k", home),
-                    *("-h", "127.0.0.1", "-p", str(port), "-c", "max_connections=200"),
+                    *(self.bindir / "postgres", "-D", self.data, "-k", self.home),
+                    *("-h", "127.0.0.1", "-p", str(self.port), "-c", "max_connections=200"),
                     # The data dies with the run: durability would only cost time.
                     *("-c", "fsync=off", "-c", "synchronous_commit=off"),
                     *("-c", "full_page_writes=off"),
                 ],
-                cwd=home,
+                cwd=self.home,
                 stdin=subprocess.DEVNULL,
                 stdout=output,
                 stderr=subprocess.STDOUT,
-                **owner,
+                **self.owner,
             )
-        server = cls(port, data, log, process, private)
         # pg_isready, not a TCP connect: the port opens before the server accepts sessions.
-        ready = [str(bindir / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(port), "-t", "1"]
+        ready = [
+            *(str(self.bindir / "pg_isready"), "-q", "-h", "127.0.0.1"),
+            *("-p", str(self.port), "-t", "1"),
+        ]
         deadline = time.monotonic() + 30
         while subprocess.run(ready, check=False, timeout=10).returncode:
-            if process.poll() is not None or time.monotonic() > deadline:
-                server.stop()
-                tail = log.read_text(errors="replace")[-2000:]
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                tail = self.log.read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"postgres did not start:\n{tail}")
             time.sleep(0.05)
-        return server
+
+    def halt(self) -> None:
+        """Stop postgres (fast shutdown: its sessions end) and keep the cluster, to `resume`."""
+        stop_process(self.process, signal.SIGINT)
 
     def create_database(self, name: str) -> str:
         """A new, empty database on this server: its URL."""
