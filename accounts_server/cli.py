@@ -23,6 +23,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
+from urllib.parse import urlsplit
 
 import click
 
@@ -232,7 +233,8 @@ class Database:
 
     def describe(self) -> str:
         if self.postgres_url:
-            return "PostgreSQL"
+            where = urlsplit(self.postgres_url)  # host and database, never the credentials
+            return f"PostgreSQL {where.hostname or 'localhost'}{where.path or ''}"
         return f"MongoDB {self.mongodb_db}" if self.mongodb_url else f"db {self.db_path}"
 
     def open(self) -> Store:
