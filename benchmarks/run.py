@@ -1,7 +1,7 @@
 """HTTP benchmark of accounts-server against accounts-js and against the bare Starlette ceiling,
 plus the JWT verify against its raw primitive; every ratio is measured in the same run.
 
-    python benchmarks/run.py [--store sqlite|mongo] [--algorithm HS256|EdDSA]
+    python benchmarks/run.py [--store sqlite|mongo|postgres] [--algorithm HS256|EdDSA]
                              [--duration 5] [--rounds 3] [--routes register,login,...]
                              [--variants mounted,granian] [--json out.json]
 
@@ -43,9 +43,11 @@ import httpx
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE.parent))
-from tests.helpers import (  # noqa: E402  (one way to run the wire server)
+from tests.helpers import (  # noqa: E402  (one way to run the wire server and PostgreSQL)
+    PostgresServer,
     WireServer,
     free_port,
+    postgres_unavailable,
     wire_server_unavailable,
 )
 
@@ -371,6 +373,16 @@ def database(store: str, tmp: Path) -> Iterator[tuple[str, str | None]]:
     if store == "sqlite":
         yield str(tmp / "bench.db"), None
         return
+    if store == "postgres":  # the peer keeps its in-memory database, as on SQLite
+        if found := os.environ.get("POSTGRES_URL"):
+            yield found, None
+            return
+        cluster = PostgresServer.start(tmp)
+        try:
+            yield cluster.url, None
+        finally:
+            cluster.stop()
+        return
     url = os.environ.get("MONGODB_URL")
     if url:
         yield url, url
@@ -384,7 +396,7 @@ def database(store: str, tmp: Path) -> Iterator[tuple[str, str | None]]:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--store", choices=["sqlite", "mongo"], default="sqlite")
+    parser.add_argument("--store", choices=["sqlite", "mongo", "postgres"], default="sqlite")
     parser.add_argument("--algorithm", choices=["HS256", "EdDSA"], default="HS256")
     parser.add_argument("--duration", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
@@ -409,7 +421,7 @@ def measure_http(args: argparse.Namespace, routes: list[str]) -> dict[str, Any]:
     """Start the servers, warm up, run the interleaved rounds; medians per route."""
     # Logout uses a session per request: enough for the fastest plausible run (SQLite runs
     # use about 60 % of theirs; on MongoDB 5,000 ran out at ~260 logouts/s by the third round).
-    sessions = str(args.sessions or (100_000 if args.store == "sqlite" else 10_000))
+    sessions = str(args.sessions or (10_000 if args.store == "mongo" else 100_000))
     variant_routes = tuple(r for r in routes if r in VARIANT_ROUTES)
     with tempfile.TemporaryDirectory() as tmp_name, ExitStack() as stack:
         tmp = Path(tmp_name)
@@ -429,6 +441,7 @@ def measure_http(args: argparse.Namespace, routes: list[str]) -> dict[str, Any]:
             """An accounts-server target on a store of its own (its own SQLite file, or its
             own database on MongoDB), seeded with its own sessions."""
             slug = name.replace(" ", "-")
+            # SQLite: a file each; MongoDB: a database each; PostgreSQL: a schema each.
             at = str(tmp / f"{slug}.db") if args.store == "sqlite" else ours_at
             tokens = tmp / f"{slug}.tokens"
             rest = [at, args.algorithm, str(tokens), sessions]
@@ -554,7 +567,7 @@ def context(results: dict[str, Any]) -> dict[str, float]:
 
 def main() -> None:
     args = parse_args()
-    args.connections = args.connections or (50 if args.store == "sqlite" else 10)
+    args.connections = args.connections or (10 if args.store == "mongo" else 50)
     # A SIGTERM unwinds like Ctrl-C, so every server and the wire server are stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     for tool in ("wrk", "taskset", "node"):
@@ -574,9 +587,16 @@ def main() -> None:
         if reason:  # said, never silently skipped; the SQLite runs stand on their own
             print(f"MongoDB run skipped: {reason}; set MONGODB_URL to use a mongod instead")
             return
-    store = (
-        "sqlite" if args.store == "sqlite" else "mongo (the MongoDB-wire test server, in memory)"
-    )
+    if args.store == "postgres" and not os.environ.get("POSTGRES_URL"):
+        reason = postgres_unavailable()
+        if reason:  # said, never silently skipped
+            print(f"PostgreSQL run skipped: {reason}; set POSTGRES_URL to use a server instead")
+            return
+    store = {
+        "sqlite": "sqlite",
+        "mongo": "mongo (the MongoDB-wire test server, in memory)",
+        "postgres": "postgres (a throwaway local cluster, fsync off) unless POSTGRES_URL",
+    }[args.store]
     results: dict[str, Any] = {
         "store": store,
         "algorithm": args.algorithm,

@@ -49,6 +49,10 @@ from accounts_server.stores import SQLiteStore, Store
 
 
 def _store(location: str) -> Store:
+    if location.startswith("postgresql://"):
+        from accounts_server.stores.postgres import PostgresStore
+
+        return PostgresStore(location, schema=f"bench_{secrets.token_hex(4)}")
     if location.startswith("mongodb://"):
         from accounts_server.stores.mongo import MongoStore
 
