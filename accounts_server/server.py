@@ -404,10 +404,9 @@ class AccountsServer:
         `events`, the `resume_session_*` events are emitted."""
         try:
             claims = self._codec.verify_access(access_token)
-            session = await self._sessions.active(claims.sid, claims.sub)
+            session, user = await self._sessions.active_with_user(claims.sid, claims.sub)
             if session.impersonator_id != claims.actor:
                 raise InvalidToken(reason="act")
-            user = await self.store.find_user_by_id(claims.sub)
             if user is None or user.deactivated:
                 raise InvalidToken(reason="user")
         except AccountsError as exc:

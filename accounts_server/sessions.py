@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 
 from .errors import ConfigurationError, InvalidToken, TokenReused
 from .stores.base import Store, StoredSession, new_session_id
-from .types import Clock, ConnectionInfo
+from .types import Clock, ConnectionInfo, User
 
 __all__ = ["SessionConfig", "SessionRules", "access_jti", "hash_jti"]
 
@@ -140,6 +140,19 @@ class SessionRules:
         if session is None or session.user_id != user_id or not self.live(session):
             raise InvalidToken(reason="session")
         return session
+
+    async def active_with_user(
+        self, session_id: str, user_id: str
+    ) -> tuple[StoredSession, User | None]:
+        """`active`, and the session's user read with it (None if there is none).
+
+        Raises:
+            InvalidToken: the session is not active or not the user's.
+        """
+        found = await self.store.find_session_user(session_id)
+        if found is None or found[0].user_id != user_id or not self.live(found[0]):
+            raise InvalidToken(reason="session")
+        return found
 
     def live(self, session: StoredSession) -> bool:
         """Valid, before its absolute expiry, and (with an idle timeout) recently used."""

@@ -312,6 +312,11 @@ class Store(Protocol):
 
     async def find_session(self, session_id: str) -> StoredSession | None: ...
 
+    async def find_session_user(self, session_id: str) -> tuple[StoredSession, User | None] | None:
+        """The session and, read with it, its user (None if there is no such user): the read
+        every authenticated request makes, in one round trip where the database allows."""
+        ...
+
     async def list_user_sessions(self, user_id: str) -> list[StoredSession]:
         """The user's valid sessions, newest first (expired ones may be included; callers
         judge expiry with their clock)."""

@@ -945,6 +945,13 @@ class MongoStore:
         doc = await self._run(lambda: self._sessions.find_one({"_id": _key(session_id)}))
         return None if doc is None else _session(doc)
 
+    async def find_session_user(self, session_id: str) -> tuple[StoredSession, User | None] | None:
+        """Two reads by `_id`: a `$lookup` would not shard."""
+        session = await self.find_session(session_id)
+        if session is None:
+            return None
+        return session, await self.find_user_by_id(session.user_id)
+
     async def list_user_sessions(self, user_id: str) -> list[StoredSession]:
         query = {"user_id": _key(user_id), "valid": True}
 

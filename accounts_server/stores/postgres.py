@@ -197,6 +197,14 @@ _SESSION_COLUMNS = (
     "id, user_id, valid, created_at, updated_at, last_used_at, expires_at, refresh_hash, "
     "previous_hash, rotated_at, ip, user_agent, impersonator_id, amr"
 )
+_SESSION_USER = (
+    "SELECT "
+    + ", ".join(f"s.{column.strip()}" for column in _SESSION_COLUMNS.split(","))
+    + ", u.id, u.username, u.deactivated, u.extra, u.created_at, u.updated_at, "
+    "(SELECT json_agg(json_build_array(e.address, e.verified) ORDER BY e.position) "
+    "FROM emails e WHERE e.user_id = u.id) "
+    "FROM sessions s LEFT JOIN users u ON u.id = s.user_id WHERE s.id = %s"
+)
 _CREDENTIAL_COLUMNS = "id, user_id, kind, data, created_at, updated_at, version"
 _AUDIT_COLUMNS = (
     "id, at, expires_at, event, user_id, actor_id, session_id, service, code, ip, user_agent, "
@@ -685,6 +693,15 @@ class PostgresStore:
         sql = f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id = %s"
         row = await self._one(sql, (session_id,))
         return None if row is None else _session(row)
+
+    async def find_session_user(self, session_id: str) -> tuple[StoredSession, User | None] | None:
+        """One statement: the hot path of every authenticated request is one round trip."""
+        row = await self._one(_SESSION_USER, (session_id,))
+        if row is None:
+            return None
+        width = len(_SESSION_COLUMNS.split(","))
+        user = None if row[width] is None else _user(row[width:])
+        return _session(row[:width]), user
 
     async def list_user_sessions(self, user_id: str) -> list[StoredSession]:
         sql = (

@@ -841,6 +841,13 @@ class SQLiteStore:
 
         return self._run(lambda: self._cached(("session", session_id), read))
 
+    async def find_session_user(self, session_id: str) -> tuple[StoredSession, User | None] | None:
+        """Two cached point reads: one statement would not be faster in process."""
+        session = await self.find_session(session_id)
+        if session is None:
+            return None
+        return session, await self.find_user_by_id(session.user_id)
+
     async def list_user_sessions(self, user_id: str) -> list[StoredSession]:
         sql = (
             f"SELECT {_SESSION_COLUMNS} FROM sessions "  # noqa: S608

@@ -960,3 +960,18 @@ class TestActiveSessions:
         await store.invalidate_session("s3", now=NOW)
         assert await store.count_active_sessions(now=NOW) == 2
         assert await store.count_active_sessions(now=NOW + timedelta(hours=2)) == 1
+
+
+class TestSessionUser:
+    async def test_the_session_comes_with_its_user_as_they_are_now(self, store: Store) -> None:
+        alice = await make_user(store, "alice", "alice@example.com")
+        await store.create_session(session(alice, "s1"))
+        found = await store.find_session_user("s1")
+        assert found is not None
+        assert found == (await store.find_session("s1"), await store.find_user_by_id(alice))
+        await store.set_user_deactivated(alice, True, now=NOW)
+        again = await store.find_session_user("s1")
+        assert again is not None and again[1] is not None and again[1].deactivated
+        assert await store.find_session_user("nope") is None
+        await store.delete_user(alice)
+        assert await store.find_session_user("s1") is None  # its sessions went with it
