@@ -452,12 +452,12 @@ class AccountsServer:
             if access_token is not None:
                 self._codec.check_pair(access_token, claims, access_jti(claims.jti))
             await self._limiter.hit("refresh", claims.sid, self._limiter.limits.refresh_per_session)
-            user = await self.store.find_user_by_id(claims.sub)
+            current, user = await self._sessions.active_with_user(claims.sid, claims.sub)
             if user is None or user.deactivated:
                 raise InvalidToken(reason="user")
             try:
                 session, jti, issued_at = await self._sessions.rotate(
-                    claims.sid, claims.sub, claims.jti, info
+                    claims.sid, claims.sub, claims.jti, info, current=current
                 )
             except TokenReused as exc:
                 await self._emit(

@@ -165,9 +165,16 @@ class SessionRules:
         )
 
     async def rotate(
-        self, session_id: str, user_id: str, jti: str, info: ConnectionInfo
+        self,
+        session_id: str,
+        user_id: str,
+        jti: str,
+        info: ConnectionInfo,
+        *,
+        current: StoredSession | None = None,
     ) -> tuple[StoredSession, str, datetime]:
-        """Rotate on a refresh; returns the session, the successor id and its issue time.
+        """Rotate on a refresh; returns the session, the successor id and its issue time
+        (`current`: the session as `active` just read it, so it is not read twice).
         Inside the grace window, a token just rotated yields the same successor again, but only
         to the client that rotated it (same address and user agent): the accounts-js client's
         concurrent refreshes. The same token from anywhere else is a reuse (RFC 9700 §4.14.2).
@@ -177,7 +184,7 @@ class SessionRules:
             TokenReused: the token was already rotated (outside the grace window); the
                 session is now revoked.
         """
-        session = await self.active(session_id, user_id)
+        session = current if current is not None else await self.active(session_id, user_id)
         presented = hash_jti(jti)
         successor = successor_jti(jti)
         now = self.clock()

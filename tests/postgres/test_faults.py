@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
+from psycopg import sql
 
 from accounts_server import (
     ConnectionInfo,
@@ -37,10 +38,12 @@ async def pg(postgres_url: str) -> AsyncIterator[PostgresStore]:
         yield s
 
 
-async def holding_lock(url: str, table: str) -> psycopg.AsyncConnection[object]:
-    """Another session holding `table` locked against everyone, until it rolls back."""
+async def holding_lock(url: str, schema: str) -> psycopg.AsyncConnection[object]:
+    """Another session holding the schema's sessions locked against everyone, until it rolls
+    back."""
     connection = await psycopg.AsyncConnection.connect(url)
-    await connection.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+    table = sql.Identifier(schema, "sessions")
+    await connection.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(table))
     return connection
 
 
@@ -48,7 +51,7 @@ async def test_a_statement_that_outlives_its_timeout_is_unavailable(
     pg: PostgresStore, postgres_url: str
 ) -> None:
     assert await pg.find_session("s1") is None
-    locker = await holding_lock(postgres_url, f"{pg.schema}.sessions")
+    locker = await holding_lock(postgres_url, pg.schema)
     try:
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -65,7 +68,7 @@ async def test_a_pool_with_no_connection_to_give_is_unavailable(postgres_url: st
     options = {"max_connections": 1, "pool_timeout": timedelta(milliseconds=200)}
     async with postgres_store(postgres_url, **options) as store:
         await store.setup()
-        locker = await holding_lock(postgres_url, f"{store.schema}.sessions")
+        locker = await holding_lock(postgres_url, store.schema)
         try:
             stuck = asyncio.create_task(store.find_session("s1"))  # holds the one connection
             await asyncio.sleep(0.1)
