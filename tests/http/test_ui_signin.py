@@ -32,6 +32,7 @@ class Site:
     server: AccountsServer
     browser: httpx.AsyncClient
     smtp: SMTPServer
+    transport: httpx.ASGITransport
 
     async def page(self, path: str) -> httpx.Response:
         return await self.browser.get(f"{ROOT}{path}")
@@ -81,12 +82,13 @@ async def site(
     server = make_server(services=services, audit=AuditConfig(), sealing=SealingKeys.generate())
     transport = httpx.ASGITransport(app=create_app(server, ui=True), client=("198.51.100.4", 1))
     async with httpx.AsyncClient(transport=transport, base_url=SITE) as browser:
-        yield Site(server, browser, smtp)
+        yield Site(server, browser, smtp, transport)
 
 
 async def test_the_sign_in_page_offers_what_is_installed(site: Site) -> None:
     shown = await site.page("/signin")
-    assert 'href="/accounts/oauth/test/authorize">Sign in with Test ID</a>' in shown.text
+    assert 'href="/accounts/ui/signin/with/0">Sign in with Test ID</a>' in shown.text
+    assert (await site.page("/signin/with/1")).status_code == 404  # only what is offered
     assert "Email me a sign-in link" in shown.text
     assert 'id="passkey-signin" hidden' in shown.text  # shown by the script where it can run
     assert '<script src="/accounts/ui/static/passkeys.js" defer></script>' in shown.text
@@ -121,8 +123,13 @@ async def test_a_mailed_sign_in_link(site: Site) -> None:
     assert spent.status_code == 401 and "Not signed in" in spent.text
 
 
-async def test_an_openid_provider_signs_in_through_the_pages(site: Site) -> None:
-    started = await site.browser.get("/accounts/oauth/test/authorize?login_hint=user-verified")
+async def openid_code(site: Site) -> str:
+    """The pages' button, the provider (its user chosen by login_hint), our callback: the
+    landing URL with the one-time code, as the browser is sent to it."""
+    button = await site.page("/signin/with/0")
+    assert button.status_code == 303
+    assert button.headers["location"] == "/accounts/oauth/test/authorize"
+    started = await site.browser.get(f"{button.headers['location']}?login_hint=user-verified")
     assert started.status_code == 302
     url = started.headers["location"]
     async with httpx.AsyncClient(timeout=10) as op:
@@ -135,14 +142,31 @@ async def test_an_openid_provider_signs_in_through_the_pages(site: Site) -> None
     parts = urlsplit(url)
     back = await site.browser.get(f"{parts.path}?{parts.query}")
     assert back.status_code == 302
-    landing = back.headers["location"]
+    landing = str(back.headers["location"])
     assert landing.startswith(f"{SITE}{ROOT}/oauth?code=") and "eyJ" not in landing
-    signed = await site.browser.get(landing.removeprefix(SITE))
+    return landing.removeprefix(SITE)
+
+
+async def test_an_openid_provider_signs_in_through_the_pages(site: Site) -> None:
+    landing = await openid_code(site)
+    signed = await site.browser.get(landing)
     assert signed.headers["location"] == f"{ROOT}/account"
     account = await site.page("/account")
     assert account.status_code == 200 and "(this one)" in account.text
-    again = await site.browser.get(landing.removeprefix(SITE))  # the code is spent
+    await site.page("/signin/with/0")
+    again = await site.browser.get(landing)  # the code is spent
     assert again.status_code == 401 and "Not signed in" in again.text
+
+
+async def test_a_code_from_another_browser_signs_nobody_in(site: Site) -> None:
+    """Login CSRF: an attacker's own one-time code, in a link to a victim who never started
+    a sign-in here, does not sign the victim into the attacker's account."""
+    landing = await openid_code(site)
+    async with httpx.AsyncClient(transport=site.transport, base_url=SITE) as victim:
+        refused = await victim.get(landing)
+        assert refused.status_code == 400 and "Start signing in" in refused.text
+        assert not any(c.name == "ui_at" for c in victim.cookies.jar)
+        assert (await victim.get(f"{ROOT}/account")).headers["location"] == f"{ROOT}/signin"
 
 
 async def test_passkeys_through_the_pages(site: Site) -> None:

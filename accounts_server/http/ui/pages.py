@@ -25,10 +25,10 @@ from ...errors import (
     StoreUnavailable,
     TwoFactorCodeRequired,
 )
-from ...services import OffersSignInLinks
+from ...services import OffersSignInLinks, SignInLink
 from ...types import LoginResult
 from ..errors import status_for
-from .web import BACK_ACCESS, BACK_REFRESH, LINK, MFA, Page, Signed
+from .web import BACK_ACCESS, BACK_REFRESH, LINK, MFA, STARTED, Page, Signed
 
 __all__ = ["user_routes"]
 
@@ -51,6 +51,7 @@ def user_routes(page: Page) -> list[Route]:
         Route("/signin/link", pages.request_link, methods=["POST"]),
         Route("/magic-link", pages.magic_link, methods=["GET", "POST"]),
         Route("/oauth", pages.oauth, methods=["GET"]),
+        Route("/signin/with/{number:int}", pages.sign_in_with, methods=["GET"]),
         Route("/signout", pages.signout, methods=["POST"]),
         Route("/register", pages.register, methods=["GET", "POST"]),
         Route("/forgot", pages.forgot, methods=["GET", "POST"]),
@@ -119,14 +120,17 @@ class _UserPages:
             )
         return self._signed_in(request, result, return_to)
 
-    def _signin_page(self, request: Request, *, status: int = 200, **context: Any) -> Response:
-        """The sign-in page, with a button for each other way in the services offer."""
-        links = [
+    def _sign_in_links(self) -> list[SignInLink]:
+        return [
             link
             for service in self.server.services.values()
             if isinstance(service, OffersSignInLinks)
             for link in service.sign_in_links()
         ]
+
+    def _signin_page(self, request: Request, *, status: int = 200, **context: Any) -> Response:
+        """The sign-in page, with a button for each other way in the services offer."""
+        links = self._sign_in_links()
         return self.page.render(
             request,
             "signin.html",
@@ -134,7 +138,6 @@ class _UserPages:
             links=links,
             magic=self.page.endpoint(*_MAGIC) is not None,
             passkeys=self.page.endpoint(*_PASSKEY_LOGIN) is not None,
-            api_root=self.page.api_root,
             **context,
         )
 
@@ -192,10 +195,33 @@ class _UserPages:
         self.page.cookie(request, response, LINK, None, max_age=None)
         return response
 
+    async def sign_in_with(self, request: Request) -> Response:
+        """A sign-in button: mark this browser as one that started a redirect sign-in, then
+        on to the service's start (only to a path a service offers: no open redirect)."""
+        links = self._sign_in_links()
+        number = request.path_params["number"]
+        if not 0 <= number < len(links):
+            return self.page.render(
+                request, "message.html", status=404, heading="Not found", text="No such sign-in."
+            )
+        response = self.page.redirect(request, f"{self.page.api_root}{links[number].path}")
+        self.page.cookie(request, response, STARTED, "1", max_age=600)
+        return response
+
     async def oauth(self, request: Request) -> Response:
         """Where the OpenID Connect service sends the browser back (its `frontend_url`) with a
-        one-time code, exchanged here at once for the session's tokens."""
+        one-time code, exchanged here at once for the session's tokens; only in a browser that
+        started a sign-in here, so a code obtained elsewhere signs nobody in."""
         home = self.page.return_to(None)
+        if not request.cookies.get(STARTED):
+            return self.page.render(
+                request,
+                "message.html",
+                status=400,
+                heading="Not signed in",
+                text="Start signing in from the sign-in page of this site.",
+                signin=True,
+            )
         try:
             answer = await self.page.call(
                 request, "oauth", "exchange", {"code": request.query_params.get("code", "")}
@@ -208,7 +234,9 @@ class _UserPages:
             )
         if not isinstance(answer, LoginResult):
             raise InvalidRequest("the sign-in did not complete")
-        return self._signed_in(request, answer, home)
+        response = self._signed_in(request, answer, home)
+        self.page.cookie(request, response, STARTED, None, max_age=None)
+        return response
 
     def _link_used(self, request: Request) -> Response:
         return self.page.render(

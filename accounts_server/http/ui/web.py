@@ -44,6 +44,9 @@ __all__ = ["Page", "Signed"]
 _TEMPLATES = Path(__file__).parent / "templates"
 _FORM_BYTES = 16 * 1024
 ACCESS, REFRESH, CSRF, MFA, LINK = "ui_at", "ui_rt", "ui_csrf", "ui_mfa", "ui_link"
+#: Marks a browser that started a redirect sign-in here (OpenID Connect), so a one-time code
+#: an attacker obtained for their own account cannot sign a victim in (login CSRF).
+STARTED = "ui_started"
 #: An admin's own tokens while the browser impersonates someone.
 BACK_ACCESS, BACK_REFRESH = "ui_back_at", "ui_back_rt"
 
