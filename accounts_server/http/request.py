@@ -56,14 +56,7 @@ async def read_json(
     Raises:
         RequestTooLarge, RequestTimeout, UnsupportedMediaType, InvalidRequest.
     """
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > max_bytes):
-        raise RequestTooLarge()
-    try:
-        async with asyncio.timeout(arrival):
-            raw = await _read_body(request, declared is not None, max_bytes)
-    except TimeoutError:
-        raise RequestTimeout() from None
+    raw = await read_raw(request, max_bytes=max_bytes, arrival=arrival)
     if not raw.strip():
         return {}
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -80,6 +73,22 @@ async def read_json(
     if raw.count(b"{") + raw.count(b"[") > MAX_JSON_DEPTH and _depth(body) > MAX_JSON_DEPTH:
         raise InvalidRequest(f"JSON nested deeper than {MAX_JSON_DEPTH}")
     return body
+
+
+async def read_raw(request: Request, *, max_bytes: int, arrival: float) -> bytes:
+    """The body's bytes: at most `max_bytes`, arrived within `arrival` seconds.
+
+    Raises:
+        RequestTooLarge, RequestTimeout.
+    """
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > max_bytes):
+        raise RequestTooLarge()
+    try:
+        async with asyncio.timeout(arrival):
+            return await _read_body(request, declared is not None, max_bytes)
+    except TimeoutError:
+        raise RequestTimeout() from None
 
 
 async def _read_body(request: Request, declared: bool, max_bytes: int) -> bytes:

@@ -88,7 +88,8 @@ async def site(
 async def test_the_sign_in_page_offers_what_is_installed(site: Site) -> None:
     shown = await site.page("/signin")
     assert 'href="/accounts/ui/signin/with/0">Sign in with Test ID</a>' in shown.text
-    assert (await site.page("/signin/with/1")).status_code == 404  # only what is offered
+    same = {"Sec-Fetch-Site": "same-origin"}
+    assert (await site.browser.get(f"{ROOT}/signin/with/1", headers=same)).status_code == 404
     assert "Email me a sign-in link" in shown.text
     assert 'id="passkey-signin" hidden' in shown.text  # shown by the script where it can run
     assert '<script src="/accounts/ui/static/passkeys.js" defer></script>' in shown.text
@@ -126,7 +127,9 @@ async def test_a_mailed_sign_in_link(site: Site) -> None:
 async def openid_code(site: Site) -> str:
     """The pages' button, the provider (its user chosen by login_hint), our callback: the
     landing URL with the one-time code, as the browser is sent to it."""
-    button = await site.page("/signin/with/0")
+    button = await site.browser.get(
+        f"{ROOT}/signin/with/0", headers={"Sec-Fetch-Site": "same-origin"}
+    )
     assert button.status_code == 303
     assert button.headers["location"] == "/accounts/oauth/test/authorize"
     started = await site.browser.get(f"{button.headers['location']}?login_hint=user-verified")
@@ -153,7 +156,7 @@ async def test_an_openid_provider_signs_in_through_the_pages(site: Site) -> None
     assert signed.headers["location"] == f"{ROOT}/account"
     account = await site.page("/account")
     assert account.status_code == 200 and "(this one)" in account.text
-    await site.page("/signin/with/0")
+    await site.browser.get(f"{ROOT}/signin/with/0", headers={"Sec-Fetch-Site": "same-origin"})
     again = await site.browser.get(landing)  # the code is spent
     assert again.status_code == 401 and "Not signed in" in again.text
 
@@ -167,6 +170,10 @@ async def test_a_code_from_another_browser_signs_nobody_in(site: Site) -> None:
         assert refused.status_code == 400 and "Start signing in" in refused.text
         assert not any(c.name == "ui_at" for c in victim.cookies.jar)
         assert (await victim.get(f"{ROOT}/account")).headers["location"] == f"{ROOT}/signin"
+        # Nor can another site open the button for the victim first.
+        opened = await victim.get(f"{ROOT}/signin/with/0", headers={"Sec-Fetch-Site": "cross-site"})
+        assert opened.status_code == 400 and not victim.cookies.get("ui_started")
+        assert (await victim.get(landing)).status_code == 400
 
 
 async def test_passkeys_through_the_pages(site: Site) -> None:

@@ -8,6 +8,7 @@ over the API. Handlers read a form, call one `Admin` method, render.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -17,7 +18,7 @@ from starlette.routing import Route
 
 from ...admin import CHARTED, Admin
 from ...audit import AUDITED, audit_query
-from ...errors import AccountsError, InvalidRequest
+from ...errors import AccountsError, AdminNotAllowed, InvalidRequest
 from .charts import hourly_chart
 from .web import Page, Signed
 
@@ -164,8 +165,10 @@ class _Console:
         found = await self._admin(request)
         if isinstance(found, Response):
             return found
-        signed, _ = found
+        signed, admin = found
         await self.page.form(request)
+        if not await admin.allowed("users.get"):  # the console's door, as for every view
+            raise AdminNotAllowed()
         user_id = request.path_params["user_id"]
         result = await self.server.impersonate(
             signed.access_token, {"userId": user_id}, self.page.info(request)
@@ -214,7 +217,7 @@ class _Console:
 def _page_number(value: str | None) -> int:
     if value is None:
         return 1
-    if not value.isdigit() or not 1 <= int(value) <= 10_000:
+    if not re.fullmatch(r"[0-9]{1,5}", value) or not 1 <= int(value) <= 10_000:
         raise InvalidRequest("page must be a number from 1")
     return int(value)
 

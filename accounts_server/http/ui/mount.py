@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ...deadline import store_deadline
 from ...errors import AccountsError, StoreUnavailable
@@ -59,16 +59,32 @@ def ui_mount(
         ],
         exception_handlers={AccountsError: failed, 404: not_found},
     )
-    return Mount(root, app=_Deadline(app, deadline))
+    return Mount(root, app=_Pages(app, page, deadline))
 
 
-class _Deadline:
-    """Every page's store calls share one `store_deadline`, as an API route's do."""
+class _Pages:
+    """Every page's store calls share one `store_deadline`, as an API route's do; and every
+    answer carries the tokens of a refresh the request made, error pages included (a handler
+    that set them itself is left alone)."""
 
-    def __init__(self, app: ASGIApp, seconds: float) -> None:
+    def __init__(self, app: ASGIApp, page: Page, seconds: float) -> None:
         self.app = app
+        self.page = page
         self.seconds = seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        with store_deadline(self.seconds):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        scope.setdefault("state", {})  # one dict for every copy of the scope below
+
+        async def renewing(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                if not any(k == b"set-cookie" and v.startswith(b"ui_at=") for k, v in headers):
+                    headers += self.page.renewal_headers(Request(scope))
+                    message = {**message, "headers": headers}
+            await send(message)
+
+        with store_deadline(self.seconds):
+            await self.app(scope, receive, renewing)

@@ -11,6 +11,7 @@ scanner that follows links does not spend it.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -197,23 +198,13 @@ class _UserPages:
 
     async def sign_in_with(self, request: Request) -> Response:
         """A sign-in button: mark this browser as one that started a redirect sign-in, then
-        on to the service's start (only to a path a service offers: no open redirect)."""
-        links = self._sign_in_links()
-        number = request.path_params["number"]
-        if not 0 <= number < len(links):
-            return self.page.render(
-                request, "message.html", status=404, heading="Not found", text="No such sign-in."
-            )
-        response = self.page.redirect(request, f"{self.page.api_root}{links[number].path}")
-        self.page.cookie(request, response, STARTED, "1", max_age=600)
-        return response
+        on to the service's start (only to a path a service offers: no open redirect).
 
-    async def oauth(self, request: Request) -> Response:
-        """Where the OpenID Connect service sends the browser back (its `frontend_url`) with a
-        one-time code, exchanged here at once for the session's tokens; only in a browser that
-        started a sign-in here, so a code obtained elsewhere signs nobody in."""
-        home = self.page.return_to(None)
-        if not request.cookies.get(STARTED):
+        A link, not a form: Chrome applies a form's `form-action` to its redirects, which end
+        at the provider. Only a link followed from this site counts (Fetch Metadata: the
+        browser says where a navigation came from), so no other site can open it for a victim
+        and then hand the victim its own one-time code."""
+        if request.headers.get("sec-fetch-site") != "same-origin":
             return self.page.render(
                 request,
                 "message.html",
@@ -222,20 +213,47 @@ class _UserPages:
                 text="Start signing in from the sign-in page of this site.",
                 signin=True,
             )
+        links = self._sign_in_links()
+        number = request.path_params["number"]
+        if not 0 <= number < len(links):
+            return self.page.render(
+                request, "message.html", status=404, heading="Not found", text="No such sign-in."
+            )
+        response = self.page.redirect(request, f"{self.page.api_root}{links[number].path}")
+        self.page.cookie(request, response, STARTED, secrets.token_urlsafe(16), max_age=600)
+        return response
+
+    async def oauth(self, request: Request) -> Response:
+        """Where the OpenID Connect service sends the browser back (its `frontend_url`) with a
+        one-time code, exchanged here at once for the session's tokens; only in a browser that
+        pressed a sign-in button here (a form, so no other site can press it for a victim),
+        and once: a code obtained elsewhere signs nobody in."""
+        home = self.page.return_to(None)
+        response: Response
+        if not request.cookies.get(STARTED):
+            response = self.page.render(
+                request,
+                "message.html",
+                status=400,
+                heading="Not signed in",
+                text="Start signing in from the sign-in page of this site.",
+                signin=True,
+            )
+            return response
         try:
             answer = await self.page.call(
                 request, "oauth", "exchange", {"code": request.query_params.get("code", "")}
             )
+            if not isinstance(answer, LoginResult):
+                raise InvalidRequest("the sign-in did not complete")
+            response = self._signed_in(request, answer, home)
         except TwoFactorCodeRequired as needed:
-            return self._second_step(request, needed, home)
+            response = self._second_step(request, needed, home)
         except AccountsError as error:
-            return self._failed(
+            response = self._failed(
                 request, "message.html", error, heading="Not signed in", text=error.message
             )
-        if not isinstance(answer, LoginResult):
-            raise InvalidRequest("the sign-in did not complete")
-        response = self._signed_in(request, answer, home)
-        self.page.cookie(request, response, STARTED, None, max_age=None)
+        self.page.cookie(request, response, STARTED, None, max_age=None)  # one landing
         return response
 
     def _link_used(self, request: Request) -> Response:
@@ -279,9 +297,9 @@ class _UserPages:
                 request, "message.html", error, heading="Not signed out", text=error.message
             )
         back = self.page.stashed(request)
-        if back is not None and signed is not None and signed.session.impersonator_id:
+        if back is not None and (signed is None or signed.session.impersonator_id):
             # The end of an impersonation: the admin is themselves again.
-            target = f"{self.page.root}/admin/users/{signed.user.id}"
+            target = f"{self.page.root}/admin" + (f"/users/{signed.user.id}" if signed else "")
             response = self.page.redirect(request, target)
             self.page.sign_in(request, response, back)
             for name in (BACK_ACCESS, BACK_REFRESH):
@@ -299,12 +317,21 @@ class _UserPages:
             form = await self.page.form(request)
             values = {k: form.get(k, "").strip() for k in ("username", "email")}
             user = {k: v for k, v in values.items() if v}
-            await self.page.call(
+            answer = await self.page.call(
                 request,
                 "password",
                 "register",
                 {"user": {**user, "password": form.get("password", "")}},
             )
+            if not (isinstance(answer, Mapping) and answer.get("userId")):
+                # The service answers alike for a new and a taken address (its
+                # `ambiguous_registration`): so does the page, and signs nobody in.
+                return self.page.render(
+                    request,
+                    "message.html",
+                    heading="Check your mail",
+                    text="To finish, open the link we sent to your address.",
+                )
             params = {
                 "user": user.get("username") or user.get("email", ""),
                 "password": form.get("password", ""),

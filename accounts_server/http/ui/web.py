@@ -21,21 +21,20 @@ from urllib.parse import parse_qsl, urlsplit
 
 import jinja2
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from ...errors import (
     AccountsError,
     InvalidRequest,
     InvalidToken,
-    RequestTooLarge,
     TokenExpired,
     UnsupportedMediaType,
 )
 from ...server import AccountsServer
 from ...services import EndpointHandler, EndpointRequest, ProvidesEndpoints
 from ...types import ConnectionInfo, LoginResult, Session, Tokens, User
-from ..request import Network, connection_info
+from ..request import BODY_TIMEOUT, Network, connection_info, read_raw
 from .config import UIConfig
 from .words import device, event_words
 
@@ -151,14 +150,17 @@ class Page:
         strict: bool = False,
     ) -> None:
         secure = request.url.scheme == "https"
+        # A `__Host-` cookie must have Path=/ (browsers drop it otherwise); it is the CSRF
+        # token, which says nothing without the page's copy.
+        path = "/" if name.startswith("__Host-") else self.root
         if value is None:
-            response.delete_cookie(name, path=self.root, secure=secure, httponly=True)
+            response.delete_cookie(name, path=path, secure=secure, httponly=True)
             return
         response.set_cookie(
             name,
             value,
             max_age=max_age,
-            path=self.root,
+            path=path,
             secure=secure,
             httponly=True,
             samesite="strict" if strict else "lax",
@@ -235,18 +237,21 @@ class Page:
         return found
 
     async def _body(self, request: Request, kind: str) -> bytes:
+        """Raises:
+        InvalidRequest: from another site (by host: behind a proxy that ends TLS the scheme
+            we see is not the browser's), or cut short; UnsupportedMediaType; RequestTooLarge;
+            RequestTimeout.
+        """
         origin = request.headers.get("origin")
-        if origin is not None and origin != f"{request.url.scheme}://{request.url.netloc}":
+        if origin is not None and urlsplit(origin).netloc != request.url.netloc:
             raise InvalidRequest("this form was sent from another site")
         given = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if given != kind:
             raise UnsupportedMediaType(f"this takes {kind}")
-        body = b""
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > _FORM_BYTES:
-                raise RequestTooLarge()
-        return body
+        try:
+            return await read_raw(request, max_bytes=_FORM_BYTES, arrival=BODY_TIMEOUT)
+        except ClientDisconnect:
+            raise InvalidRequest("the form was cut short") from None
 
     def _check_csrf(self, request: Request, given: str) -> None:
         expected = request.cookies.get(self._csrf_name(request), "")
@@ -256,10 +261,15 @@ class Page:
     def return_to(self, value: str | None) -> str:
         """Where to go after signing in: a path of ours, or a configured origin; else home."""
         home = f"{self.root}/account"
-        if not value:
+        # Browsers drop tabs and newlines from a URL and read `\` as `/`: a value with any of
+        # them, or any space or control character, goes home, whatever it would parse to.
+        if not value or not value.isprintable() or any(c in value for c in " \\"):
             return home
-        parts = urlsplit(value)
-        if not parts.scheme and not parts.netloc and value.startswith("/") and "\\" not in value:
+        try:
+            parts = urlsplit(value)
+        except ValueError:  # an unbalanced IPv6 bracket, an NFKC-unsafe host
+            return home
+        if not parts.scheme and not parts.netloc and value.startswith("/"):
             return value if not value.startswith("//") else home
         origin = f"{parts.scheme}://{parts.netloc}"
         return value if origin in self.config.return_to_origins else home
@@ -291,7 +301,19 @@ class Page:
             user, session = await self.server.resume_user_and_session(result.tokens.access_token)
         except InvalidToken:
             return None
+        # Whatever this request answers, an error page included, must carry the new tokens:
+        # the old refresh token is spent, and presented again later it would be a reuse.
+        request.state.ui_renewed = result.tokens
         return Signed(user, session, result.tokens.access_token, renewed=result)
+
+    def renewal_headers(self, request: Request) -> list[tuple[bytes, bytes]]:
+        """The Set-Cookie headers of a refresh this request made (none if it made none)."""
+        tokens = getattr(request.state, "ui_renewed", None)
+        if not isinstance(tokens, Tokens):
+            return []
+        carrier = Response()
+        self.sign_in(request, carrier, tokens)
+        return [(k, v) for k, v in carrier.raw_headers if k == b"set-cookie"]
 
     # -- login services' endpoints ----------------------------------------------------------
 
