@@ -233,7 +233,11 @@ class Database:
 
     def describe(self) -> str:
         if self.postgres_url:
-            where = urlsplit(self.postgres_url)  # host and database, never the credentials
+            # Host and database of a URL; nothing of a keyword string, which may hold a
+            # password anywhere in it.
+            if not self.postgres_url.startswith(("postgresql://", "postgres://")):
+                return "PostgreSQL"
+            where = urlsplit(self.postgres_url)
             return f"PostgreSQL {where.hostname or 'localhost'}{where.path or ''}"
         return f"MongoDB {self.mongodb_db}" if self.mongodb_url else f"db {self.db_path}"
 

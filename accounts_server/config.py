@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import tomllib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -45,6 +46,9 @@ _META_FILE = "accounts_server.config_file"
 _META_SERVICES = "accounts_server.service_tables"
 #: A key naming one of these is a secret: shown as *** by `config show`.
 _SECRET_WORDS = ("secret", "password", "token", "credential")
+#: A password given as a connection string's parameter (`?password=`, `password=` in libpq's
+#: keyword form), not only in a URL's user:password.
+_PASSWORD_PARAMETER = re.compile(r"((?:^|[?&\s])password\s*=\s*)('[^']*'|[^&\s]+)", re.IGNORECASE)
 _REDACTED = "***"
 
 
@@ -254,7 +258,7 @@ def _shown(key: str, value: Any) -> str:
         return ", ".join(_shown(key, v) for v in value)
     if any(word in key.lower() for word in _SECRET_WORDS):
         return _REDACTED
-    text = str(value)
+    text = _PASSWORD_PARAMETER.sub(rf"\g<1>{_REDACTED}", str(value))
     if "://" in text:
         parts = urlsplit(text)
         if parts.password is not None:

@@ -268,3 +268,13 @@ def test_an_admin_named_by_email_administers_once_the_address_is_verified(
         bob = api.post("/password/authenticate", json={"user": "bob", "password": PASSWORD})
         bob_auth = {"Authorization": f"Bearer {bob.json()['tokens']['accessToken']}"}
         assert api.get("/admin/users", headers=bob_auth).status_code == 403
+
+
+def test_a_database_password_is_redacted_in_every_spelling() -> None:
+    for url in (
+        "postgresql://app:s3cret@db/accounts",
+        "postgresql://app@db/accounts?sslmode=require&password=s3cret",
+        "host=db user=app password=s3cret dbname=accounts",
+    ):
+        output = show("--postgres-url", url)
+        assert "s3cret" not in output and "postgres_url" in output, output

@@ -22,6 +22,7 @@ away, is `StoreUnavailable` (503); the pool reconnects on its own when the serve
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
@@ -34,6 +35,7 @@ try:
     import psycopg
     from psycopg import errors as pg_errors
     from psycopg import sql as pg_sql
+    from psycopg.conninfo import conninfo_to_dict
     from psycopg_pool import AsyncConnectionPool, PoolTimeout
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
@@ -47,6 +49,7 @@ from ..errors import (
     CredentialAlreadyExists,
     EmailAlreadyExists,
     IdentityAlreadyLinked,
+    InvalidRequest,
     StoreUnavailable,
     UserAlreadyExists,
     UsernameAlreadyExists,
@@ -111,8 +114,8 @@ _MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (user_id, service)
     );
     CREATE TABLE identities (
-        provider text NOT NULL,
-        subject text NOT NULL,
+        provider text COLLATE "C" NOT NULL,
+        subject text COLLATE "C" NOT NULL,
         user_id text COLLATE "C" NOT NULL REFERENCES users (id) ON DELETE CASCADE,
         CONSTRAINT identities_pkey PRIMARY KEY (provider, subject)
     );
@@ -280,6 +283,17 @@ def _audit(row: tuple[Any, ...]) -> AuditRecord:
     )
 
 
+class _NothingChanged(Exception):
+    """Rolls back a transaction that found nothing to change."""
+
+
+class _Broken(Exception):
+    """A statement failed because its connection broke: safe to try a read again."""
+
+    def __init__(self, error: psycopg.OperationalError) -> None:
+        self.error = error
+
+
 def _unique(exc: pg_errors.UniqueViolation) -> AccountsError:
     """The error a unique violation means, by the constraint the server names."""
     error = _UNIQUE.get(exc.diag.constraint_name or "")
@@ -325,10 +339,16 @@ class PostgresStore:
                 raise ConfigurationError(f"{name} must be between 1 ms and 10 minutes")
         self.schema = schema
         self._prune_batch = prune_batch_size
-        options = (
+        self._statement_timeout = statement_timeout.total_seconds()
+        ours = (
             f"-c search_path={schema} -c TimeZone=UTC "
-            f"-c statement_timeout={int(statement_timeout.total_seconds() * 1000)}"
+            f"-c statement_timeout={int(self._statement_timeout * 1000)}"
         )
+        try:  # the URL's own `options` stay (ours come last, so they win on the same name)
+            given = conninfo_to_dict(url).get("options")
+        except psycopg.ProgrammingError as exc:
+            raise ConfigurationError("the PostgreSQL URL is not a valid connection string") from exc
+        options = f"{given} {ours}" if given else ours
         self._pool = AsyncConnectionPool(
             url,
             min_size=min_connections,
@@ -358,7 +378,14 @@ class PostgresStore:
     async def _ensure(self) -> None:
         if self._migrated:
             return
-        async with self._setup_lock:
+        try:
+            # Waiting for another caller's setup counts against this call's bound too.
+            async with asyncio.timeout_at(self._deadline()):
+                await self._setup_lock.acquire()
+        except TimeoutError:
+            logger.warning("PostgreSQL unavailable: the setup did not finish in time")
+            raise StoreUnavailable() from None
+        try:
             if self._closed:
                 raise StoreUnavailable()
             if not self._opened:
@@ -367,6 +394,16 @@ class PostgresStore:
             if not self._migrated:
                 await self._guarded(self._migrate)
                 self._migrated = True
+        finally:
+            self._setup_lock.release()
+
+    def _deadline(self) -> float:
+        """When the current call must be over, on the loop's clock: the request's
+        `store_deadline`, and never later than a statement's own bound and a second (a
+        frozen server answers neither; without this, a CLI command would wait forever)."""
+        own = asyncio.get_running_loop().time() + self._statement_timeout + 1.0
+        at = store_deadline_at()
+        return own if at is None else min(at, own)
 
     async def _migrate(self, conn: Connection) -> None:
         """Every migration not yet applied, in one transaction under an advisory lock keyed
@@ -375,9 +412,20 @@ class PostgresStore:
         async with conn.transaction():
             lock = f"accounts-server:{self.schema}"
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (lock,))
-            await conn.execute(
-                pg_sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(pg_sql.Identifier(self.schema))
+            await conn.execute("SET LOCAL statement_timeout = 0")  # a migration may be long
+            found = await conn.execute(
+                "SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,)
             )
+            if await found.fetchone() is None:  # CREATE ... IF NOT EXISTS needs the privilege
+                try:
+                    await conn.execute(
+                        pg_sql.SQL("CREATE SCHEMA {}").format(pg_sql.Identifier(self.schema))
+                    )
+                except pg_errors.InsufficientPrivilege as exc:
+                    raise ConfigurationError(
+                        f"no schema {self.schema!r} and no right to create one: create it "
+                        "for this role, or grant CREATE on the database"
+                    ) from exc
             await conn.execute(
                 "CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL)"
             )
@@ -394,45 +442,90 @@ class PostgresStore:
                 await conn.execute(step)
                 await conn.execute("UPDATE schema_version SET version = %s", (number,))
 
-    async def _guarded(self, work: Callable[[Connection], Awaitable[_T]]) -> _T:
-        """`work` on a pooled connection, within the request's `store_deadline`, with every
-        way the database can fail to answer turned into `StoreUnavailable`."""
+    async def _guarded(
+        self, work: Callable[[Connection], Awaitable[_T]], *, read: bool = False
+    ) -> _T:
+        """`work` on a pooled connection, done by `_deadline()`, with every way the database
+        can fail to answer turned into `StoreUnavailable`. A read is tried again on another
+        connection when its own turned out broken (the server restarted since it was pooled):
+        the pool replaces broken ones, instead of each failing one request."""
         try:
-            at = store_deadline_at()
-            if at is None:
-                return await self._on_connection(work)
-            async with asyncio.timeout_at(at):
-                return await self._on_connection(work)
+            # Each pooled connection may be one the restart broke: as many tries as it holds.
+            attempts = self._pool.max_size + 1 if read else 1
+            for attempt in range(1, attempts + 1):
+                try:
+                    return await self._on_connection(work, self._deadline())
+                except _Broken as broken:
+                    if attempt == attempts:
+                        raise broken.error from None
+            raise AssertionError("unreachable")
         except (pg_errors.IntegrityError, AccountsError):
             raise
-        except (psycopg.Error, PoolTimeout, TimeoutError, OSError) as exc:
+        except pg_errors.DataError as exc:
+            # A value the database cannot hold (a NUL character in text): the caller's
+            # input, never an outage.
+            raise InvalidRequest("a value holds a character that cannot be stored") from exc
+        except (
+            psycopg.OperationalError,
+            psycopg.InterfaceError,
+            PoolTimeout,
+            TimeoutError,
+            OSError,
+        ) as exc:
             summary = str(exc).split("\n", 1)[0][:160]
             if isinstance(exc, TimeoutError):
-                summary = "the request's store deadline ran out"
+                summary = "the call's deadline ran out"
             logger.warning("PostgreSQL unavailable: %s: %s", type(exc).__name__, summary)
             raise StoreUnavailable() from exc
 
-    async def _on_connection(self, work: Callable[[Connection], Awaitable[_T]]) -> _T:
-        async with self._pool.connection() as conn:
-            return await work(conn)
+    async def _on_connection(self, work: Callable[[Connection], Awaitable[_T]], at: float) -> _T:
+        """Past `at`, the connection's socket is closed: psycopg answers a cancelled query by
+        asking the server to cancel it and waiting for the answer, which a frozen server never
+        gives; with the socket gone, every wait ends at once (and the pool drops it)."""
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout_at(at):
+            conn = await self._pool.getconn()
+        try:
+            task = asyncio.ensure_future(work(conn))
+            done, _ = await asyncio.wait({task}, timeout=max(0.0, at - loop.time()))
+            if not done:
+                conn.pgconn.finish()
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+                raise TimeoutError()
+            try:
+                return task.result()
+            except psycopg.OperationalError as exc:
+                # A restarted server's parting words (AdminShutdown) arrive on the first use
+                # of each connection it had; then the connection is gone.
+                if conn.broken or conn.closed or isinstance(exc, pg_errors.AdminShutdown):
+                    raise _Broken(exc) from exc
+                raise
+        finally:
+            await self._pool.putconn(conn)
 
-    async def _run(self, work: Callable[[Connection], Awaitable[_T]]) -> _T:
+    async def _run(self, work: Callable[[Connection], Awaitable[_T]], *, read: bool = False) -> _T:
         await self._ensure()
-        return await self._guarded(work)
+        return await self._guarded(work, read=read)
 
-    async def _one(self, sql: str, args: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+    async def _one(
+        self, sql: str, args: Sequence[Any] = (), *, read: bool = False
+    ) -> tuple[Any, ...] | None:
         async def fetch(conn: Connection) -> tuple[Any, ...] | None:
             cursor = await conn.execute(sql, args)
             return await cursor.fetchone()
 
-        return await self._run(fetch)
+        return await self._run(fetch, read=read)
 
     async def _all(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """A read (every caller's statement is a SELECT)."""
+
         async def fetch(conn: Connection) -> list[tuple[Any, ...]]:
             cursor = await conn.execute(sql, args)
             return await cursor.fetchall()
 
-        return await self._run(fetch)
+        return await self._run(fetch, read=True)
 
     async def _count(self, sql: str, args: Sequence[Any] = ()) -> int:
         """The rows one write statement changed."""
@@ -508,24 +601,24 @@ class PostgresStore:
         return user
 
     async def find_user_by_id(self, user_id: str) -> User | None:
-        return _user(await self._one(f"{_USER_SELECT} WHERE u.id = %s", (user_id,)))
+        return _user(await self._one(f"{_USER_SELECT} WHERE u.id = %s", (user_id,), read=True))
 
     async def find_user_by_username(self, username: str) -> User | None:
         sql = f"{_USER_SELECT} WHERE u.username_canonical = %s"
-        return _user(await self._one(sql, (canonical_username(username),)))
+        return _user(await self._one(sql, (canonical_username(username),), read=True))
 
     async def find_user_by_email(self, address: str) -> User | None:
         sql = (
             f"{_USER_SELECT} WHERE u.id = (SELECT user_id FROM emails WHERE address_canonical = %s)"
         )
-        return _user(await self._one(sql, (canonical_email(address),)))
+        return _user(await self._one(sql, (canonical_email(address),), read=True))
 
     async def find_user_by_identity(self, provider: str, subject: str) -> User | None:
         sql = (
             f"{_USER_SELECT} WHERE u.id = "
             "(SELECT user_id FROM identities WHERE provider = %s AND subject = %s)"
         )
-        return _user(await self._one(sql, (provider, subject)))
+        return _user(await self._one(sql, (provider, subject), read=True))
 
     async def list_user_identities(self, user_id: str) -> list[tuple[str, str]]:
         sql = "SELECT provider, subject FROM identities WHERE user_id = %s ORDER BY 1, 2"
@@ -595,7 +688,7 @@ class PostgresStore:
 
     async def get_service_data(self, user_id: str, service: str) -> Mapping[str, Any] | None:
         sql = "SELECT data FROM user_services WHERE user_id = %s AND service = %s"
-        row = await self._one(sql, (user_id, service))
+        row = await self._one(sql, (user_id, service), read=True)
         return None if row is None else dict(json.loads(row[0]))
 
     async def set_service_data(
@@ -656,15 +749,19 @@ class PostgresStore:
         args = (user_id, canonical, *demoted_range(canonical))
 
         async def update(conn: Connection) -> bool:
+            # The user's row first, as `_user_write` locks it: two writers to one user's
+            # records take the locks in one order, never a deadlock.
             async with conn.transaction():
+                await conn.execute("UPDATE users SET updated_at = %s WHERE id = %s", (now, user_id))
                 changed = (await conn.execute(sql, args)).rowcount
-                if changed:
-                    await conn.execute(
-                        "UPDATE users SET updated_at = %s WHERE id = %s", (now, user_id)
-                    )
-                return changed > 0
+                if not changed:
+                    raise _NothingChanged()
+                return True
 
-        return await self._run(update)
+        try:
+            return await self._run(update)
+        except _NothingChanged:  # rolled back: `updated_at` moves only with a change
+            return False
 
     # -- sessions ---------------------------------------------------------------------------
 
@@ -691,12 +788,12 @@ class PostgresStore:
 
     async def find_session(self, session_id: str) -> StoredSession | None:
         sql = f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id = %s"
-        row = await self._one(sql, (session_id,))
+        row = await self._one(sql, (session_id,), read=True)
         return None if row is None else _session(row)
 
     async def find_session_user(self, session_id: str) -> tuple[StoredSession, User | None] | None:
         """One statement: the hot path of every authenticated request is one round trip."""
-        row = await self._one(_SESSION_USER, (session_id,))
+        row = await self._one(_SESSION_USER, (session_id,), read=True)
         if row is None:
             return None
         width = len(_SESSION_COLUMNS.split(","))
@@ -747,7 +844,7 @@ class PostgresStore:
 
     async def count_active_sessions(self, *, now: datetime) -> int:
         row = await self._one(
-            "SELECT count(*) FROM sessions WHERE expires_at > %s AND valid", (now,)
+            "SELECT count(*) FROM sessions WHERE expires_at > %s AND valid", (now,), read=True
         )
         return 0 if row is None else int(row[0])
 
@@ -777,7 +874,7 @@ class PostgresStore:
 
     async def find_credential(self, credential_id: str) -> Credential | None:
         sql = f"SELECT {_CREDENTIAL_COLUMNS} FROM credentials WHERE id = %s"
-        row = await self._one(sql, (credential_id,))
+        row = await self._one(sql, (credential_id,), read=True)
         return None if row is None else _credential(row)
 
     async def list_user_credentials(
@@ -932,7 +1029,7 @@ class PostgresStore:
 
     async def get_counter(self, key: str, *, window_start: datetime) -> int:
         sql = "SELECT count FROM counters WHERE key = %s AND window_start = %s"
-        row = await self._one(sql, (key, window_start))
+        row = await self._one(sql, (key, window_start), read=True)
         return 0 if row is None else int(row[0])
 
     async def clear_counter(self, key: str) -> None:

@@ -8,6 +8,7 @@ import html
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -15,11 +16,11 @@ import pyotp
 import pytest
 
 from accounts_password import MailSettings, PasswordService
-from accounts_server import AccountsServer, AuditConfig, SealingKeys
+from accounts_server import AccountsServer, AuditConfig, AuditQuery, SealingKeys
 from accounts_server.http import create_app
 from accounts_server.http.ui import UIConfig
 
-from ..conftest import MakeServer
+from ..conftest import Clock, MakeServer
 from ..helpers import PASSWORD, SMTPServer
 
 ROOT = "/accounts/ui"
@@ -280,3 +281,70 @@ def test_serve_refuses_a_return_to_that_is_not_an_origin(tmp_path: Path) -> None
     assert result.returncode != 0
     assert "is not scheme://host[:port]" in result.stderr
     assert not (tmp_path / "accounts.key").exists()  # refused before anything was made
+
+
+async def test_over_https_the_csrf_cookie_is_one_a_browser_keeps() -> None:
+    """A `__Host-` cookie must be Secure with Path=/, or browsers drop it (and every form)."""
+    from accounts_server import AccountsServer, KeyRing, TokenConfig
+    from accounts_server.stores import SQLiteStore
+
+    from ..helpers import load_key
+
+    server = AccountsServer(
+        store=SQLiteStore(":memory:"),
+        tokens=TokenConfig(keys=KeyRing([load_key("ed25519")])),
+        services=[PasswordService()],
+    )
+    app = create_app(server, ui=True)
+    transport = httpx.ASGITransport(app=app, client=("198.51.100.4", 1))
+    async with httpx.AsyncClient(transport=transport, base_url="https://t") as browser:
+        shown = await browser.get(f"{ROOT}/register")
+        cookie = next(v for k, v in shown.headers.multi_items() if k == "set-cookie")
+        assert cookie.startswith("__Host-ui_csrf=") and "Path=/;" in cookie and "Secure" in cookie
+        token = re.search(r'name="csrf" value="([^"]+)"', shown.text)
+        assert token
+        fields = {"csrf": token.group(1), "username": "tls", "password": PASSWORD}
+        done = await browser.post(f"{ROOT}/register", data=fields, headers={"Origin": "https://t"})
+        assert done.status_code == 303, done.text
+        access = next(c for c in browser.cookies.jar if c.name == "ui_at")
+        assert access.secure and access.path == ROOT
+    await server.close()
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/\t//evil.example",
+        "/\n//evil.example",
+        "/\\evil.example",
+        "//[",
+        "http://[::1",
+        "https://app.example\\@evil.example",
+    ],
+)
+async def test_return_to_refuses_what_a_browser_would_read_as_elsewhere(
+    site: Site, target: str
+) -> None:
+    from urllib.parse import quote
+
+    shown = await site.page(f"/signin?return_to={quote(target)}")
+    assert shown.status_code == 200
+    assert f'name="return_to" value="{ROOT}/account"' in shown.text
+
+
+async def test_a_refresh_on_an_error_page_still_reaches_the_browser(
+    site: Site, clock: Clock
+) -> None:
+    await site.register("eve", "eve@example.com")
+    clock.advance(timedelta(minutes=16))  # the access token has expired: pages refresh
+    refused = await site.page("/admin")  # not an admin: an error page, after a refresh
+    assert refused.status_code == 403
+    assert any(
+        c.startswith("ui_rt=") for k, c in refused.headers.multi_items() if k == "set-cookie"
+    )
+    clock.advance(timedelta(seconds=30))  # past the reuse grace
+    assert (await site.page("/account")).status_code == 200  # still signed in
+    reused = await site.server.console_admin("test").list_audit(
+        AuditQuery(events=("refresh_token_reused",))
+    )
+    assert reused == []

@@ -5,6 +5,8 @@ give, 50 registrations of one address at once, 100 refreshes of one token at onc
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -17,11 +19,13 @@ from psycopg import sql
 
 from accounts_server import (
     ConnectionInfo,
+    InvalidRequest,
     InvalidToken,
     LoginResult,
     SessionConfig,
     StoreUnavailable,
 )
+from accounts_server.deadline import store_deadline
 from accounts_server.http import create_app
 from accounts_server.stores.postgres import PostgresStore
 
@@ -179,3 +183,59 @@ async def test_a_server_stopped_under_load_is_503_then_recovers_without_restart(
     finally:
         await store.close()
         database.stop()
+
+
+def cluster_processes(postmaster: int) -> list[int]:
+    """The postmaster and its children (the backends that hold our connections)."""
+    children = Path(f"/proc/{postmaster}/task/{postmaster}/children").read_text().split()
+    return [postmaster, *map(int, children)]
+
+
+async def test_a_frozen_server_is_unavailable_within_the_deadline(tmp_path: Path) -> None:
+    """SIGSTOP: the server keeps its sockets open and answers nothing, not even a cancel."""
+    if reason := postgres_unavailable():
+        pytest.skip(f"needs a PostgreSQL of its own to freeze: {reason}")
+    database = PostgresServer.start(tmp_path)
+    store = PostgresStore(database.url)
+    try:
+        await store.setup()
+        frozen = cluster_processes(database.pid)
+        for pid in frozen:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            with store_deadline(1.0), pytest.raises(StoreUnavailable):
+                await store.find_session("s1")
+            assert loop.time() - started < 3  # the request's budget, not psycopg's cancel waits
+        finally:
+            for pid in frozen:
+                os.kill(pid, signal.SIGCONT)
+        assert await store.find_session("s1") is None  # and it goes on once thawed
+    finally:
+        await store.close()
+        database.stop()
+
+
+async def test_a_restart_costs_no_request_a_503(tmp_path: Path) -> None:
+    """Every pooled connection is broken by a restart; a read finds that out and tries again
+    on a new one, instead of each pooled connection failing one request."""
+    if reason := postgres_unavailable():
+        pytest.skip(f"needs a PostgreSQL of its own to restart: {reason}")
+    database = PostgresServer.start(tmp_path)
+    store = PostgresStore(database.url, min_connections=4, max_connections=4)
+    try:
+        await asyncio.gather(*(store.find_session(f"s{n}") for n in range(8)))
+        await asyncio.to_thread(database.halt)
+        await asyncio.to_thread(database.resume)
+        for n in range(8):
+            assert await store.find_session(f"s{n}") is None
+    finally:
+        await store.close()
+        database.stop()
+
+
+async def test_a_nul_character_is_bad_input_not_an_outage(pg: PostgresStore) -> None:
+    with pytest.raises(InvalidRequest):
+        await pg.find_user_by_username("a\x00b")
+    assert await pg.find_user_by_username("ab") is None  # the store is fine
