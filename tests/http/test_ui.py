@@ -146,10 +146,15 @@ async def test_two_factor_enrolment_then_a_sign_in_with_the_code(site: Site) -> 
     assert secret
     totp = pyotp.TOTP(secret.group(1))
     token = re.search(r'name="csrf" value="([^"]+)"', enrol.text)
-    assert token
+    otpauth = re.search(r'name="otpauth" value="([^"]+)"', enrol.text)
+    assert token and otpauth
+    fields = {"csrf": token.group(1), "secret": secret.group(1), "otpauth": otpauth.group(1)}
+    typo = await site.browser.post(f"{ROOT}/account/two-factor", data={**fields, "code": "000"})
+    assert typo.status_code in (400, 401, 422), typo.text
+    assert f'<code id="secret">{secret.group(1)}</code>' in typo.text  # the scanned one, kept
+    assert 'aria-invalid="true"' in typo.text and "<svg" in typo.text
     codes_page = await site.browser.post(
-        f"{ROOT}/account/two-factor",
-        data={"csrf": token.group(1), "secret": secret.group(1), "code": totp.now()},
+        f"{ROOT}/account/two-factor", data={**fields, "code": totp.now()}
     )
     assert codes_page.status_code == 200, codes_page.text
     codes = re.findall(r"<li><code>([^<]+)</code></li>", codes_page.text)
@@ -348,3 +353,16 @@ async def test_a_refresh_on_an_error_page_still_reaches_the_browser(
         AuditQuery(events=("refresh_token_reused",))
     )
     assert reused == []
+
+
+async def test_the_access_log_names_a_page_never_its_token(
+    make_server: MakeServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = create_app(make_server(), ui=True, access_log=True)
+    transport = httpx.ASGITransport(app=app, client=("198.51.100.4", 1))
+    with caplog.at_level("INFO", logger="accounts_server.access"):
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as browser:
+            await browser.get(f"{ROOT}/signin")
+            await browser.get(f"{ROOT}/reset-password/a-secret-token")
+    lines = [r.getMessage() for r in caplog.records if r.name == "accounts_server.access"]
+    assert lines == [f"GET {ROOT}/signin 200", f"GET {ROOT}/reset-password 303"]

@@ -8,7 +8,7 @@ from pathlib import Path
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Mount
+from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -16,6 +16,7 @@ from ...deadline import store_deadline
 from ...errors import AccountsError, StoreUnavailable
 from ...server import AccountsServer
 from ..errors import status_for
+from ..observe import ROUTE_KEY
 from ..request import Network
 from .config import UIConfig
 from .console import console_routes
@@ -59,7 +60,10 @@ def ui_mount(
         ],
         exception_handlers={AccountsError: failed, 404: not_found},
     )
-    return Mount(root, app=_Pages(app, page, deadline))
+    sections = {
+        route.path.split("/")[1] for route in app.routes if isinstance(route, Route | Mount)
+    }
+    return Mount(root, app=_Pages(app, page, deadline, sections))
 
 
 class _Pages:
@@ -67,16 +71,22 @@ class _Pages:
     answer carries the tokens of a refresh the request made, error pages included (a handler
     that set them itself is left alone)."""
 
-    def __init__(self, app: ASGIApp, page: Page, seconds: float) -> None:
+    def __init__(self, app: ASGIApp, page: Page, seconds: float, sections: set[str]) -> None:
         self.app = app
         self.page = page
         self.seconds = seconds
+        #: The access log and metrics name a page by its first segment (`/accounts/ui/admin`):
+        #: a bounded set, never an id or a token from the path.
+        self.sections = sections
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         scope.setdefault("state", {})  # one dict for every copy of the scope below
+        section = str(scope.get("path", "")).removeprefix(self.page.root).split("/")[1:2]
+        if section and section[0] in self.sections:
+            scope[ROUTE_KEY] = f"{self.page.root}/{section[0]}"
 
         async def renewing(message: Message) -> None:
             if message["type"] == "http.response.start":

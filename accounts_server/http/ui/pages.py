@@ -162,6 +162,7 @@ class _UserPages:
                 request,
                 return_to=self.page.return_to(None),
                 error=error.message,
+                error_field="link",
                 status=status_for(error),
             )
         # The same answer whether or not the address has an account.
@@ -537,9 +538,8 @@ class _UserPages:
 
     async def two_factor(self, request: Request) -> Response:
         """GET: a new secret, as a QR code and as text; POST: turn it on with a code, and
-        show the recovery codes, once."""
-        import segno  # only for this page
-
+        show the recovery codes, once. A mistyped code shows the same secret again with the
+        error: the user has scanned it already."""
         try:
             signed = await self._signed(request)
             if isinstance(signed, Response):
@@ -548,23 +548,42 @@ class _UserPages:
                 answer = await self.page.call(
                     request, "password", "twoFactorSecret", {}, access_token=signed.access_token
                 )
-                secret = answer["secret"] if isinstance(answer, Mapping) else {}
-                qr = segno.make(secret["otpauth_url"], error="m").svg_inline(scale=4, title="QR")
-                return self.page.render(
-                    request, "two_factor.html", signed=signed, secret=secret["base32"], qr=qr
-                )
+                found = answer.get("secret") if isinstance(answer, Mapping) else None
+                if not isinstance(found, Mapping) or not isinstance(found.get("base32"), str):
+                    raise InvalidRequest("two-factor authentication is not available here")
+                return self._enrolment(request, signed, found["base32"], found["otpauth_url"])
             form = await self.page.form(request)
+        except AccountsError as error:
+            return await self.account(request, error=error.message, status=status_for(error))
+        secret, url = form.get("secret", ""), form.get("otpauth", "")
+        try:
             answer = await self.page.call(
                 request,
                 "password",
                 "twoFactorSet",
-                {"secret": form.get("secret", ""), "code": form.get("code", "").strip()},
+                {"secret": secret, "code": form.get("code", "").strip()},
                 access_token=signed.access_token,
             )
+        except StoreUnavailable as error:
+            return self._failed(request, "message.html", error)
         except AccountsError as error:
-            return await self.account(request, error=error.message, status=status_for(error))
+            if not url.startswith("otpauth://totp/") or len(url) > 1024:
+                return await self.account(request, error=error.message, status=status_for(error))
+            return self._enrolment(
+                request, signed, secret, url, error=error.message, status=status_for(error)
+            )
         codes = answer.get("recoveryCodes", []) if isinstance(answer, Mapping) else []
         return self.page.render(request, "recovery_codes.html", signed=signed, codes=codes)
+
+    def _enrolment(
+        self, request: Request, signed: Signed, secret: str, url: object, **context: Any
+    ) -> Response:
+        import segno  # only for this page
+
+        qr = segno.make(str(url), error="m").svg_inline(scale=4, title="QR")
+        return self.page.render(
+            request, "two_factor.html", signed=signed, secret=secret, otpauth=url, qr=qr, **context
+        )
 
 
 def _passkey(view: Mapping[str, Any]) -> dict[str, Any]:
