@@ -145,7 +145,8 @@ class Admin:
         return await self._run("users.get", user_id, get)
 
     async def user_detail(self, user_id: str) -> UserDetail:
-        """The user with identities, second factor, credentials and sessions (as `users.get`).
+        """The user with identities, second factor and credentials (as `users.get`), and the
+        sessions if `sessions.list` is allowed too (else none).
 
         Raises:
             AdminNotAllowed, UserNotFound.
@@ -161,7 +162,9 @@ class Admin:
                 identities=tuple(await store.list_user_identities(user_id)),
                 two_factor=await self._server.two_factor.status(user_id),
                 credentials=dict(sorted(kinds.items())),
-                sessions=tuple(await self._server.list_sessions(user_id)),
+                sessions=tuple(await self._server.list_sessions(user_id))
+                if await self._authorize("sessions.list")
+                else (),
             )
 
         return await self._run("users.get", user_id, detail)
