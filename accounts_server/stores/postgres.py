@@ -363,6 +363,9 @@ class PostgresStore:
             },
             open=False,
             name="accounts-server",
+            # Each reconnect attempt gives up after 5 s and the next request starts another:
+            # after a long outage the pool's backoff does not grow past the server's return.
+            reconnect_timeout=5.0,
         )
         self._opened = False
         self._migrated = False
