@@ -84,6 +84,11 @@ _UNIQUE: dict[str, type[AccountsError]] = {
     "credentials_pkey": CredentialAlreadyExists,
 }
 
+#: The `CANONICAL_EMAIL_VERSION` the first migration's canonical forms follow. A later
+#: change of `canonical_email` needs a migration that recomputes them (SQLite's
+#: `_recanonicalise_emails`, with `_common`'s rules); a test fails until it has one.
+CANONICAL_EMAIL_BASELINE = 2
+
 #: Schema migrations, applied in order; `schema_version` records how many ran. Canonical
 #: keys and ids sort by code point (`COLLATE "C"`), as the prefix searches and the audit
 #: log's id cursor need, whatever the database's own collation.

@@ -76,3 +76,13 @@ async def test_no_server_is_unavailable_in_bounded_time() -> None:
         assert loop.time() - started < 5
     finally:
         await store.close()
+
+
+def test_the_canonical_email_version_has_its_migration() -> None:
+    """A change of `canonical_email` raises its version; PostgreSQL's schema must follow."""
+    from accounts_server.stores import postgres
+    from accounts_server.stores.base import CANONICAL_EMAIL_VERSION
+
+    assert CANONICAL_EMAIL_VERSION == postgres.CANONICAL_EMAIL_BASELINE, (
+        "canonical_email changed: add a PostgreSQL migration recomputing canonical forms"
+    )
