@@ -29,7 +29,8 @@ Messages are safe to show a client; context lives in attributes and never holds 
     ├── Forbidden
     │   ├── UserDeactivated
     │   ├── LoginNotAllowed
-    │   └── AdminNotAllowed
+    │   ├── AdminNotAllowed
+    │   └── NotWhileImpersonating  (a user's own credentials, not an impersonator's to change)
     ├── NotFound
     │   ├── ServiceNotFound
     │   ├── UserNotFound
@@ -82,6 +83,7 @@ __all__ = [
     "MailUnavailable",
     "MethodNotAllowed",
     "NotFound",
+    "NotWhileImpersonating",
     "Overloaded",
     "RateLimited",
     "RequestTimeout",
@@ -313,6 +315,13 @@ class LoginNotAllowed(Forbidden):
 
     code = "LoginNotAllowed"
     default_message = "Login not allowed"
+
+
+class NotWhileImpersonating(Forbidden):
+    """How a user signs in is theirs: an impersonation session may not change it."""
+
+    code = "NotWhileImpersonating"
+    default_message = "Not allowed from an impersonation session"
 
 
 class AdminNotAllowed(Forbidden):

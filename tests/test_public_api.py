@@ -65,6 +65,7 @@ def test_accounts_server_exports() -> None:
         "Mailer",
         "MethodNotAllowed",
         "NotFound",
+        "NotWhileImpersonating",
         "OneTimeToken",
         "OneTimeTokens",
         "Overloaded",

@@ -494,3 +494,31 @@ def test_any_code_is_refused_cleanly(
     loop, server, user = enrolled
     with pytest.raises((InvalidRequest, TwoFactorCodeMismatch, TwoFactorCodeRequired)):
         loop.run_until_complete(server.two_factor.verify(user, code))
+
+
+async def test_an_impersonator_cannot_change_the_users_second_factor(
+    make_server: MakeServer, clock: Clock
+) -> None:
+    server = make_server(
+        sealing=SealingKeys.generate(),
+        impersonation_authorize=lambda actor, target: actor.username == "root",
+    )
+    async for site in _site(server, clock):
+        ann = await site.register("ann")
+        await site.register("root")
+        root = await site.access("root")
+        acting = await site.post(
+            "/impersonate", {"accessToken": root, "impersonated": {"username": "ann"}}
+        )
+        assert acting.status_code == 200 and acting.json()["authorized"], acting.text
+        as_ann = acting.json()["tokens"]["accessToken"]
+        secret = await site.secret()
+        for path, body in (
+            ("/password/twoFactorSet", {"secret": secret, "code": site.code(secret)}),
+            ("/password/twoFactorUnset", {"code": "123456"}),
+            ("/password/twoFactorRecoveryCodes", {"code": "123456"}),
+        ):
+            refused = await site.post(path, body, as_ann)
+            assert refused.status_code == 403, (path, refused.text)
+            assert refused.json()["code"] == "NotWhileImpersonating"
+        assert not (await server.two_factor.status(ann)).enabled

@@ -29,6 +29,7 @@ from accounts_server import (
     MailMessage,
     MailTemplate,
     MailUnavailable,
+    NotWhileImpersonating,
     ResetPasswordLinkExpired,
     ServiceContext,
     ServiceEndpoint,
@@ -641,6 +642,10 @@ class PasswordService:
     ) -> dict[str, object]:
         """`{secret, code}` with an access token → `{recoveryCodes}`."""
         user, session = await ctx.authenticated(request.access_token)
+        if session.impersonator_id is not None:  # the user's own second factor
+            raise NotWhileImpersonating(
+                "Two-factor authentication cannot be changed from an impersonation session"
+            )
         body = request.body
         codes = await ctx.two_factor.enable(
             user, body.get("secret"), body.get("code"), session_id=session.id
@@ -653,6 +658,10 @@ class PasswordService:
     ) -> dict[str, object]:
         """`{code}` with an access token → `{}`."""
         user, session = await ctx.authenticated(request.access_token)
+        if session.impersonator_id is not None:  # the user's own second factor
+            raise NotWhileImpersonating(
+                "Two-factor authentication cannot be changed from an impersonation session"
+            )
         await ctx.two_factor.disable(user, request.body.get("code"), session_id=session.id)
         self._notify(ctx, user, "two_factor_disabled")
         return {}
@@ -662,6 +671,10 @@ class PasswordService:
     ) -> dict[str, object]:
         """`{code}` with an access token → `{recoveryCodes}`."""
         user, session = await ctx.authenticated(request.access_token)
+        if session.impersonator_id is not None:  # the user's own second factor
+            raise NotWhileImpersonating(
+                "Two-factor authentication cannot be changed from an impersonation session"
+            )
         codes = await ctx.two_factor.regenerate_recovery_codes(
             user, request.body.get("code"), session_id=session.id
         )

@@ -67,6 +67,7 @@ from webauthn.helpers.structs import (
     UserVerificationRequirement,
 )
 
+import accounts_server
 from accounts_server import (
     AccountsError,
     Authenticated,
@@ -75,7 +76,6 @@ from accounts_server import (
     Credential,
     CredentialAlreadyExists,
     EndpointRequest,
-    Forbidden,
     InvalidRequest,
     InvalidToken,
     LastLoginMethod,
@@ -158,10 +158,9 @@ class PasskeyNotFound(NotFound):
     default_message = "No such passkey"
 
 
-class NotWhileImpersonating(Forbidden):
+class NotWhileImpersonating(accounts_server.NotWhileImpersonating):
     """Credentials are the user's own: an impersonator may not add or remove them."""
 
-    code = "NotWhileImpersonating"
     default_message = "Passkeys cannot be changed from an impersonation session"
 
 
