@@ -238,6 +238,10 @@ async def test_pages_need_no_store_state_to_render_and_404_is_a_page(site: Site)
     assert_safe_page(missing)
     css = await site.page("/static/ui.css")
     assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
+    assert css.headers["x-content-type-options"] == "nosniff"
+    wrong = await site.browser.delete(f"{ROOT}/signin")
+    assert wrong.status_code == 405 and "Not here" in wrong.text
+    assert_safe_page(wrong)
 
 
 def test_serve_ui_on_uvicorn(tmp_path: Path) -> None:

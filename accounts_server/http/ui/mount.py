@@ -51,6 +51,15 @@ def ui_mount(
             request, "message.html", status=404, heading="Not found", text="There is no such page."
         )
 
+    async def wrong_method(request: Request, exc: Exception) -> Response:
+        return page.render(
+            request,
+            "message.html",
+            status=405,
+            heading="Not here",
+            text="This page does not take that kind of request.",
+        )
+
     app = Starlette(
         routes=[
             *user_routes(page),
@@ -58,7 +67,7 @@ def ui_mount(
             *passkey_routes(page),
             Mount("/static", StaticFiles(directory=Path(__file__).parent / "static")),
         ],
-        exception_handlers={AccountsError: failed, 404: not_found},
+        exception_handlers={AccountsError: failed, 404: not_found, 405: wrong_method},
     )
     sections = {
         route.path.split("/")[1] for route in app.routes if isinstance(route, Route | Mount)
@@ -93,7 +102,9 @@ class _Pages:
                 headers = list(message.get("headers", []))
                 if not any(k == b"set-cookie" and v.startswith(b"ui_at=") for k, v in headers):
                     headers += self.page.renewal_headers(Request(scope))
-                    message = {**message, "headers": headers}
+                if not any(k == b"x-content-type-options" for k, _ in headers):
+                    headers.append((b"x-content-type-options", b"nosniff"))  # static files too
+                message = {**message, "headers": headers}
             await send(message)
 
         with store_deadline(self.seconds):
