@@ -20,7 +20,7 @@ from ...admin import CHARTED, Admin
 from ...audit import AUDITED, audit_query
 from ...errors import AccountsError, AdminNotAllowed, InvalidRequest
 from .charts import hourly_chart
-from .web import Page, Signed
+from .web import Page, Signed, quoted
 
 __all__ = ["console_routes"]
 
@@ -223,7 +223,4 @@ def _page_number(value: str | None) -> int:
 
 
 def _here(request: Request) -> str:
-    from urllib.parse import quote
-
-    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    return quote(target, safe="/")
+    return quoted(request.url.path + (f"?{request.url.query}" if request.url.query else ""))

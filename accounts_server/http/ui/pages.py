@@ -29,7 +29,7 @@ from ...errors import (
 from ...services import OffersSignInLinks, SignInLink
 from ...types import LoginResult
 from ..errors import status_for
-from .web import BACK_ACCESS, BACK_REFRESH, LINK, MFA, STARTED, Page, Signed
+from .web import BACK_ACCESS, BACK_REFRESH, LINK, MFA, STARTED, Page, Signed, quoted
 
 __all__ = ["user_routes"]
 
@@ -146,7 +146,7 @@ class _UserPages:
         self, request: Request, needed: TwoFactorCodeRequired, return_to: str
     ) -> Response:
         response = self.page.redirect(
-            request, f"{self.page.root}/signin/code?return_to={_quote(return_to)}"
+            request, f"{self.page.root}/signin/code?return_to={quoted(return_to)}"
         )
         self.page.cookie(request, response, MFA, needed.mfa_token, max_age=300)
         return response
@@ -478,7 +478,7 @@ class _UserPages:
         except AccountsError as error:
             return await self.account(request, error=error.message, status=status_for(error))
         response = self.page.redirect(
-            request, f"{self.page.root}/account?done={_quote(done)}", signed
+            request, f"{self.page.root}/account?done={quoted(done)}", signed
         )
         return response
 
@@ -599,9 +599,3 @@ def _passkey(view: Mapping[str, Any]) -> dict[str, Any]:
         "used": moment(view.get("lastUsedAt")),
         "synced": bool(view.get("backedUp")),
     }
-
-
-def _quote(value: str) -> str:
-    from urllib.parse import quote
-
-    return quote(value, safe="/")

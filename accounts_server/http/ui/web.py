@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, quote, urlsplit
 
 import jinja2
 import orjson
@@ -25,7 +25,6 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from ...errors import (
-    AccountsError,
     InvalidRequest,
     InvalidToken,
     TokenExpired,
@@ -38,7 +37,7 @@ from ..request import BODY_TIMEOUT, Network, connection_info, read_raw
 from .config import UIConfig
 from .words import device, event_words
 
-__all__ = ["Page", "Signed"]
+__all__ = ["Page", "Signed", "quoted"]
 
 _TEMPLATES = Path(__file__).parent / "templates"
 _FORM_BYTES = 16 * 1024
@@ -359,5 +358,6 @@ class Page:
         return await self.server.call_endpoint(handler, call)
 
 
-def error_message(error: AccountsError) -> str:
-    return error.message
+def quoted(value: str) -> str:
+    """A path (with its query) as one `return_to` query value."""
+    return quote(value, safe="/")
