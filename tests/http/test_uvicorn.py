@@ -245,7 +245,15 @@ def test_workers_share_sessions_revocation_and_the_refresh_cas(tmp_path: Path) -
     """`serve --workers 2`: two processes on one SQLite file. A logout in one holds in the
     other on its next request (its read cache is stamped by the file), and of concurrent
     refreshes with one token, across both, exactly one wins."""
-    with started(tmp_path, "--workers", "2", "--reuse-grace", "0") as (process, base):
+    workers_share_one_database(tmp_path)
+
+
+def workers_share_one_database(tmp_path: Path, *database: str) -> None:
+    """The workers test on the database `database` names (default: the SQLite file)."""
+    with started(tmp_path, "--workers", "2", "--reuse-grace", "0", *database) as (
+        process,
+        base,
+    ):
         workers = _workers(process.pid)
         assert len(workers) == 2
 

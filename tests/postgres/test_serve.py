@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from accounts_server.cli import main
 
 from ..helpers import PASSWORD
-from ..http.test_uvicorn import started
+from ..http.test_uvicorn import started, workers_share_one_database
 
 
 def test_serve_and_manage_on_postgres(
@@ -53,3 +53,9 @@ def test_one_database_at_a_time(tmp_path: Path) -> None:
         ["users", "list", "--postgres-url", "postgresql://x/y", "--mongodb-url", "mongodb://x"],
     )
     assert both.exit_code != 0 and "not both" in both.output
+
+
+def test_workers_share_one_postgres(tmp_path: Path, postgres_database: str) -> None:
+    """`serve --workers 2` on PostgreSQL: a logout in one worker holds in the other at once,
+    and of ten concurrent refreshes with one token, across both, exactly one wins."""
+    workers_share_one_database(tmp_path, "--postgres-url", postgres_database)
