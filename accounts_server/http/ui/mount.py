@@ -42,19 +42,14 @@ def ui_mount(
     async def failed(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, AccountsError)
         heading = "Try again soon" if isinstance(exc, StoreUnavailable) else "Something is wrong"
-        return page.render(
-            request, "message.html", status=status_for(exc), heading=heading, text=exc.message
-        )
+        return page.message(request, status=status_for(exc), heading=heading, text=exc.message)
 
     async def not_found(request: Request, exc: Exception) -> Response:
-        return page.render(
-            request, "message.html", status=404, heading="Not found", text="There is no such page."
-        )
+        return page.message(request, status=404, heading="Not found", text="There is no such page.")
 
     async def wrong_method(request: Request, exc: Exception) -> Response:
-        return page.render(
+        return page.message(
             request,
-            "message.html",
             status=405,
             heading="Not here",
             text="This page does not take that kind of request.",

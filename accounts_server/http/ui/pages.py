@@ -80,11 +80,24 @@ class _UserPages:
     ) -> Response:
         """The same page again, with the error's message and the error's status."""
         if isinstance(error, StoreUnavailable):
-            return self.page.render(
-                request, "message.html", status=503, heading="Try again soon", text=error.message
+            return self.page.message(
+                request, status=503, heading="Try again soon", text=error.message
             )
         return self.page.render(
             request, template, status=status_for(error), error=error.message, **context
+        )
+
+    def _refused(self, request: Request, error: AccountsError, heading: str) -> Response:
+        """A page saying what was refused and why, with the error's status."""
+        return self._failed(request, "message.html", error, heading=heading, text=error.message)
+
+    def _not_started(self, request: Request) -> Response:
+        return self.page.message(
+            request,
+            status=400,
+            heading="Not signed in",
+            text="Start signing in from the sign-in page of this site.",
+            signin=True,
         )
 
     async def _signed(self, request: Request) -> Signed | Response:
@@ -166,9 +179,8 @@ class _UserPages:
                 status=status_for(error),
             )
         # The same answer whether or not the address has an account.
-        return self.page.render(
+        return self.page.message(
             request,
-            "message.html",
             heading="Check your mail",
             text="If an account has that address, a sign-in link is on its way. "
             "It works once, for 15 minutes.",
@@ -189,9 +201,7 @@ class _UserPages:
         except TwoFactorCodeRequired as needed:
             response = self._second_step(request, needed, home)
         except AccountsError as error:
-            return self._failed(
-                request, "message.html", error, heading="Not signed in", text=error.message
-            )
+            return self._refused(request, error, "Not signed in")
         else:
             response = self._signed_in(request, result, home)
         self.page.cookie(request, response, LINK, None, max_age=None)
@@ -206,19 +216,12 @@ class _UserPages:
         browser says where a navigation came from), so no other site can open it for a victim
         and then hand the victim its own one-time code."""
         if request.headers.get("sec-fetch-site") != "same-origin":
-            return self.page.render(
-                request,
-                "message.html",
-                status=400,
-                heading="Not signed in",
-                text="Start signing in from the sign-in page of this site.",
-                signin=True,
-            )
+            return self._not_started(request)
         links = self._sign_in_links()
         number = request.path_params["number"]
         if not 0 <= number < len(links):
-            return self.page.render(
-                request, "message.html", status=404, heading="Not found", text="No such sign-in."
+            return self.page.message(
+                request, status=404, heading="Not found", text="No such sign-in."
             )
         response = self.page.redirect(request, f"{self.page.api_root}{links[number].path}")
         self.page.cookie(request, response, STARTED, secrets.token_urlsafe(16), max_age=600)
@@ -227,20 +230,12 @@ class _UserPages:
     async def oauth(self, request: Request) -> Response:
         """Where the OpenID Connect service sends the browser back (its `frontend_url`) with a
         one-time code, exchanged here at once for the session's tokens; only in a browser that
-        pressed a sign-in button here (a form, so no other site can press it for a victim),
-        and once: a code obtained elsewhere signs nobody in."""
+        followed a sign-in button from this site (`sign_in_with`), and once: a code obtained
+        elsewhere signs nobody in."""
         home = self.page.return_to(None)
         response: Response
         if not request.cookies.get(STARTED):
-            response = self.page.render(
-                request,
-                "message.html",
-                status=400,
-                heading="Not signed in",
-                text="Start signing in from the sign-in page of this site.",
-                signin=True,
-            )
-            return response
+            return self._not_started(request)
         try:
             answer = await self.page.call(
                 request, "oauth", "exchange", {"code": request.query_params.get("code", "")}
@@ -251,16 +246,13 @@ class _UserPages:
         except TwoFactorCodeRequired as needed:
             response = self._second_step(request, needed, home)
         except AccountsError as error:
-            response = self._failed(
-                request, "message.html", error, heading="Not signed in", text=error.message
-            )
+            response = self._refused(request, error, "Not signed in")
         self.page.cookie(request, response, STARTED, None, max_age=None)  # one landing
         return response
 
     def _link_used(self, request: Request) -> Response:
-        return self.page.render(
+        return self.page.message(
             request,
-            "message.html",
             status=400,
             heading="Link used",
             text="Open the link from your mail again.",
@@ -294,9 +286,7 @@ class _UserPages:
             if signed is not None:
                 await self.server.logout(signed.access_token)
         except AccountsError as error:
-            return self._failed(
-                request, "message.html", error, heading="Not signed out", text=error.message
-            )
+            return self._refused(request, error, "Not signed out")
         back = self.page.stashed(request)
         if back is not None and (signed is None or signed.session.impersonator_id):
             # The end of an impersonation: the admin is themselves again.
@@ -327,9 +317,8 @@ class _UserPages:
             if not (isinstance(answer, Mapping) and answer.get("userId")):
                 # The service answers alike for a new and a taken address (its
                 # `ambiguous_registration`): so does the page, and signs nobody in.
-                return self.page.render(
+                return self.page.message(
                     request,
-                    "message.html",
                     heading="Check your mail",
                     text="To finish, open the link we sent to your address.",
                 )
@@ -360,9 +349,8 @@ class _UserPages:
         except AccountsError as error:
             return self._failed(request, "forgot.html", error)
         # The same answer whether or not the address has an account.
-        return self.page.render(
+        return self.page.message(
             request,
-            "message.html",
             heading="Check your mail",
             text="If an account has that address, a link to choose a new "
             "password is on its way. It works for 60 minutes.",
@@ -392,9 +380,8 @@ class _UserPages:
             )
         except AccountsError as error:
             return self._failed(request, template, error, enroll=enroll)
-        response = self.page.render(
+        response = self.page.message(
             request,
-            "message.html",
             heading="Password set",
             text="Sign in with your new password.",
             signin=True,
@@ -413,12 +400,9 @@ class _UserPages:
             await self.page.form(request)
             await self.page.call(request, "password", "verifyEmail", {"token": token})
         except AccountsError as error:
-            return self._failed(
-                request, "message.html", error, heading="Not verified", text=error.message
-            )
-        response = self.page.render(
+            return self._refused(request, error, "Not verified")
+        response = self.page.message(
             request,
-            "message.html",
             heading="Address verified",
             text="Thank you: your address is verified.",
         )
@@ -448,9 +432,7 @@ class _UserPages:
                 )
                 status = found if isinstance(found, Mapping) else None
         except AccountsError as error:
-            return self._failed(
-                request, "message.html", error, heading="Not available", text=error.message
-            )
+            return self._refused(request, error, "Not available")
         return self.page.render(
             request,
             "account.html",

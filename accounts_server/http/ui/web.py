@@ -132,6 +132,14 @@ class Page:
         self.renew(request, response, signed)
         return response
 
+    def message(
+        self, request: Request, *, heading: str, text: str, status: int = 200, **context: Any
+    ) -> HTMLResponse:
+        """A page that only says something (`message.html`): a notice, or why not."""
+        return self.render(
+            request, "message.html", status=status, heading=heading, text=text, **context
+        )
+
     def redirect(self, request: Request, to: str, signed: Signed | None = None) -> Response:
         """303: the browser follows with a GET, so a reload never posts twice."""
         response = RedirectResponse(to, status_code=303, headers=self.headers)
