@@ -14,7 +14,7 @@
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import { createInterface } from 'node:readline';
-import { chromium } from 'playwright-core';
+import { Run } from './harness.mjs';
 
 const APP = (process.env.APP_URL ?? '').replace(/\/+$/, '');
 const UI = `${APP}/accounts/ui`;
@@ -23,11 +23,7 @@ const ARTIFACTS = process.env.ARTIFACTS || 'artifacts';
 const TIMEOUT_MS = Number(process.env.E2E_TIMEOUT_MS || 120_000);
 const PW = 'correct horse battery staple';
 const NEW_PW = 'a brand new passphrase, long';
-const started = Date.now();
-const browserLog = [];
-let browser;
-let current = 'start';
-let stopping = false;
+const run = new Run(TIMEOUT_MS);
 let shots = 0;
 const pages = [];
 
@@ -41,23 +37,6 @@ async function ask(question) {
   assert.ok(!value.startsWith('!'), `${question}: ${value}`);
   return value;
 }
-
-function step(name) {
-  console.log(`ok - ${name} (${Date.now() - started} ms)`);
-}
-
-async function stop(code, message) {
-  if (stopping) return;
-  stopping = true;
-  if (message) console.log(message);
-  if (browser) await Promise.race([browser.close().catch(() => {}), new Promise((f) => setTimeout(f, 5000))]);
-  process.exit(code);
-}
-
-const overall = setTimeout(
-  () => void stop(1, `not ok - timed out after ${TIMEOUT_MS} ms during: ${current}\n${browserLog.join('\n')}`),
-  TIMEOUT_MS,
-);
 
 async function shot(page, name) {
   shots += 1;
@@ -144,30 +123,19 @@ async function verifyAddress(page, address, n) {
 async function main() {
   assert.ok(APP, 'APP_URL is not set');
   mkdirSync(ARTIFACTS, { recursive: true });
-  current = 'launch Chromium';
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync',
-      '--disable-dev-shm-usage',
-    ],
-    timeout: 30_000,
-  });
+  const browser = await run.launch(CHROMIUM);
   const person = async () => {
     const context = await browser.newContext({ viewport: { width: 1100, height: 800 } });
     const page = await context.newPage();
-    page.on('console', (m) => browserLog.push(`[console.${m.type()}] ${m.text()}`));
-    page.on('pageerror', (e) => browserLog.push(`[pageerror] ${e.message}`));
+    run.watch(page);
     page.setDefaultTimeout(20_000);
     pages.push(page);
     return page;
   };
   const ada = await person();
-  step(`Chromium ${browser.version()} launched`);
+  run.step(`Chromium ${browser.version()} launched`);
 
-  current = 'register';
+  run.current = 'register';
   await visit(ada, '/signin');
   await shot(ada, 'signin');
   await visit(ada, '/register');
@@ -179,15 +147,15 @@ async function main() {
   const access = cookies.find((c) => c.name === 'ui_at');
   assert.ok(access?.httpOnly && access.sameSite === 'Lax', `the token cookie: ${JSON.stringify(access)}`);
   assert.equal(await ada.evaluate(() => document.cookie), '', 'no cookie is readable by a script');
-  step('registered by keyboard alone; the account page; token cookies HttpOnly');
+  run.step('registered by keyboard alone; the account page; token cookies HttpOnly');
 
-  current = 'verify the address';
+  run.current = 'verify the address';
   await verifyAddress(ada, 'ada@example.com', 1);
   await visit(ada, '/account');
   assert.equal(await ada.getByText('not verified').count(), 0);
-  step('the verification mail from the account page, its link, the address verified');
+  run.step('the verification mail from the account page, its link, the address verified');
 
-  current = 'end another session';
+  run.current = 'end another session';
   const elsewhere = await apiLogin('ada@example.com', PW);
   assert.equal((await apiUser(elsewhere))?.username, 'ada');
   await visit(ada, '/account');
@@ -199,9 +167,9 @@ async function main() {
   await ada.getByRole('status').filter({ hasText: 'Signed out there' }).waitFor();
   assert.equal(await rows.count(), 1);
   assert.equal(await apiUser(elsewhere), null, 'the ended session\'s token is refused');
-  step('"Sign out there" ended the API session: its token is refused at once');
+  run.step('"Sign out there" ended the API session: its token is refused at once');
 
-  current = 'reset a forgotten password';
+  run.current = 'reset a forgotten password';
   await ada.getByRole('button', { name: 'Sign out' }).first().click();
   await expectPath(ada, '/signin');
   await ada.getByRole('link', { name: 'Forgot your password?' }).click();
@@ -223,9 +191,9 @@ async function main() {
   await shot(ada, 'signin-error');
   await signIn(ada, 'ada@example.com', NEW_PW);
   await expectPath(ada, '/account');
-  step('forgot -> mail -> new password; the old one refused, the new one signs in');
+  run.step('forgot -> mail -> new password; the old one refused, the new one signs in');
 
-  current = 'enrol TOTP';
+  run.current = 'enrol TOTP';
   const apiSession = await apiLogin('ada@example.com', NEW_PW); // ended by the enrolment
   await ada.getByRole('link', { name: 'Turn it on' }).click();
   await expectPath(ada, '/account/two-factor');
@@ -240,9 +208,9 @@ async function main() {
   assert.ok(recovery.length >= 8, `recovery codes shown: ${recovery}`);
   await shot(ada, 'recovery-codes');
   assert.equal(await apiUser(apiSession), null, 'turning two-factor on ended the other sessions');
-  step('TOTP enrolled from the QR page with a pyotp code; recovery codes shown once; other sessions ended');
+  run.step('TOTP enrolled from the QR page with a pyotp code; recovery codes shown once; other sessions ended');
 
-  current = 'sign in with the code';
+  run.current = 'sign in with the code';
   await visit(ada, '/account');
   await ada.getByRole('button', { name: 'Sign out' }).first().click();
   await signIn(ada, 'ada', NEW_PW);
@@ -253,9 +221,9 @@ async function main() {
   await ada.getByRole('button', { name: 'Continue' }).click();
   await expectPath(ada, '/account');
   assert.ok(await ada.locator('section[aria-labelledby="tf"]').getByText('On', { exact: true }).isVisible());
-  step('signed out; password, then the TOTP code: signed in, two-factor on');
+  run.step('signed out; password, then the TOTP code: signed in, two-factor on');
 
-  current = 'a passkey from the account page';
+  run.current = 'a passkey from the account page';
   const cdp = await ada.context().newCDPSession(ada);
   await cdp.send('WebAuthn.enable', { enableUI: false });
   await cdp.send('WebAuthn.addVirtualAuthenticator', {
@@ -278,17 +246,17 @@ async function main() {
   await expectPath(ada, '/account');
   assert.match(await passkeyRow.innerText(), /This laptop/);
   assert.doesNotMatch(await passkeyRow.innerText(), /never/, 'its last use is shown');
-  step('a passkey added from the account page (script + virtual authenticator); signed out; signed in with it alone');
+  run.step('a passkey added from the account page (script + virtual authenticator); signed out; signed in with it alone');
 
-  current = 'an API session with a recovery code';
+  run.current = 'an API session with a recovery code';
   const withCode = await api('/password/authenticate', {
     body: { user: { email: 'ada@example.com' }, password: NEW_PW, code: recovery[0] },
   });
   assert.equal(withCode.status, 200, `API login with a recovery code: ${JSON.stringify(withCode)}`);
   const apiToken = withCode.body.tokens.accessToken;
-  step('an API login with the password and a recovery code');
+  run.step('an API login with the password and a recovery code');
 
-  current = 'admin: dashboard';
+  run.current = 'admin: dashboard';
   const root = await person();
   await register(root, 'root', 'admin@example.com');
   assert.equal(await root.getByRole('link', { name: 'Admin console' }).count(), 0, 'no console before the address is verified');
@@ -305,9 +273,9 @@ async function main() {
   const box = await root.locator('svg.chart-login_success').boundingBox();
   assert.ok(box && box.width > 300 && box.height > 50, `the chart is drawn large enough: ${JSON.stringify(box)}`);
   await shot(root, 'admin-dashboard');
-  step(`the dashboard: 4 SVG charts, ${active} active sessions`);
+  run.step(`the dashboard: 4 SVG charts, ${active} active sessions`);
 
-  current = 'admin: deactivate';
+  run.current = 'admin: deactivate';
   assert.equal((await apiUser(apiToken))?.username, 'ada', 'ada\'s API session works before');
   await root.getByRole('link', { name: 'Users' }).click();
   await root.getByLabel('Username or email starts with').fill('ad');
@@ -327,20 +295,20 @@ async function main() {
   await signIn(ada, 'ada', NEW_PW);
   await ada.getByRole('alert').waitFor();
   await shot(ada, 'signin-deactivated');
-  step('the admin deactivated ada: her API token and her browser are refused at once');
+  run.step('the admin deactivated ada: her API token and her browser are refused at once');
 
-  current = 'admin: audit';
+  run.current = 'admin: audit';
   await root.getByRole('link', { name: 'Audit log', exact: true }).click();
   await root.getByLabel('Event').selectOption('admin_action');
   await root.getByRole('button', { name: 'Filter' }).click();
   await root.getByText('users.deactivate').first().waitFor();
   await shot(root, 'admin-audit');
-  step('the audit log, filtered to admin actions, shows the deactivation');
+  run.step('the audit log, filtered to admin actions, shows the deactivation');
 
-  clearTimeout(overall);
+  run.done();
   console.log(`${shots} screenshots in ${ARTIFACTS}`);
   console.log('ALL OK');
-  await stop(0);
+  await run.stop(0);
 }
 
 /** What each browser shows, for a failure's report. */
@@ -355,5 +323,5 @@ async function showing() {
 
 main().catch(async (error) => {
   const shown = await showing().catch(() => '');
-  await stop(1, `not ok - ${current}: ${error?.stack ?? error}\n${browserLog.join('\n')}\n${shown}`);
+  await run.stop(1, `not ok - ${run.current}: ${error?.stack ?? error}\n${run.log.join('\n')}\n${shown}`);
 });

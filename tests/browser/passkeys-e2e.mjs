@@ -9,34 +9,13 @@
 //   python tests/browser/serve_for_browser.py 8123 /tmp/passkeys.db &
 //   APP_URL=http://localhost:8123 node tests/browser/passkeys-e2e.mjs
 import assert from 'node:assert/strict';
-import { chromium } from 'playwright-core';
+import { Run } from './harness.mjs';
 
 const APP = (process.env.APP_URL ?? '').replace(/\/+$/, '');
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const TIMEOUT_MS = Number(process.env.E2E_TIMEOUT_MS || 90_000);
 const PW = 'correct horse battery staple';
-const started = Date.now();
-const browserLog = [];
-let browser;
-let current = 'start';
-let stopping = false;
-
-function step(name) {
-  console.log(`ok - ${name} (${Date.now() - started} ms)`);
-}
-
-async function stop(code, message) {
-  if (stopping) return; // the timeout fired: the step it interrupted fails too, unreported
-  stopping = true;
-  if (message) console.log(message);
-  if (browser) await Promise.race([browser.close().catch(() => {}), new Promise((f) => setTimeout(f, 5000))]);
-  process.exit(code);
-}
-
-const overall = setTimeout(
-  () => void stop(1, `not ok - timed out after ${TIMEOUT_MS} ms during: ${current}\n${browserLog.join('\n')}`),
-  TIMEOUT_MS,
-);
+const run = new Run(TIMEOUT_MS);
 
 /** The JWT's payload (the server signs it; the browser test only reads it). */
 function claims(jwt) {
@@ -79,26 +58,14 @@ async function main() {
   assert.ok(APP, 'APP_URL is not set (http://localhost:PORT)');
   assert.equal(new URL(APP).hostname, 'localhost', 'the RP ID is "localhost": APP_URL must use it');
 
-  current = 'launch Chromium';
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    // playwright-core adds its own fresh --user-data-dir (a temporary profile it deletes).
-    args: [
-      '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync',
-      '--disable-dev-shm-usage', // containers often have a 64 MB /dev/shm
-    ],
-    timeout: 30_000,
-  });
+  const browser = await run.launch(CHROMIUM);
   const context = await browser.newContext();
   const page = await context.newPage();
-  page.on('console', (message) => browserLog.push(`[console.${message.type()}] ${message.text()}`));
-  page.on('pageerror', (error) => browserLog.push(`[pageerror] ${error.message}`));
+  run.watch(page);
   page.setDefaultTimeout(30_000);
-  step(`Chromium ${browser.version()} launched`);
+  run.step(`Chromium ${browser.version()} launched`);
 
-  current = 'virtual authenticator';
+  run.current = 'virtual authenticator';
   const cdp = await context.newCDPSession(page);
   await cdp.send('WebAuthn.enable', { enableUI: false });
   const { authenticatorId } = await cdp.send('WebAuthn.addVirtualAuthenticator', {
@@ -112,9 +79,9 @@ async function main() {
     },
   });
   const credentials = async () => (await cdp.send('WebAuthn.getCredentials', { authenticatorId })).credentials;
-  step('virtual authenticator added (ctap2, internal, resident keys, user verified)');
+  run.step('virtual authenticator added (ctap2, internal, resident keys, user verified)');
 
-  current = 'open the test page';
+  run.current = 'open the test page';
   await page.goto(`${APP}/`, { waitUntil: 'load' });
   const env = await page.evaluate(() => ({
     secure: window.isSecureContext,
@@ -125,10 +92,10 @@ async function main() {
     page: typeof window.registerPasskey === 'function',
   }));
   assert.deepEqual(env, { secure: true, origin: APP, parse: true, toJSON: true, page: true });
-  step(`test page at ${APP}/ (a secure context with the WebAuthn JSON helpers)`);
+  run.step(`test page at ${APP}/ (a secure context with the WebAuthn JSON helpers)`);
 
   // a. A password account, and a password login.
-  current = 'a. password sign-up and login';
+  run.current = 'a. password sign-up and login';
   const email = `passkey-${Date.now()}@example.com`;
   const username = `passkey${Date.now()}`;
   const signUp = await page.evaluate(
@@ -138,17 +105,17 @@ async function main() {
   assert.equal(signUp.status, 200, `register: ${JSON.stringify(signUp)}`);
   const userId = signUp.body?.userId;
   assert.equal(typeof userId, 'string', `register answers {userId}: ${JSON.stringify(signUp.body)}`);
-  step('a. password/register -> 200 {userId}');
+  run.step('a. password/register -> 200 {userId}');
 
   const login = await page.evaluate(([e, p]) => window.passwordLogin(e, p), [email, PW]);
   assertLoginResult(login, userId, 'password login');
   assert.equal(login.user.emails?.[0]?.address, email);
   assertAmr(login.tokens.accessToken, ['pwd'], 'password login');
   const accessToken = login.tokens.accessToken;
-  step('a. password/authenticate -> LoginResult (amr has "pwd")');
+  run.step('a. password/authenticate -> LoginResult (amr has "pwd")');
 
   // b. Register a passkey for the signed-in user.
-  current = 'b. passkey registration';
+  run.current = 'b. passkey registration';
   const registered = await page.evaluate(([t, n]) => window.registerPasskey(t, n), [accessToken, 'Chromium']);
   const creation = registered.options;
   assert.equal(creation.rp?.id, 'localhost', `rp.id in ${JSON.stringify(creation)}`);
@@ -159,7 +126,7 @@ async function main() {
   assert.equal(registered.credential.id, registered.credential.rawId);
   assertPasskey(registered.passkey, 'Chromium');
   const passkeyId = registered.passkey.id;
-  step(`b. webauthn/register/options -> create() -> register/verify -> passkey ${JSON.stringify(registered.passkey)}`);
+  run.step(`b. webauthn/register/options -> create() -> register/verify -> passkey ${JSON.stringify(registered.passkey)}`);
 
   let stored = await credentials();
   assert.equal(stored.length, 1, `one credential on the authenticator: ${JSON.stringify(stored)}`);
@@ -168,25 +135,25 @@ async function main() {
   assert.equal(b64url(stored[0].credentialId), registered.credential.id, 'the credential the browser returned');
   assert.equal(b64url(stored[0].userHandle), creation.user.id, 'the user handle the server chose');
   let signCount = stored[0].signCount;
-  step(`b. WebAuthn.getCredentials: one resident credential for rpId localhost (signCount ${signCount})`);
+  run.step(`b. WebAuthn.getCredentials: one resident credential for rpId localhost (signCount ${signCount})`);
 
   let listed = await page.evaluate((t) => window.listPasskeys(t), accessToken);
   assert.ok(Array.isArray(listed), `webauthn/credentials answers an array: ${JSON.stringify(listed)}`);
   assert.equal(listed.length, 1, `one passkey listed: ${JSON.stringify(listed)}`);
   assertPasskey(listed[0], 'Chromium');
   assert.equal(listed[0].id, passkeyId);
-  step('b. webauthn/credentials lists it, named "Chromium"');
+  run.step('b. webauthn/credentials lists it, named "Chromium"');
 
   // c. Log out; the old access token no longer names a user.
-  current = 'c. logout';
+  run.current = 'c. logout';
   const logout = await page.evaluate((t) => window.call('/logout', { token: t }), accessToken);
   assert.deepEqual(logout, { status: 200, body: null }, `logout: ${JSON.stringify(logout)}`);
   const after = await page.evaluate((t) => window.call('/user', { method: 'GET', token: t }), accessToken);
   assert.deepEqual(after, { status: 200, body: null }, `GET /user after logout: ${JSON.stringify(after)}`);
-  step('c. logout -> 200 null; GET /user with the old token -> 200 null');
+  run.step('c. logout -> 200 null; GET /user with the old token -> 200 null');
 
   // d. Passwordless: a discoverable credential, no allowCredentials.
-  current = 'd. passwordless login';
+  run.current = 'd. passwordless login';
   const passwordless = await page.evaluate(() => window.loginWithPasskey());
   const request = passwordless.options;
   assert.equal(typeof request.challenge, 'string', `challenge in ${JSON.stringify(request)}`);
@@ -198,7 +165,7 @@ async function main() {
   const amrPasswordless = assertAmr(passwordless.result.tokens.accessToken, ['hwk', 'user'], 'passkey login');
   const me = await page.evaluate((t) => window.currentUser(t), passwordless.result.tokens.accessToken);
   assert.equal(me?.id, userId, `GET /user with the passkey login's token: ${JSON.stringify(me)}`);
-  step(`d. webauthn/login/options -> get() -> webauthn/authenticate -> LoginResult (amr ${JSON.stringify(amrPasswordless)}); GET /user -> the user`);
+  run.step(`d. webauthn/login/options -> get() -> webauthn/authenticate -> LoginResult (amr ${JSON.stringify(amrPasswordless)}); GET /user -> the user`);
 
   stored = await credentials();
   assert.ok(stored[0].signCount > signCount, `signCount rose: ${signCount} -> ${stored[0].signCount}`);
@@ -206,10 +173,10 @@ async function main() {
   listed = await page.evaluate((t) => window.listPasskeys(t), passwordless.result.tokens.accessToken);
   assert.equal(listed.length, 1);
   assert.equal(typeof listed[0].lastUsedAt, 'number', `lastUsedAt set by the login: ${JSON.stringify(listed[0])}`);
-  step(`d. the authenticator's signCount rose (now ${signCount}); the passkey's lastUsedAt is set`);
+  run.step(`d. the authenticator's signCount rose (now ${signCount}); the passkey's lastUsedAt is set`);
 
   // e. Password first: the passkey is now the second factor.
-  current = 'e. password, then the passkey as second factor';
+  run.current = 'e. password, then the passkey as second factor';
   const mfa = await page.evaluate(([e, p]) => window.passwordThenPasskey(e, p), [email, PW]);
   const challenge = mfa.challenge;
   assert.equal(mfa.status, 401);
@@ -223,25 +190,25 @@ async function main() {
   assert.ok(Array.isArray(second.allowCredentials), 'allowCredentials lists the passkeys');
   assert.deepEqual(second.allowCredentials.map((c) => c.id), [registered.credential.id]);
   assert.ok(second.allowCredentials.every((c) => c.type === 'public-key'));
-  step('e. password/authenticate -> 401 TwoFactorCodeRequired {mfaToken, factors ["webauthn"], challenges.webauthn with allowCredentials}');
+  run.step('e. password/authenticate -> 401 TwoFactorCodeRequired {mfaToken, factors ["webauthn"], challenges.webauthn with allowCredentials}');
 
   assert.equal(mfa.assertion.id, registered.credential.id);
   assertLoginResult(mfa.result, userId, 'password + passkey');
   const amrMfa = assertAmr(mfa.result.tokens.accessToken, ['pwd', 'hwk', 'mfa'], 'password + passkey');
   const me2 = await page.evaluate((t) => window.currentUser(t), mfa.result.tokens.accessToken);
   assert.equal(me2?.id, userId);
-  step(`e. get() -> mfa/authenticate -> LoginResult (amr ${JSON.stringify(amrMfa)})`);
+  run.step(`e. get() -> mfa/authenticate -> LoginResult (amr ${JSON.stringify(amrMfa)})`);
 
   stored = await credentials();
   assert.ok(stored[0].signCount > signCount, `signCount rose: ${signCount} -> ${stored[0].signCount}`);
   signCount = stored[0].signCount;
-  step(`e. the authenticator's signCount rose again (now ${signCount})`);
+  run.step(`e. the authenticator's signCount rose again (now ${signCount})`);
 
   const mfaAgain = ([token, webauthn]) => window.call('/mfa/authenticate', { body: { mfaToken: token, webauthn } });
   const replay = await page.evaluate(mfaAgain, [challenge.mfaToken, mfa.assertion]);
   assert.ok(replay.status >= 400 && replay.status < 500, `the replay is refused with a 4xx: ${JSON.stringify(replay)}`);
   assert.equal(typeof replay.body?.code, 'string', `a JSON error with a code: ${JSON.stringify(replay)}`);
-  step(`e. the same mfaToken and assertion again -> ${replay.status} ${replay.body.code}`);
+  run.step(`e. the same mfaToken and assertion again -> ${replay.status} ${replay.body.code}`);
 
   // The used mfaToken with a fresh, valid assertion (from a second password step) is refused
   // too: single use is the token's, not only the challenge's. The fresh pair still works.
@@ -257,18 +224,18 @@ async function main() {
   stored = await credentials();
   assert.ok(stored[0].signCount > signCount, `signCount rose: ${signCount} -> ${stored[0].signCount}`);
   signCount = stored[0].signCount;
-  step(`e. the used mfaToken with a fresh assertion -> 401 InvalidToken; the fresh mfaToken with it -> LoginResult (signCount ${signCount})`);
+  run.step(`e. the used mfaToken with a fresh assertion -> 401 InvalidToken; the fresh mfaToken with it -> LoginResult (signCount ${signCount})`);
 
-  current = 'close';
-  clearTimeout(overall);
+  run.current = 'close';
+  run.done();
   await browser.close();
-  browser = undefined;
-  console.log(`passkeys end-to-end: ${Date.now() - started} ms`);
+  run.browser = undefined;
+  console.log(`passkeys end-to-end: ${Date.now() - run.started} ms`);
   console.log('ALL OK');
 }
 
 main().catch((error) => {
-  clearTimeout(overall);
-  const log = browserLog.length ? `\nbrowser log:\n${browserLog.join('\n')}` : '';
-  void stop(1, `not ok - ${current}: ${error?.stack ?? error}${log}`);
+  run.done();
+  const log = run.log.length ? `\nbrowser log:\n${run.log.join('\n')}` : '';
+  void run.stop(1, `not ok - ${run.current}: ${error?.stack ?? error}${log}`);
 });
